@@ -1,0 +1,66 @@
+/*
+ * inspect.h — what a passthrough flow learns from its two byte streams.
+ *
+ * A struct tf_inspect is fed the bytes of each direction as they pass and
+ * turns them into events: handshake messages (decoded), ChangeCipherSpec,
+ * alerts, encrypted records, non-TLS streams.  It knows when each direction
+ * becomes unreadable (TLS 1.2: after that side's ChangeCipherSpec; TLS 1.3:
+ * everything after the ServerHello, RFC 8446 §2) and when both handshakes
+ * are over, after which it only skims record headers.  It has no sockets
+ * and no event loop: unit tests and fuzzers drive it with byte vectors.
+ */
+#ifndef TLSFAULT_INSPECT_H
+#define TLSFAULT_INSPECT_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+enum tf_dir {
+    TF_DIR_C2S = 0,
+    TF_DIR_S2C = 1,
+};
+
+/* "c2s" / "s2c" */
+const char *tf_dir_name(enum tf_dir dir);
+
+/*
+ * Receives each event: name ("handshake", "change_cipher_spec", "alert",
+ * "encrypted", "non_tls"), direction, and its fields (ownership passes to
+ * the callee).
+ */
+typedef void (*tf_inspect_emit_fn)(void *arg, const char *event, enum tf_dir dir,
+                                   json_t *fields);
+
+struct tf_inspect;
+
+/* Returns a new inspector; free with tf_inspect_free(). */
+struct tf_inspect *tf_inspect_new(size_t handshake_message_max, tf_inspect_emit_fn emit,
+                                  void *arg) __attribute__((warn_unused_result));
+void tf_inspect_free(struct tf_inspect *ins);
+
+/* Feeds n bytes that travelled in dir. */
+void tf_inspect_feed(struct tf_inspect *ins, enum tf_dir dir, const uint8_t *p, size_t n);
+
+/*
+ * True once dir was found not to be TLS: the inspector ignores its further
+ * bytes, so the flow may relay them without feeding it.
+ */
+bool tf_inspect_idle(const struct tf_inspect *ins, enum tf_dir dir);
+
+/* True once both handshakes are complete (as far as a bystander can tell). */
+bool tf_inspect_handshake_done(const struct tf_inspect *ins);
+
+/*
+ * Adds what was learnt to a flow_end object: version, cipher_suite,
+ * sni, alpn, hello_retry_request, resumed, handshake ("complete" or
+ * "incomplete"), last_message {dir, type}, alerts [ {dir, level,
+ * description, encrypted} ], non_tls {dir: kind}.
+ */
+void tf_inspect_summarize(const struct tf_inspect *ins, json_t *obj);
+
+/* A short phrase for how far the handshake got, e.g. "after server_hello_done from server". */
+void tf_inspect_stage(const struct tf_inspect *ins, char *buf, size_t len);
+
+#endif

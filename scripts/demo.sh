@@ -1,0 +1,96 @@
+#!/bin/sh
+# The main job, as a demonstration: builds tlsfault if needed, starts a
+# local TLS origin (openssl s_server with a throwaway lab CA), puts tlsfault
+# in front of it and drives real clients through it (curl, openssl
+# s_client, gnutls-cli, Python), then shows the handshake log and how each
+# connection ended, including ones that fail: an unreachable upstream, a
+# client that speaks HTTP to the TLS port, a forced HelloRetryRequest.
+# Everything runs on loopback; the output stays in ./demo-out/.
+set -eu
+cd "$(dirname "$0")/.."
+top=$(pwd)
+[ -x build/src/tlsfault ] || sh scripts/bootstrap.sh
+make -s -C build >/dev/null
+TF=$top/build/src/tlsfault
+out=$top/demo-out
+rm -rf "$out"; mkdir -p "$out"
+cd "$out"
+
+pids=""
+cleanup() { for p in $pids; do kill "$p" 2>/dev/null || true; done; }
+trap cleanup EXIT INT TERM
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_port() { for _ in $(seq 100); do
+    python3 -c "import socket,sys; socket.create_connection(('127.0.0.1',$1),0.2)" 2>/dev/null && return 0
+    sleep 0.1; done; echo "port $1 never opened" >&2; return 1; }
+say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+
+say "a throwaway lab CA and a certificate for lab.test"
+openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem -days 30 \
+    -subj "/CN=tlsfault demo CA" 2>/dev/null
+openssl req -newkey rsa:2048 -nodes -keyout lab.key -out lab.csr -subj "/CN=lab.test" 2>/dev/null
+printf 'subjectAltName=DNS:lab.test,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n' > ext.cnf
+openssl x509 -req -in lab.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 30 \
+    -extfile ext.cnf -out lab.pem 2>/dev/null
+echo "ca.pem, lab.pem"
+
+origin=$(free_port); proxy=$(free_port); closed=$(free_port)
+say "origin: openssl s_server on 127.0.0.1:$origin (TLS 1.2 and 1.3, groups P-256:X25519)"
+openssl s_server -accept "$origin" -cert lab.pem -key lab.key -www -groups P-256:X25519 \
+    -quiet >/dev/null 2>&1 &
+pids="$pids $!"
+wait_port "$origin"
+
+say "tlsfault on 127.0.0.1:$proxy -> 127.0.0.1:$origin"
+"$TF" --listen "127.0.0.1:$proxy" --upstream "127.0.0.1:$origin" --json events.jsonl \
+    --text events.txt -w 1 2> tlsfault.stderr &
+pids="$pids $!"
+wait_port "$proxy"
+
+say "curl (OpenSSL), TLS 1.3"
+curl -sS --resolve "lab.test:$proxy:127.0.0.1" --cacert ca.pem "https://lab.test:$proxy/" \
+    -o /dev/null -w 'curl: HTTP %{http_code}, exit 0\n' || echo "curl exit $?"
+say "openssl s_client, TLS 1.2"
+echo | openssl s_client -connect "127.0.0.1:$proxy" -servername lab.test -tls1_2 \
+    -CAfile ca.pem -verify_return_error 2>/dev/null | grep -E '^(New|    Protocol|    Cipher|Verify return)' || true
+say "gnutls-cli, TLS 1.3 offering only X25519 first: the server answers with a HelloRetryRequest"
+gnutls-cli --x509cafile ca.pem -p "$proxy" --sni-hostname lab.test --verify-hostname lab.test \
+    --priority 'NORMAL:-GROUP-ALL:+GROUP-X25519:+GROUP-SECP256R1' 127.0.0.1 </dev/null 2>&1 |
+    grep -E 'Description|HelloRetry|Handshake was completed' | head -3 || true
+say "Python ssl"
+python3 - "$proxy" <<'PY'
+import socket, ssl, sys
+ctx = ssl.create_default_context(cafile="ca.pem")
+with socket.create_connection(("127.0.0.1", int(sys.argv[1]))) as s:
+    with ctx.wrap_socket(s, server_hostname="lab.test") as t:
+        print("python:", t.version(), t.cipher()[0])
+PY
+say "a client that speaks HTTP to the TLS port (relayed unchanged, logged as non_tls)"
+printf 'GET / HTTP/1.0\r\nHost: lab.test\r\n\r\n' | timeout 3 python3 -c "
+import socket,sys; s=socket.create_connection(('127.0.0.1',$proxy)); s.sendall(sys.stdin.buffer.read()); s.settimeout(2)
+try: print('answer:', repr(s.recv(64)))
+except Exception as e: print('answer:', e)" || true
+kill %2 2>/dev/null || true
+
+say "an unreachable upstream: tlsfault -> 127.0.0.1:$closed (nothing listens)"
+bad=$(free_port)
+"$TF" --listen "127.0.0.1:$bad" --upstream "127.0.0.1:$closed" --json events.jsonl \
+    --text events.txt -w 1 2>> tlsfault.stderr &
+pids="$pids $!"
+wait_port "$bad"
+curl -sS --resolve "lab.test:$bad:127.0.0.1" --cacert ca.pem "https://lab.test:$bad/" \
+    -o /dev/null 2>&1 | sed 's/^/client says: /' || true
+sleep 0.3
+cleanup; pids=""; sleep 0.3
+
+say "the handshake log (text sink, events.txt)"
+cut -c 12- events.txt | cut -c -200
+say "how each connection ended (flow_end from events.jsonl)"
+if command -v jq >/dev/null; then
+    jq -r 'select(.event=="flow_end") | "#\(.flow) \(.outcome): \(.summary)"' events.jsonl
+else
+    grep '"flow_end"' events.jsonl
+fi
+echo
+echo "logs: $out/events.txt, $out/events.jsonl"

@@ -1,0 +1,1156 @@
+/*
+ * config.c — the configuration file, read into an immutable snapshot.
+ *
+ * Job: turn a libconfig file (or the quick command line) into a struct
+ * tf_config and say precisely what is wrong when it cannot: every problem,
+ * not just the first, each as "file:line: message" so that one run of
+ * "tlsfault -t" lists all that needs fixing.  Opening sockets, resolving
+ * upstream names and swapping snapshots on SIGHUP are left to listener.c,
+ * flow.c and main.c; this file only decides whether a file is acceptable
+ * and what it means.
+ *
+ * The keys of each section live in a table (name, type, handler).  One
+ * walker over those tables catches unknown keys, wrong types and keys
+ * reserved for later versions, so the handlers only judge values.  A
+ * listener's settings are first collected and then checked together,
+ * because they depend on each other (upstream is required by route
+ * "forward") and on the listeners before them (unique names, addresses).
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include <libconfig.h>
+
+#include "tlsfault/config.h"
+
+#define CONFIG_LINE_MAX 512        /* one formatted problem */
+#define CONFIG_QUOTE_MAX 68        /* a value quoted in a problem: 64 bytes and "..." */
+#define CONFIG_HOST_MAX 1025       /* NI_MAXHOST: longest host we take apart */
+#define CONFIG_DNS_NAME_MAX 253    /* RFC 1035 §2.3.4, without the trailing dot */
+#define CONFIG_DNS_LABEL_MAX 63
+#define CONFIG_NAME_MAX 64         /* listener names end up in logs and events */
+#define CONFIG_TIMEOUT_MAX_S 86400 /* keeps milliseconds well inside unsigned */
+#define CONFIG_ADDR_HINT "(expected host:port or [v6]:port)"
+
+#define CONFIG_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
+
+/* ------------------------------------------------------------ problems */
+
+/*
+ * The caller's error buffer, filled one line per problem.  After the first
+ * line only whole lines are added: a reader never sees half a message, and
+ * once one line is dropped all later ones are too, so what is shown is a
+ * prefix of the full list.  count keeps counting regardless: it alone
+ * decides success.
+ */
+struct config_errors {
+    char *buf;
+    size_t cap;
+    size_t len;
+    bool full;
+    unsigned count;
+};
+
+static void
+config_errors_init(struct config_errors *e, char *buf, size_t cap)
+{
+    e->buf = buf;
+    e->cap = buf != NULL ? cap : 0;
+    e->len = 0;
+    e->full = false;
+    e->count = 0;
+    if (e->cap > 0)
+        e->buf[0] = '\0';
+}
+
+static void __attribute__((format(printf, 2, 3)))
+config_errors_add(struct config_errors *e, const char *fmt, ...)
+{
+    char line[CONFIG_LINE_MAX];
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(line, sizeof(line), fmt, ap);
+    va_end(ap);
+
+    /* A quoted value may hold "\n" escapes; one problem must stay one line. */
+    for (char *p = line; *p != '\0'; p++)
+        if ((unsigned char)*p < 0x20 || *p == 0x7f)
+            *p = '?';
+
+    e->count++;
+    if (e->cap == 0 || e->full)
+        return;
+    size_t n = strlen(line);
+    if (e->len == 0) {
+        snprintf(e->buf, e->cap, "%s", line);
+        e->len = n < e->cap ? n : e->cap - 1;
+        e->full = n >= e->cap;
+        return;
+    }
+    if (e->len + 1 + n >= e->cap) {
+        e->full = true;
+        return;
+    }
+    e->buf[e->len++] = '\n';
+    memcpy(e->buf + e->len, line, n + 1);
+    e->len += n;
+}
+
+/* ------------------------------------------------------------ loading state */
+
+struct config_load {
+    struct config_errors err;
+    const char *path;     /* as given: the prefix of every message */
+    struct tf_config *cfg;
+};
+
+static void __attribute__((format(printf, 3, 4)))
+config_error_at(struct config_load *ld, const config_setting_t *s, const char *fmt, ...)
+{
+    char msg[CONFIG_LINE_MAX];
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+
+    /* Settings from an @include'd file carry that file's name. */
+    const char *file = config_setting_source_file(s);
+    config_errors_add(&ld->err, "%s:%u: %s", file != NULL ? file : ld->path,
+                      (unsigned)config_setting_source_line(s), msg);
+}
+
+static void
+config_oom_at(struct config_load *ld, const config_setting_t *s)
+{
+    config_error_at(ld, s, "out of memory");
+}
+
+/* Keeps *slot on failure, so the old value is freed with the snapshot. */
+static bool __attribute__((warn_unused_result))
+config_set_string(char **slot, const char *value)
+{
+    char *copy = strdup(value);
+    if (copy == NULL)
+        return false;
+    free(*slot);
+    *slot = copy;
+    return true;
+}
+
+/* ------------------------------------------------------------ snapshot */
+
+static void
+config_free(struct tf_config *cfg)
+{
+    if (cfg == NULL)
+        return;
+    for (size_t i = 0; i < cfg->n_listeners; i++) {
+        free(cfg->listeners[i].name);
+        free(cfg->listeners[i].listen);
+        free(cfg->listeners[i].upstream_host);
+    }
+    free(cfg->listeners);
+    free(cfg->path);
+    free(cfg->log_text);
+    free(cfg->log_json);
+    free(cfg->log_level);
+    free(cfg);
+}
+
+/* A snapshot holding every default; NULL when memory is short. */
+static struct tf_config *
+config_new(void)
+{
+    struct tf_config *cfg = calloc(1, sizeof(*cfg));
+    if (cfg == NULL)
+        return NULL;
+    atomic_init(&cfg->refs, 1);
+    cfg->log_text = strdup("stderr");
+    cfg->log_level = strdup("info");
+    cfg->connect_timeout_ms = 10000;
+    cfg->handshake_timeout_ms = 30000;
+    cfg->idle_timeout_ms = 300000;
+    cfg->grace_ms = 10000;
+    cfg->handshake_message_max = 65536;
+    cfg->buffer_max = 262144;
+    cfg->workers = 0;
+    if (cfg->log_text == NULL || cfg->log_level == NULL) {
+        config_free(cfg);
+        return NULL;
+    }
+    return cfg;
+}
+
+struct tf_config *
+tf_config_ref(struct tf_config *cfg)
+{
+    if (cfg != NULL)
+        atomic_fetch_add(&cfg->refs, 1);
+    return cfg;
+}
+
+void
+tf_config_unref(struct tf_config *cfg)
+{
+    /* fetch_sub returns the count before the drop: 1 means we were last. */
+    if (cfg != NULL && atomic_fetch_sub(&cfg->refs, 1) == 1)
+        config_free(cfg);
+}
+
+const struct tf_listener_conf *
+tf_config_listener(const struct tf_config *cfg, const char *name)
+{
+    if (cfg == NULL || name == NULL)
+        return NULL;
+    for (size_t i = 0; i < cfg->n_listeners; i++)
+        if (cfg->listeners[i].name != NULL && strcmp(cfg->listeners[i].name, name) == 0)
+            return &cfg->listeners[i];
+    return NULL;
+}
+
+/* ------------------------------------------------------------ addresses */
+
+/* Long values are cut short in messages so that the reason after them survives. */
+static const char *
+config_quote(char *buf, size_t n, const char *v)
+{
+    if (strlen(v) < n)
+        return v;
+    snprintf(buf, n, "%.*s...", (int)(n - 4), v);
+    return buf;
+}
+
+static bool __attribute__((format(printf, 3, 4)))
+config_fail(char *err, size_t errlen, const char *fmt, ...)
+{
+    va_list ap;
+
+    if (err == NULL || errlen == 0)
+        return false;
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+    return false;
+}
+
+/*
+ * getaddrinfo rather than inet_pton: it accepts a zone ("fe80::1%eth0"),
+ * which a link-local listener or upstream needs.  AI_NUMERICHOST keeps it
+ * from ever touching DNS.
+ */
+static bool
+config_ipv6_literal(const char *host, struct sockaddr_in6 *out)
+{
+    struct addrinfo hints, *res = NULL;
+
+    memset(&hints, 0, sizeof(hints));
+    hints.ai_family = AF_INET6;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_NUMERICHOST;
+    if (getaddrinfo(host, NULL, &hints, &res) != 0 || res == NULL)
+        return false;
+    bool ok = res->ai_family == AF_INET6 && res->ai_addrlen == sizeof(*out);
+    if (ok && out != NULL)
+        memcpy(out, res->ai_addr, sizeof(*out));
+    freeaddrinfo(res);
+    return ok;
+}
+
+/* Digits only: "0x1bb", "+443" and " 443" are typos, not ports. */
+static bool
+config_parse_port(const char *p, uint16_t *port, char *err, size_t errlen)
+{
+    unsigned long v = 0;
+    char q[CONFIG_QUOTE_MAX];
+
+    for (const char *c = p; *c != '\0'; c++) {
+        if (*c < '0' || *c > '9')
+            return config_fail(err, errlen, "port \"%s\" is not a number",
+                               config_quote(q, sizeof(q), p));
+        if (v <= 65535)
+            v = v * 10 + (unsigned long)(*c - '0');
+    }
+    if (v > 65535)
+        return config_fail(err, errlen, "port %s is out of range (0-65535)",
+                           config_quote(q, sizeof(q), p));
+    *port = (uint16_t)v;
+    return true;
+}
+
+/* Contract in config.h.  host and *port are written only on success. */
+bool
+tf_config_split_hostport(const char *s, char *host, size_t hostlen, uint16_t *port, char *err,
+                         size_t errlen)
+{
+    const char *h, *hend, *p;
+    bool bracketed = false;
+    char q[CONFIG_QUOTE_MAX];
+
+    if (s == NULL || *s == '\0')
+        return config_fail(err, errlen, "empty address " CONFIG_ADDR_HINT);
+    if (s[0] == '[') {
+        h = s + 1;
+        hend = strchr(h, ']');
+        if (hend == NULL)
+            return config_fail(err, errlen, "missing \"]\" after the IPv6 address");
+        if (hend[1] == '\0')
+            return config_fail(err, errlen, "missing port " CONFIG_ADDR_HINT);
+        if (hend[1] != ':')
+            return config_fail(err, errlen, "expected \":\" and a port after \"]\"");
+        p = hend + 2;
+        bracketed = true;
+    } else {
+        const char *colon = strrchr(s, ':');
+        if (colon == NULL)
+            return config_fail(err, errlen, "missing port " CONFIG_ADDR_HINT);
+        /* Without brackets, "::1:443" could be ::1 port 443 or ::1:443 without a port. */
+        if (memchr(s, ':', (size_t)(colon - s)) != NULL)
+            return config_fail(err, errlen, "an IPv6 address needs brackets, as in [::1]:8443");
+        h = s;
+        hend = colon;
+        p = colon + 1;
+    }
+    if (hend == h)
+        return config_fail(err, errlen, "missing host " CONFIG_ADDR_HINT);
+    if (*p == '\0')
+        return config_fail(err, errlen, "missing port " CONFIG_ADDR_HINT);
+
+    size_t n = (size_t)(hend - h);
+    if (host == NULL || n >= hostlen)
+        return config_fail(err, errlen, "host is too long (%zu bytes)", n);
+
+    uint16_t v = 0;
+    if (!config_parse_port(p, &v, err, errlen))
+        return false;
+    if (bracketed) {
+        /* Checked in a copy of our own: host stays untouched on failure. */
+        char v6[CONFIG_HOST_MAX];
+        snprintf(v6, sizeof(v6), "%.*s", (int)n, h);
+        if (n >= sizeof(v6) || !config_ipv6_literal(v6, NULL))
+            return config_fail(err, errlen, "\"%s\" in brackets is not an IPv6 address",
+                               config_quote(q, sizeof(q), v6));
+    }
+    memcpy(host, h, n);
+    host[n] = '\0';
+    if (port != NULL)
+        *port = v;
+    return true;
+}
+
+/*
+ * A listener binds: its host must be an address, never a name, or the
+ * listening socket would depend on DNS at start-up.  inet_pton for IPv4
+ * because getaddrinfo also takes inet_aton's "127.1" and "0x7f.1".
+ */
+static bool
+config_parse_listen(const char *s, struct sockaddr_storage *ss, socklen_t *len, char *why,
+                    size_t whylen)
+{
+    char host[CONFIG_HOST_MAX];
+    char q[CONFIG_QUOTE_MAX];
+    uint16_t port;
+
+    if (!tf_config_split_hostport(s, host, sizeof(host), &port, why, whylen))
+        return false;
+    memset(ss, 0, sizeof(*ss));
+    if (strchr(host, ':') != NULL) {
+        struct sockaddr_in6 sin6;
+        if (!config_ipv6_literal(host, &sin6))
+            return config_fail(why, whylen, "\"%s\" in brackets is not an IPv6 address",
+                               config_quote(q, sizeof(q), host));
+        sin6.sin6_port = htons(port);
+        memcpy(ss, &sin6, sizeof(sin6));
+        *len = sizeof(sin6);
+        return true;
+    }
+    struct sockaddr_in sin;
+    memset(&sin, 0, sizeof(sin));
+    if (inet_pton(AF_INET, host, &sin.sin_addr) != 1)
+        return config_fail(why, whylen,
+                           "\"%s\" is not a numeric IP address (a listener binds to an address, "
+                           "not a host name)",
+                           config_quote(q, sizeof(q), host));
+    sin.sin_family = AF_INET;
+    sin.sin_port = htons(port);
+    memcpy(ss, &sin, sizeof(sin));
+    *len = sizeof(sin);
+    return true;
+}
+
+/* Letters, digits, '-' and '_' in labels of 1-63; a trailing dot is allowed. */
+static bool
+config_host_name_valid(const char *name)
+{
+    size_t n = strlen(name), label = 0;
+
+    if (n > 0 && name[n - 1] == '.')
+        n--;
+    if (n == 0 || n > CONFIG_DNS_NAME_MAX)
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        char c = name[i];
+        if (c == '.') {
+            if (label == 0)
+                return false;
+            label = 0;
+            continue;
+        }
+        bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                  c == '-' || c == '_';
+        if (!ok || ++label > CONFIG_DNS_LABEL_MAX)
+            return false;
+    }
+    return label > 0;
+}
+
+/* The upstream may be a name: it is resolved per flow, not here. */
+static bool
+config_parse_upstream(const char *s, char *host, size_t hostlen, uint16_t *port, char *why,
+                      size_t whylen)
+{
+    char q[CONFIG_QUOTE_MAX];
+
+    if (!tf_config_split_hostport(s, host, hostlen, port, why, whylen))
+        return false;
+    if (*port == 0)
+        return config_fail(why, whylen, "port 0 is out of range for an upstream (1-65535)");
+    if (strchr(host, ':') != NULL)
+        return true; /* a bracketed IPv6 literal, already checked */
+    if (!config_host_name_valid(host))
+        return config_fail(why, whylen, "\"%s\" is not a valid host name",
+                           config_quote(q, sizeof(q), host));
+    return true;
+}
+
+static bool
+config_same_addr(const struct sockaddr_storage *a, const struct sockaddr_storage *b)
+{
+    if (a->ss_family != b->ss_family)
+        return false;
+    if (a->ss_family == AF_INET) {
+        const struct sockaddr_in *x = (const struct sockaddr_in *)a;
+        const struct sockaddr_in *y = (const struct sockaddr_in *)b;
+        /* Port 0 lets the kernel pick: two such listeners never clash. */
+        return x->sin_port != 0 && x->sin_port == y->sin_port &&
+               x->sin_addr.s_addr == y->sin_addr.s_addr;
+    }
+    const struct sockaddr_in6 *x = (const struct sockaddr_in6 *)a;
+    const struct sockaddr_in6 *y = (const struct sockaddr_in6 *)b;
+    return x->sin6_port != 0 && x->sin6_port == y->sin6_port && x->sin6_scope_id == y->sin6_scope_id &&
+           memcmp(&x->sin6_addr, &y->sin6_addr, sizeof(x->sin6_addr)) == 0;
+}
+
+/* ------------------------------------------------------------ value tables */
+
+/* A word a setting may take; available false: known, but for a later version. */
+struct config_choice {
+    const char *name;
+    int value;
+    bool available;
+};
+
+static const struct config_choice config_routes[] = {
+    {"forward", TF_ROUTE_FORWARD, true},
+    {"sni", 0, false},
+    {"redirect", 0, false},
+    {"tproxy", 0, false},
+    {"connect", 0, false},
+};
+
+static const struct config_choice config_modes[] = {
+    {"passthrough", TF_MODE_PASSTHROUGH, true},
+    {"mitm", 0, false},
+};
+
+static const struct config_choice config_levels[] = {
+    {"error", 0, true},
+    {"warn", 1, true},
+    {"info", 2, true},
+    {"debug", 3, true},
+};
+
+/*
+ * Looks the string setting s up in a choice table.  what names the setting
+ * in messages ("route", "log level").  Returns the entry, or NULL after
+ * reporting why not.
+ */
+static const struct config_choice *
+config_choose(struct config_load *ld, const config_setting_t *s, const char *what,
+              const struct config_choice *table, size_t n)
+{
+    char q[CONFIG_QUOTE_MAX];
+    const char *v = config_setting_get_string(s);
+    const char *shown = config_quote(q, sizeof(q), v);
+    char valid[128] = "";
+    size_t used = 0;
+
+    for (size_t i = 0; i < n; i++)
+        if (table[i].available && used < sizeof(valid))
+            used += (size_t)snprintf(valid + used, sizeof(valid) - used, "%s%s",
+                                     used > 0 ? ", " : "", table[i].name);
+    for (size_t i = 0; i < n; i++) {
+        if (strcmp(table[i].name, v) != 0)
+            continue;
+        if (table[i].available)
+            return &table[i];
+        config_error_at(ld, s, "%s \"%s\" is not available in this version; valid: %s", what,
+                        shown, valid);
+        return NULL;
+    }
+    config_error_at(ld, s, "unknown %s \"%s\"; valid: %s", what, shown, valid);
+    return NULL;
+}
+
+/* ------------------------------------------------------------ key tables */
+
+enum config_kind {
+    CONFIG_KIND_INT,    /* int or int64 */
+    CONFIG_KIND_NUMBER, /* int, int64 or float */
+    CONFIG_KIND_STRING,
+    CONFIG_KIND_GROUP,  /* { ... } */
+    CONFIG_KIND_LIST,   /* ( ... ) or, when empty or scalar, [ ... ] */
+};
+
+struct config_key;
+struct config_section;
+
+/*
+ * Judges and stores one setting whose type already matched.  label is the
+ * key as messages name it ("timeouts.idle"); obj is what the section fills
+ * (the snapshot, or a listener draft).
+ */
+typedef void config_apply_fn(struct config_load *ld, const config_setting_t *s,
+                             const struct config_key *key, const char *label, void *obj);
+
+struct config_key {
+    const char *name;
+    enum config_kind kind;
+    config_apply_fn *apply;               /* NULL: reserved for a later version */
+    size_t offset;                        /* where apply stores into obj */
+    long long min, max;                   /* bounds of integers and seconds */
+    const struct config_section *section; /* for groups: their keys */
+};
+
+struct config_section {
+    const char *where;  /* " in listener": where an unknown key was found */
+    const char *prefix; /* "log.": how keys are named in messages */
+    const struct config_key *keys;
+    size_t n_keys;
+};
+
+/*
+ * Collected listener settings, judged together by config_listener_finish.
+ * Only settings of the right type land here; one of the wrong type was
+ * reported by the walker and is still in the group, which is how "missing"
+ * is told apart from "wrong" (one mistake, one message).
+ */
+struct config_listener_draft {
+    const config_setting_t *name;
+    const config_setting_t *listen;
+    const config_setting_t *route;
+    const config_setting_t *upstream;
+    const config_setting_t *mode;
+};
+
+static bool
+config_kind_matches(const config_setting_t *s, enum config_kind kind)
+{
+    int t = config_setting_type(s);
+
+    switch (kind) {
+    case CONFIG_KIND_INT:
+        return t == CONFIG_TYPE_INT || t == CONFIG_TYPE_INT64;
+    case CONFIG_KIND_NUMBER:
+        return t == CONFIG_TYPE_INT || t == CONFIG_TYPE_INT64 || t == CONFIG_TYPE_FLOAT;
+    case CONFIG_KIND_STRING:
+        return t == CONFIG_TYPE_STRING;
+    case CONFIG_KIND_GROUP:
+        return t == CONFIG_TYPE_GROUP;
+    case CONFIG_KIND_LIST:
+        return t == CONFIG_TYPE_LIST || t == CONFIG_TYPE_ARRAY;
+    }
+    return false;
+}
+
+static const char *
+config_kind_text(enum config_kind kind)
+{
+    switch (kind) {
+    case CONFIG_KIND_INT:
+        return "an integer";
+    case CONFIG_KIND_NUMBER:
+        return "a number";
+    case CONFIG_KIND_STRING:
+        return "a string";
+    case CONFIG_KIND_GROUP:
+        return "a group ({ ... })";
+    case CONFIG_KIND_LIST:
+        return "a list (( ... ))";
+    }
+    return "?";
+}
+
+/* libconfig only converts between number types with AUTOCONVERT, which we leave off. */
+static double
+config_number(const config_setting_t *s)
+{
+    if (config_setting_type(s) == CONFIG_TYPE_FLOAT)
+        return config_setting_get_float(s);
+    if (config_setting_type(s) == CONFIG_TYPE_INT64)
+        return (double)config_setting_get_int64(s);
+    return (double)config_setting_get_int(s);
+}
+
+static long long
+config_integer(const config_setting_t *s)
+{
+    if (config_setting_type(s) == CONFIG_TYPE_INT64)
+        return config_setting_get_int64(s);
+    return config_setting_get_int(s);
+}
+
+static void config_walk(struct config_load *ld, const struct config_section *sec,
+                        const config_setting_t *group, void *obj);
+
+static bool
+config_integer_in_range(struct config_load *ld, const config_setting_t *s,
+                        const struct config_key *key, const char *label, long long *out)
+{
+    long long v = config_integer(s);
+    if (v < key->min || v > key->max) {
+        config_error_at(ld, s, "\"%s\" must be between %lld and %lld, not %lld", label, key->min,
+                        key->max, v);
+        return false;
+    }
+    *out = v;
+    return true;
+}
+
+static void
+config_apply_int(struct config_load *ld, const config_setting_t *s, const struct config_key *key,
+                 const char *label, void *obj)
+{
+    long long v;
+    if (config_integer_in_range(ld, s, key, label, &v))
+        *(int *)((char *)obj + key->offset) = (int)v;
+}
+
+static void
+config_apply_size(struct config_load *ld, const config_setting_t *s, const struct config_key *key,
+                  const char *label, void *obj)
+{
+    long long v;
+    if (config_integer_in_range(ld, s, key, label, &v))
+        *(size_t *)((char *)obj + key->offset) = (size_t)v;
+}
+
+/* Seconds in the file, milliseconds in the snapshot; a partial millisecond rounds up. */
+static void
+config_apply_seconds(struct config_load *ld, const config_setting_t *s,
+                     const struct config_key *key, const char *label, void *obj)
+{
+    double v = config_number(s);
+
+    /* Written as !(v > 0) so that a NaN is refused too. */
+    if (!(v > 0)) {
+        config_error_at(ld, s, "\"%s\" must be greater than 0 seconds, not %g", label, v);
+        return;
+    }
+    if (v > (double)key->max) {
+        config_error_at(ld, s, "\"%s\" must be at most %lld seconds, not %g", label, key->max, v);
+        return;
+    }
+    double ms = v * 1000.0;
+    unsigned whole = (unsigned)ms;
+    if ((double)whole < ms)
+        whole++;
+    *(unsigned *)((char *)obj + key->offset) = whole;
+}
+
+static void
+config_apply_string(struct config_load *ld, const config_setting_t *s,
+                    const struct config_key *key, const char *label, void *obj)
+{
+    const char *v = config_setting_get_string(s);
+
+    if (*v == '\0') {
+        config_error_at(ld, s, "\"%s\" must not be empty", label);
+        return;
+    }
+    if (!config_set_string((char **)((char *)obj + key->offset), v))
+        config_oom_at(ld, s);
+}
+
+static void
+config_apply_level(struct config_load *ld, const config_setting_t *s,
+                   const struct config_key *key, const char *label, void *obj)
+{
+    (void)label;
+    const struct config_choice *c =
+        config_choose(ld, s, "log level", config_levels, CONFIG_ARRAY_LEN(config_levels));
+    if (c != NULL && !config_set_string((char **)((char *)obj + key->offset), c->name))
+        config_oom_at(ld, s);
+}
+
+static void
+config_apply_section(struct config_load *ld, const config_setting_t *s,
+                     const struct config_key *key, const char *label, void *obj)
+{
+    (void)label;
+    config_walk(ld, key->section, s, obj);
+}
+
+/* The fault engine comes later; an empty list keeps files forward-compatible. */
+static void
+config_apply_faults(struct config_load *ld, const config_setting_t *s,
+                    const struct config_key *key, const char *label, void *obj)
+{
+    (void)key;
+    (void)label;
+    (void)obj;
+    if (config_setting_length(s) > 0)
+        config_error_at(ld, s, "faults: the fault engine is not available in this version");
+}
+
+static void
+config_note_setting(struct config_load *ld, const config_setting_t *s,
+                    const struct config_key *key, const char *label, void *obj)
+{
+    (void)ld;
+    (void)label;
+    *(const config_setting_t **)((char *)obj + key->offset) = s;
+}
+
+static void config_apply_listeners(struct config_load *ld, const config_setting_t *s,
+                                   const struct config_key *key, const char *label, void *obj);
+
+#define CONFIG_CFG(field) offsetof(struct tf_config, field)
+#define CONFIG_DRAFT(field) offsetof(struct config_listener_draft, field)
+
+static const struct config_key config_listener_keys[] = {
+    {"name", CONFIG_KIND_STRING, config_note_setting, CONFIG_DRAFT(name), 0, 0, NULL},
+    {"listen", CONFIG_KIND_STRING, config_note_setting, CONFIG_DRAFT(listen), 0, 0, NULL},
+    {"route", CONFIG_KIND_STRING, config_note_setting, CONFIG_DRAFT(route), 0, 0, NULL},
+    {"upstream", CONFIG_KIND_STRING, config_note_setting, CONFIG_DRAFT(upstream), 0, 0, NULL},
+    {"mode", CONFIG_KIND_STRING, config_note_setting, CONFIG_DRAFT(mode), 0, 0, NULL},
+};
+
+static const struct config_key config_log_keys[] = {
+    {"text", CONFIG_KIND_STRING, config_apply_string, CONFIG_CFG(log_text), 0, 0, NULL},
+    {"json", CONFIG_KIND_STRING, config_apply_string, CONFIG_CFG(log_json), 0, 0, NULL},
+    {"level", CONFIG_KIND_STRING, config_apply_level, CONFIG_CFG(log_level), 0, 0, NULL},
+    {"keylog", CONFIG_KIND_STRING, NULL, 0, 0, 0, NULL},
+};
+
+static const struct config_key config_timeout_keys[] = {
+    {"connect", CONFIG_KIND_NUMBER, config_apply_seconds, CONFIG_CFG(connect_timeout_ms), 0,
+     CONFIG_TIMEOUT_MAX_S, NULL},
+    {"handshake", CONFIG_KIND_NUMBER, config_apply_seconds, CONFIG_CFG(handshake_timeout_ms), 0,
+     CONFIG_TIMEOUT_MAX_S, NULL},
+    {"idle", CONFIG_KIND_NUMBER, config_apply_seconds, CONFIG_CFG(idle_timeout_ms), 0,
+     CONFIG_TIMEOUT_MAX_S, NULL},
+    {"grace", CONFIG_KIND_NUMBER, config_apply_seconds, CONFIG_CFG(grace_ms), 0,
+     CONFIG_TIMEOUT_MAX_S, NULL},
+};
+
+/* 16 MiB: a handshake message length is a 24-bit field (RFC 8446 §4). */
+static const struct config_key config_limit_keys[] = {
+    {"handshake_message_max", CONFIG_KIND_INT, config_apply_size,
+     CONFIG_CFG(handshake_message_max), 1024, 16777216, NULL},
+    {"buffer", CONFIG_KIND_INT, config_apply_size, CONFIG_CFG(buffer_max), 4096, 1073741824,
+     NULL},
+};
+
+static const struct config_section config_listener_section = {
+    " in listener", "", config_listener_keys, CONFIG_ARRAY_LEN(config_listener_keys),
+};
+static const struct config_section config_log_section = {
+    " in log", "log.", config_log_keys, CONFIG_ARRAY_LEN(config_log_keys),
+};
+static const struct config_section config_timeout_section = {
+    " in timeouts", "timeouts.", config_timeout_keys, CONFIG_ARRAY_LEN(config_timeout_keys),
+};
+static const struct config_section config_limit_section = {
+    " in limits", "limits.", config_limit_keys, CONFIG_ARRAY_LEN(config_limit_keys),
+};
+
+static const struct config_key config_top_keys[] = {
+    {"workers", CONFIG_KIND_INT, config_apply_int, CONFIG_CFG(workers), 0, 256, NULL},
+    {"listeners", CONFIG_KIND_LIST, config_apply_listeners, 0, 0, 0, NULL},
+    {"faults", CONFIG_KIND_LIST, config_apply_faults, 0, 0, 0, NULL},
+    {"log", CONFIG_KIND_GROUP, config_apply_section, 0, 0, 0, &config_log_section},
+    {"timeouts", CONFIG_KIND_GROUP, config_apply_section, 0, 0, 0, &config_timeout_section},
+    {"limits", CONFIG_KIND_GROUP, config_apply_section, 0, 0, 0, &config_limit_section},
+    {"ca", CONFIG_KIND_GROUP, NULL, 0, 0, 0, NULL},
+    {"control", CONFIG_KIND_GROUP, NULL, 0, 0, 0, NULL},
+};
+
+static const struct config_section config_top_section = {
+    " at top level", "", config_top_keys, CONFIG_ARRAY_LEN(config_top_keys),
+};
+
+/*
+ * Checks every member of group against the section's table: unknown keys
+ * (naming the valid ones), reserved keys, wrong types; hands the rest to
+ * their handlers.  Keeps going after a problem so that all are reported.
+ */
+static void
+config_walk(struct config_load *ld, const struct config_section *sec,
+            const config_setting_t *group, void *obj)
+{
+    int n = config_setting_length(group);
+
+    for (int i = 0; i < n; i++) {
+        const config_setting_t *s = config_setting_get_elem(group, (unsigned)i);
+        const char *name = config_setting_name(s);
+        const struct config_key *key = NULL;
+        char label[96];
+        char q[CONFIG_QUOTE_MAX];
+
+        for (size_t k = 0; k < sec->n_keys; k++)
+            if (strcmp(sec->keys[k].name, name) == 0)
+                key = &sec->keys[k];
+        if (key == NULL) {
+            char valid[256] = "";
+            size_t used = 0;
+            for (size_t k = 0; k < sec->n_keys; k++)
+                if (sec->keys[k].apply != NULL && used < sizeof(valid))
+                    used += (size_t)snprintf(valid + used, sizeof(valid) - used, "%s%s",
+                                             used > 0 ? ", " : "", sec->keys[k].name);
+            config_error_at(ld, s, "unknown key \"%s\"%s; valid keys: %s",
+                            config_quote(q, sizeof(q), name), sec->where, valid);
+            continue;
+        }
+        snprintf(label, sizeof(label), "%s%s", sec->prefix, key->name);
+        if (key->apply == NULL) {
+            config_error_at(ld, s, "\"%s\" is not available in this version", label);
+            continue;
+        }
+        if (!config_kind_matches(s, key->kind)) {
+            config_error_at(ld, s, "\"%s\" must be %s", label, config_kind_text(key->kind));
+            continue;
+        }
+        key->apply(ld, s, key, label, obj);
+    }
+}
+
+/* ------------------------------------------------------------ listeners */
+
+/* Names show up in logs, events and control URLs: keep them plain. */
+static bool
+config_listener_name_valid(const char *name)
+{
+    size_t n = strlen(name);
+
+    if (n == 0 || n > CONFIG_NAME_MAX)
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        char c = name[i];
+        bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                  c == '.' || c == '_' || c == '-';
+        if (!ok)
+            return false;
+    }
+    return true;
+}
+
+static const struct tf_listener_conf *
+config_listener_named(const struct tf_config *cfg, size_t before, const char *name)
+{
+    for (size_t i = 0; i < before; i++)
+        if (cfg->listeners[i].name != NULL && strcmp(cfg->listeners[i].name, name) == 0)
+            return &cfg->listeners[i];
+    return NULL;
+}
+
+static const struct tf_listener_conf *
+config_listener_at(const struct tf_config *cfg, size_t before,
+                   const struct sockaddr_storage *addr)
+{
+    for (size_t i = 0; i < before; i++)
+        if (cfg->listeners[i].addr_len > 0 && config_same_addr(&cfg->listeners[i].addr, addr))
+            return &cfg->listeners[i];
+    return NULL;
+}
+
+static void
+config_listener_name(struct config_load *ld, const config_setting_t *group,
+                     const struct config_listener_draft *d, struct tf_listener_conf *lc,
+                     size_t index, size_t position)
+{
+    const struct tf_listener_conf *other;
+    char q[CONFIG_QUOTE_MAX];
+    char fallback[32];
+    const char *name;
+
+    if (d->name != NULL) {
+        name = config_setting_get_string(d->name);
+        if (!config_listener_name_valid(name))
+            config_error_at(ld, d->name,
+                            "name \"%s\" is not valid (use 1-64 letters, digits, \".\", \"_\" "
+                            "or \"-\")",
+                            config_quote(q, sizeof(q), name));
+        else if ((other = config_listener_named(ld->cfg, index, name)) != NULL)
+            config_error_at(ld, d->name, "listener name \"%s\" is already used (line %d)", name,
+                            other->line);
+    } else {
+        snprintf(fallback, sizeof(fallback), "listener%zu", position);
+        name = fallback;
+        if ((other = config_listener_named(ld->cfg, index, name)) != NULL)
+            config_error_at(ld, group,
+                            "default name \"%s\" is already used (line %d); give this listener "
+                            "a name",
+                            name, other->line);
+    }
+    lc->name = strdup(name);
+    if (lc->name == NULL)
+        config_oom_at(ld, group);
+}
+
+/*
+ * Judges one listener's collected settings, in the order a reader would:
+ * name, route and mode first (they decide what else is required), then the
+ * addresses.  index is the slot in cfg->listeners; position the place in
+ * the list counted from 1, which default names use.
+ */
+static void
+config_listener_finish(struct config_load *ld, const config_setting_t *group,
+                       const struct config_listener_draft *d, size_t index, size_t position)
+{
+    struct tf_listener_conf *lc = &ld->cfg->listeners[index];
+    const struct tf_listener_conf *other;
+    const struct config_choice *c;
+    char why[CONFIG_LINE_MAX];
+    char host[CONFIG_HOST_MAX];
+    char q[CONFIG_QUOTE_MAX], q2[CONFIG_QUOTE_MAX];
+    bool route_known = config_setting_get_member(group, "route") == NULL;
+
+    lc->line = (int)config_setting_source_line(group);
+    lc->route = TF_ROUTE_FORWARD;
+    lc->mode = TF_MODE_PASSTHROUGH;
+    config_listener_name(ld, group, d, lc, index, position);
+    const char *name = config_quote(q2, sizeof(q2), lc->name != NULL ? lc->name : "?");
+
+    if (d->route != NULL) {
+        c = config_choose(ld, d->route, "route", config_routes, CONFIG_ARRAY_LEN(config_routes));
+        if (c != NULL) {
+            lc->route = (enum tf_route)c->value;
+            route_known = true;
+        }
+    }
+    if (d->mode != NULL) {
+        c = config_choose(ld, d->mode, "mode", config_modes, CONFIG_ARRAY_LEN(config_modes));
+        if (c != NULL)
+            lc->mode = (enum tf_mode)c->value;
+    }
+
+    if (d->listen == NULL) {
+        if (config_setting_get_member(group, "listen") == NULL)
+            config_error_at(ld, group, "listener \"%s\" has no \"listen\" address", name);
+    } else {
+        const char *s = config_setting_get_string(d->listen);
+        if (!config_set_string(&lc->listen, s))
+            config_oom_at(ld, d->listen);
+        if (!config_parse_listen(s, &lc->addr, &lc->addr_len, why, sizeof(why)))
+            config_error_at(ld, d->listen, "listen \"%s\": %s", config_quote(q, sizeof(q), s),
+                            why);
+        else if ((other = config_listener_at(ld->cfg, index, &lc->addr)) != NULL)
+            config_error_at(ld, d->listen,
+                            "listen \"%s\" is already used by listener \"%s\" (line %d)",
+                            config_quote(q, sizeof(q), s),
+                            other->name != NULL ? other->name : "?", other->line);
+    }
+
+    if (d->upstream != NULL) {
+        const char *s = config_setting_get_string(d->upstream);
+        if (!config_parse_upstream(s, host, sizeof(host), &lc->upstream_port, why, sizeof(why)))
+            config_error_at(ld, d->upstream, "upstream \"%s\": %s",
+                            config_quote(q, sizeof(q), s), why);
+        else if (!config_set_string(&lc->upstream_host, host))
+            config_oom_at(ld, d->upstream);
+    } else if (route_known && lc->route == TF_ROUTE_FORWARD &&
+               config_setting_get_member(group, "upstream") == NULL) {
+        /* A bad route was reported already; what it would need is anyone's guess. */
+        config_error_at(ld, group, "listener \"%s\" has no \"upstream\" (required for route "
+                        "\"forward\")", name);
+    }
+}
+
+static void
+config_apply_listeners(struct config_load *ld, const config_setting_t *s,
+                       const struct config_key *key, const char *label, void *obj)
+{
+    (void)key;
+    (void)label;
+    struct tf_config *cfg = obj;
+    int n = config_setting_length(s);
+
+    if (n == 0) {
+        config_error_at(ld, s, "at least one listener is required");
+        return;
+    }
+    cfg->listeners = calloc((size_t)n, sizeof(*cfg->listeners));
+    if (cfg->listeners == NULL) {
+        config_oom_at(ld, s);
+        return;
+    }
+    for (int i = 0; i < n; i++) {
+        const config_setting_t *elem = config_setting_get_elem(s, (unsigned)i);
+        struct config_listener_draft draft;
+
+        if (!config_setting_is_group(elem)) {
+            config_error_at(ld, elem, "each listener must be a group ({ ... })");
+            continue;
+        }
+        memset(&draft, 0, sizeof(draft));
+        config_walk(ld, &config_listener_section, elem, &draft);
+        /* Counted before finishing so that the slot is freed whatever happens. */
+        size_t index = cfg->n_listeners++;
+        config_listener_finish(ld, elem, &draft, index, (size_t)i + 1);
+    }
+}
+
+/* ------------------------------------------------------------ entry points */
+
+/*
+ * @include "x.conf" is resolved against the including file's directory,
+ * not the daemon's working directory, so a file means the same thing
+ * whoever starts it.  (libconfig 1.5 then also prefixes absolute paths.)
+ */
+static bool __attribute__((warn_unused_result))
+config_include_from(config_t *lc, const char *path)
+{
+    const char *slash = strrchr(path, '/');
+    if (slash == NULL)
+        return true;
+    size_t n = slash == path ? 1 : (size_t)(slash - path);
+    char *dir = strndup(path, n);
+    if (dir == NULL)
+        return false;
+    config_set_include_dir(lc, dir); /* copies it */
+    free(dir);
+    return true;
+}
+
+/*
+ * Contract in config.h.  A file is refused as a whole: one problem, and
+ * the half-built snapshot is freed and NULL returned.
+ */
+struct tf_config *
+tf_config_load(const char *path, char *err, size_t errlen)
+{
+    struct config_load ld;
+    config_t lc;
+    bool lc_ready = false;
+    FILE *f = NULL;
+    struct stat st;
+
+    memset(&ld, 0, sizeof(ld));
+    config_errors_init(&ld.err, err, errlen);
+    ld.path = path != NULL ? path : "(null)";
+    ld.cfg = config_new();
+    if (ld.cfg == NULL || (ld.cfg->path = strdup(ld.path)) == NULL) {
+        config_errors_add(&ld.err, "%s: out of memory", ld.path);
+        goto done;
+    }
+
+    /* Our own fopen: libconfig's reading of a file says "file I/O error" without errno. */
+    f = fopen(ld.path, "r");
+    if (f == NULL) {
+        config_errors_add(&ld.err, "%s: cannot open: %s", ld.path, strerror(errno));
+        goto done;
+    }
+    if (fstat(fileno(f), &st) == 0 && S_ISDIR(st.st_mode)) {
+        config_errors_add(&ld.err, "%s: cannot open: %s", ld.path, strerror(EISDIR));
+        goto done;
+    }
+
+    config_init(&lc);
+    lc_ready = true;
+    if (!config_include_from(&lc, ld.path)) {
+        config_errors_add(&ld.err, "%s: out of memory", ld.path);
+        goto done;
+    }
+    if (config_read(&lc, f) != CONFIG_TRUE) {
+        const char *file = config_error_file(&lc);
+        const char *text = config_error_text(&lc);
+        config_errors_add(&ld.err, "%s:%d: %s", file != NULL ? file : ld.path,
+                          config_error_line(&lc), text != NULL ? text : "syntax error");
+        goto done;
+    }
+
+    config_walk(&ld, &config_top_section, config_root_setting(&lc), ld.cfg);
+    if (config_setting_get_member(config_root_setting(&lc), "listeners") == NULL)
+        config_errors_add(&ld.err, "%s: at least one listener is required", ld.path);
+
+done:
+    if (lc_ready)
+        config_destroy(&lc);
+    if (f != NULL)
+        fclose(f);
+    if (ld.err.count > 0) {
+        config_free(ld.cfg);
+        return NULL;
+    }
+    return ld.cfg;
+}
+
+/* Contract in config.h.  The same checks as a file's listener, prefixed by the option. */
+struct tf_config *
+tf_config_quick(const char *listen, const char *upstream, const char *json, char *err,
+                size_t errlen)
+{
+    struct config_errors e;
+    struct tf_config *cfg;
+    struct tf_listener_conf *lc;
+    char why[CONFIG_LINE_MAX];
+    char host[CONFIG_HOST_MAX];
+
+    config_errors_init(&e, err, errlen);
+    cfg = config_new();
+    if (cfg == NULL || (cfg->listeners = calloc(1, sizeof(*cfg->listeners))) == NULL) {
+        config_errors_add(&e, "out of memory");
+        goto done;
+    }
+    cfg->n_listeners = 1;
+    lc = &cfg->listeners[0];
+    lc->route = TF_ROUTE_FORWARD;
+    lc->mode = TF_MODE_PASSTHROUGH;
+    lc->line = 0;
+    if ((lc->name = strdup("listener1")) == NULL) {
+        config_errors_add(&e, "out of memory");
+        goto done;
+    }
+
+    if (!config_parse_listen(listen, &lc->addr, &lc->addr_len, why, sizeof(why)))
+        config_errors_add(&e, "--listen: %s", why);
+    else if ((lc->listen = strdup(listen)) == NULL)
+        config_errors_add(&e, "out of memory");
+
+    if (!config_parse_upstream(upstream, host, sizeof(host), &lc->upstream_port, why,
+                               sizeof(why)))
+        config_errors_add(&e, "--upstream: %s", why);
+    else if ((lc->upstream_host = strdup(host)) == NULL)
+        config_errors_add(&e, "out of memory");
+
+    if (json != NULL && *json == '\0')
+        config_errors_add(&e, "--json: must not be empty");
+    else if (json != NULL && (cfg->log_json = strdup(json)) == NULL)
+        config_errors_add(&e, "out of memory");
+
+done:
+    if (e.count > 0) {
+        config_free(cfg);
+        return NULL;
+    }
+    return cfg;
+}

@@ -1,0 +1,255 @@
+/*
+ * events.c — the event stream's sinks: human text and JSON Lines.
+ *
+ * Job: stamp each event (RFC 3339 time with microseconds, flow id, event,
+ * direction), render it once per sink and write it whole.  Events arrive
+ * from every worker thread; a mutex keeps lines from interleaving.  Lines
+ * go to stdio buffers and are flushed by the main loop's timer and at
+ * exit, so a busy proxy does not pay a write(2) per event.
+ */
+#include <errno.h>
+#include <stdarg.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/time.h>
+#include <time.h>
+
+#include "tlsfault/events.h"
+
+struct tf_events {
+    pthread_mutex_t lock;
+    FILE *text;
+    FILE *json;
+    bool close_text;
+    bool close_json;
+};
+
+static FILE *
+events_open_sink(const char *what, bool *owned, char *err, size_t errlen)
+{
+    *owned = false;
+    if (what == NULL || strcmp(what, "none") == 0)
+        return NULL;
+    if (strcmp(what, "stderr") == 0)
+        return stderr;
+    if (strcmp(what, "stdout") == 0)
+        return stdout;
+    FILE *f = fopen(what, "a");
+    if (f == NULL) {
+        snprintf(err, errlen, "%s: cannot open: %s", what, strerror(errno));
+        return NULL;
+    }
+    setvbuf(f, NULL, _IOFBF, 64 * 1024);
+    *owned = true;
+    return f;
+}
+
+struct tf_events *
+tf_events_open(const char *text, const char *json, char *err, size_t errlen)
+{
+    struct tf_events *ev = calloc(1, sizeof(*ev));
+    if (ev == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    pthread_mutex_init(&ev->lock, NULL);
+    err[0] = '\0';
+    ev->text = events_open_sink(text, &ev->close_text, err, errlen);
+    if (ev->text == NULL && err[0])
+        goto fail;
+    ev->json = events_open_sink(json, &ev->close_json, err, errlen);
+    if (ev->json == NULL && err[0])
+        goto fail;
+    return ev;
+fail:
+    tf_events_free(ev);
+    return NULL;
+}
+
+void
+tf_events_free(struct tf_events *ev)
+{
+    if (ev == NULL)
+        return;
+    tf_events_flush(ev);
+    if (ev->close_text)
+        fclose(ev->text);
+    if (ev->close_json)
+        fclose(ev->json);
+    pthread_mutex_destroy(&ev->lock);
+    free(ev);
+}
+
+void
+tf_events_flush(struct tf_events *ev)
+{
+    pthread_mutex_lock(&ev->lock);
+    if (ev->text)
+        fflush(ev->text);
+    if (ev->json)
+        fflush(ev->json);
+    pthread_mutex_unlock(&ev->lock);
+}
+
+static void
+events_timestamp(char *buf, size_t len)
+{
+    struct timeval tv;
+    struct tm tm;
+    gettimeofday(&tv, NULL);
+    gmtime_r(&tv.tv_sec, &tm);
+    size_t n = strftime(buf, len, "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(buf + n, len - n, ".%06ldZ", (long)tv.tv_usec);
+}
+
+/* Appends to a bounded buffer; never overruns, silently truncates. */
+struct text_buf {
+    char *p;
+    size_t len;
+    size_t used;
+};
+
+static void
+text_add(struct text_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static void
+text_add(struct text_buf *b, const char *fmt, ...)
+{
+    if (b->used + 1 >= b->len)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(b->p + b->used, b->len - b->used, fmt, ap);
+    va_end(ap);
+    if (n < 0)
+        return;
+    b->used += (size_t)n;
+    if (b->used >= b->len)
+        b->used = b->len - 1;
+}
+
+static void
+text_add_value(struct text_buf *b, const json_t *v, int depth)
+{
+    switch (json_typeof(v)) {
+    case JSON_STRING:
+        text_add(b, "%s", json_string_value(v));
+        break;
+    case JSON_INTEGER:
+        text_add(b, "%" JSON_INTEGER_FORMAT, json_integer_value(v));
+        break;
+    case JSON_REAL:
+        text_add(b, "%.3f", json_real_value(v));
+        break;
+    case JSON_TRUE:
+        text_add(b, "yes");
+        break;
+    case JSON_FALSE:
+        text_add(b, "no");
+        break;
+    case JSON_NULL:
+        text_add(b, "-");
+        break;
+    case JSON_ARRAY: {
+        size_t n = json_array_size(v);
+        const size_t show = depth == 0 ? 12 : 4;
+        text_add(b, "[");
+        for (size_t i = 0; i < n && i < show; i++) {
+            if (i)
+                text_add(b, ",");
+            text_add_value(b, json_array_get(v, i), depth + 1);
+        }
+        if (n > show)
+            text_add(b, ",+%zu", n - show);
+        text_add(b, "]");
+        break;
+    }
+    case JSON_OBJECT: {
+        const char *key;
+        const json_t *val;
+        bool first = true;
+        text_add(b, "{");
+        json_object_foreach((json_t *)(uintptr_t)v, key, val)
+        {
+            text_add(b, "%s%s=", first ? "" : " ", key);
+            text_add_value(b, val, depth + 1);
+            first = false;
+        }
+        text_add(b, "}");
+        break;
+    }
+    }
+}
+
+void
+tf_events_format_text(const json_t *event, char *buf, size_t len)
+{
+    struct text_buf b = { buf, len, 0 };
+    const char *dir = json_string_value(json_object_get(event, "dir"));
+    const char *name = json_string_value(json_object_get(event, "event"));
+    const char *type = json_string_value(json_object_get(event, "type"));
+    const char *arrow = dir == NULL ? "    " : strcmp(dir, "c2s") == 0 ? "C->S" : "S->C";
+    const char *key;
+    const json_t *val;
+
+    if (len == 0)
+        return;
+    buf[0] = '\0';
+    text_add(&b, "%s #%" JSON_INTEGER_FORMAT " %s %s",
+             json_string_value(json_object_get(event, "ts")),
+             json_integer_value(json_object_get(event, "flow")), arrow, name ? name : "?");
+    if (type)
+        text_add(&b, " %s", type);
+    json_object_foreach((json_t *)(uintptr_t)event, key, val)
+    {
+        if (strcmp(key, "ts") == 0 || strcmp(key, "flow") == 0 || strcmp(key, "event") == 0 ||
+            strcmp(key, "dir") == 0 || strcmp(key, "type") == 0 || strcmp(key, "random") == 0)
+            continue;
+        text_add(&b, " %s=", key);
+        text_add_value(&b, val, 0);
+    }
+}
+
+void
+tf_events_emit(struct tf_events *ev, uint64_t flow, const char *event, const char *dir,
+               json_t *fields)
+{
+    char ts[40];
+    json_t *obj;
+
+    if (ev == NULL || (ev->text == NULL && ev->json == NULL)) {
+        json_decref(fields);
+        return;
+    }
+    events_timestamp(ts, sizeof(ts));
+    obj = json_object();
+    json_object_set_new(obj, "ts", json_string(ts));
+    json_object_set_new(obj, "flow", json_integer((json_int_t)flow));
+    json_object_set_new(obj, "event", json_string(event));
+    if (dir)
+        json_object_set_new(obj, "dir", json_string(dir));
+    if (fields) {
+        json_object_update(obj, fields);
+        json_decref(fields);
+    }
+
+    char *line = ev->json ? json_dumps(obj, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
+    char text[4096];
+    if (ev->text)
+        tf_events_format_text(obj, text, sizeof(text));
+
+    pthread_mutex_lock(&ev->lock);
+    if (ev->text) {
+        fputs(text, ev->text);
+        fputc('\n', ev->text);
+    }
+    if (line) {
+        fputs(line, ev->json);
+        fputc('\n', ev->json);
+    }
+    pthread_mutex_unlock(&ev->lock);
+    free(line);
+    json_decref(obj);
+}

@@ -1,0 +1,568 @@
+/*
+ * flow.c — one client↔server connection pair.
+ *
+ * Job: the life of a proxied connection: accept, connect upstream (names
+ * resolved by evdns, never blocking the loop), move bytes both ways with
+ * back-pressure, carry half-close and reset across, enforce the connect,
+ * handshake and idle timeouts, and end with one flow_end event that says
+ * how and why it ended.  What the bytes mean is inspect.c's business; the
+ * flow only feeds it while it still wants bytes.
+ *
+ * The two legs are symmetric: callbacks take a leg and act on leg->peer,
+ * never asking "am I the client?".  A leg reads bytes travelling in its
+ * direction (the client leg reads c2s).
+ *
+ * Ownership: the flow owns both bufferevents (BEV_OPT_CLOSE_ON_FREE, so
+ * their sockets), the inspector, the timer and its config reference.
+ * tf_flow_close() releases all of it and may be called from any callback;
+ * callers return right after it.
+ */
+#include <errno.h>
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/dns.h>
+#include <event2/event.h>
+#include <event2/util.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "tlsfault/config.h"
+#include "tlsfault/events.h"
+#include "tlsfault/flow.h"
+#include "tlsfault/inspect.h"
+#include "tlsfault/listener.h"
+#include "tlsfault/log.h"
+#include "tlsfault/worker.h"
+
+enum tf_flow_state {
+    TF_FLOW_CONNECTING,  /* upstream connect in progress; client bytes queue up */
+    TF_FLOW_INSPECTING,  /* both connected, handshake being watched */
+    TF_FLOW_RELAYING,    /* handshake over: bytes moved without parsing */
+    TF_FLOW_CLOSED,
+};
+
+struct tf_leg {
+    struct tf_flow *flow;
+    struct tf_leg *peer;
+    struct bufferevent *bev;
+    enum tf_dir dir;         /* direction of the bytes this leg reads */
+    const char *side;        /* "client" / "server" */
+    uint64_t bytes;          /* bytes read from this leg */
+    bool eof;                /* the peer of this socket sent FIN */
+    bool shut_pending;       /* send FIN to this socket once its output drains */
+    bool shut;               /* FIN sent to this socket */
+    bool read_paused;        /* back-pressure: the other leg's output is full */
+};
+
+struct tf_flow {
+    uint64_t id;
+    struct tf_worker *w;
+    struct tf_config *cfg;
+    const struct tf_listener_conf *lc;
+    size_t listener_index;
+    struct tf_leg client;
+    struct tf_leg server;
+    struct tf_inspect *ins;
+    enum tf_flow_state state;
+    struct event *timer;
+    struct timeval started;
+    struct timeval last_activity;
+    struct timeval connected_at;
+    char client_addr[64];
+    char upstream[300];
+    const char *first_closer;  /* side that sent the first FIN */
+    TAILQ_ENTRY(tf_flow) link;
+};
+
+static atomic_uint_fast64_t flow_next_id = 1;
+
+static void flow_read_cb(struct bufferevent *bev, void *arg);
+static void flow_write_cb(struct bufferevent *bev, void *arg);
+static void flow_event_cb(struct bufferevent *bev, short what, void *arg);
+static void flow_close_with(struct tf_flow *f, const char *closed_by, const char *how,
+                            const char *error);
+
+static uint64_t
+flow_ms_between(const struct timeval *a, const struct timeval *b)
+{
+    struct timeval d;
+    evutil_timersub(b, a, &d);
+    if (d.tv_sec < 0)
+        return 0;
+    return (uint64_t)d.tv_sec * 1000 + (uint64_t)d.tv_usec / 1000;
+}
+
+static void
+flow_now(struct tf_flow *f, struct timeval *tv)
+{
+    event_base_gettimeofday_cached(f->w->base, tv);
+}
+
+static void
+flow_emit(void *arg, const char *event, enum tf_dir dir, json_t *fields)
+{
+    struct tf_flow *f = arg;
+    tf_events_emit(f->w->events, f->id, event, tf_dir_name(dir), fields);
+}
+
+static void
+flow_leg_init(struct tf_flow *f, struct tf_leg *leg, struct tf_leg *peer, enum tf_dir dir,
+              const char *side)
+{
+    leg->flow = f;
+    leg->peer = peer;
+    leg->dir = dir;
+    leg->side = side;
+}
+
+static void
+flow_set_nodelay(struct bufferevent *bev)
+{
+    int one = 1;
+    evutil_socket_t fd = bufferevent_getfd(bev);
+    if (fd >= 0)
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+}
+
+/* Arms the timer for the nearest deadline of the current state. */
+static void
+flow_arm_timer(struct tf_flow *f)
+{
+    const struct tf_config *c = f->cfg;
+    unsigned ms;
+    if (f->state == TF_FLOW_CONNECTING)
+        ms = c->connect_timeout_ms;
+    else if (f->state == TF_FLOW_INSPECTING)
+        ms = c->handshake_timeout_ms < c->idle_timeout_ms ? c->handshake_timeout_ms
+                                                          : c->idle_timeout_ms;
+    else
+        ms = c->idle_timeout_ms;
+    struct timeval tv = { ms / 1000, (ms % 1000) * 1000 };
+    evtimer_add(f->timer, &tv);
+}
+
+static const char *
+flow_waiting_for(const struct tf_flow *f)
+{
+    json_t *s = json_object();
+    tf_inspect_summarize(f->ins, s);
+    json_t *last = json_object_get(s, "last_message");
+    const char *dir = last ? json_string_value(json_object_get(last, "dir")) : NULL;
+    /* Whoever spoke last is waiting for the other side. */
+    const char *who = dir && strcmp(dir, "c2s") == 0 ? "server" : dir ? "client" : "client";
+    json_decref(s);
+    return who;
+}
+
+static void
+flow_timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct tf_flow *f = arg;
+    struct timeval now;
+    char why[128];
+    (void)fd;
+    (void)what;
+
+    event_base_gettimeofday_cached(f->w->base, &now);
+    switch (f->state) {
+    case TF_FLOW_CONNECTING:
+        snprintf(why, sizeof(why), "upstream connect timed out after %u ms",
+                 f->cfg->connect_timeout_ms);
+        flow_close_with(f, "proxy", "timeout", why);
+        return;
+    case TF_FLOW_INSPECTING:
+        if (flow_ms_between(&f->started, &now) >= f->cfg->handshake_timeout_ms) {
+            snprintf(why, sizeof(why), "handshake timed out after %u ms waiting for the %s",
+                     f->cfg->handshake_timeout_ms, flow_waiting_for(f));
+            flow_close_with(f, "proxy", "timeout", why);
+            return;
+        }
+        break;
+    default:
+        break;
+    }
+    uint64_t idle = flow_ms_between(&f->last_activity, &now);
+    if (idle >= f->cfg->idle_timeout_ms) {
+        snprintf(why, sizeof(why), "idle for %u ms", f->cfg->idle_timeout_ms);
+        flow_close_with(f, "proxy", "timeout", why);
+        return;
+    }
+    /* Not yet: sleep until the earliest deadline still ahead. */
+    uint64_t left = f->cfg->idle_timeout_ms - idle;
+    if (f->state == TF_FLOW_INSPECTING) {
+        uint64_t hs = f->cfg->handshake_timeout_ms - flow_ms_between(&f->started, &now);
+        if (hs < left)
+            left = hs;
+    }
+    struct timeval tv = { (time_t)(left / 1000), (suseconds_t)((left % 1000) * 1000) };
+    evtimer_add(f->timer, &tv);
+}
+
+void
+tf_flow_accept(struct tf_worker *w, size_t listener_index, int fd, const struct sockaddr *peer,
+               int peer_len)
+{
+    struct tf_flow *f = calloc(1, sizeof(*f));
+    (void)peer_len;
+    if (f == NULL) {
+        evutil_closesocket(fd);
+        return;
+    }
+    f->id = atomic_fetch_add(&flow_next_id, 1);
+    f->w = w;
+    f->cfg = tf_config_ref(w->cfg);
+    f->listener_index = listener_index;
+    f->lc = &f->cfg->listeners[listener_index];
+    f->state = TF_FLOW_CONNECTING;
+    flow_leg_init(f, &f->client, &f->server, TF_DIR_C2S, "client");
+    flow_leg_init(f, &f->server, &f->client, TF_DIR_S2C, "server");
+    tf_listener_format_addr(peer, f->client_addr, sizeof(f->client_addr));
+    if (strchr(f->lc->upstream_host, ':'))
+        snprintf(f->upstream, sizeof(f->upstream), "[%s]:%u", f->lc->upstream_host,
+                 f->lc->upstream_port);
+    else
+        snprintf(f->upstream, sizeof(f->upstream), "%s:%u", f->lc->upstream_host,
+                 f->lc->upstream_port);
+    TAILQ_INSERT_TAIL(&w->flows, f, link);
+    w->live_flows++;
+    flow_now(f, &f->started);
+    f->last_activity = f->started;
+
+    tf_events_emit(w->events, f->id, "flow_start", NULL,
+                   json_pack("{s:s, s:s, s:s, s:s}", "listener", f->lc->name, "client",
+                             f->client_addr, "upstream", f->upstream, "mode", "passthrough"));
+
+    f->ins = tf_inspect_new(f->cfg->handshake_message_max, flow_emit, f);
+    f->timer = evtimer_new(w->base, flow_timer_cb, f);
+    f->client.bev = bufferevent_socket_new(w->base, fd, BEV_OPT_CLOSE_ON_FREE);
+    if (f->client.bev == NULL)
+        evutil_closesocket(fd);
+    f->server.bev = bufferevent_socket_new(w->base, -1, BEV_OPT_CLOSE_ON_FREE);
+    if (f->ins == NULL || f->timer == NULL || f->client.bev == NULL || f->server.bev == NULL) {
+        flow_close_with(f, "proxy", "error", "out of memory");
+        return;
+    }
+    flow_set_nodelay(f->client.bev);
+    for (struct tf_leg *leg = &f->client; leg; leg = leg == &f->client ? &f->server : NULL) {
+        bufferevent_setcb(leg->bev, flow_read_cb, flow_write_cb, flow_event_cb, leg);
+        /* Reads up to a full TLS record and more at once: fewer callbacks. */
+        bufferevent_set_max_single_read(leg->bev, 64 * 1024);
+        bufferevent_set_max_single_write(leg->bev, 64 * 1024);
+    }
+    /*
+     * The client's first bytes (its ClientHello) are read and inspected at
+     * once and wait in the server leg's output until the connect completes.
+     */
+    bufferevent_enable(f->client.bev, EV_READ | EV_WRITE);
+    flow_arm_timer(f);
+    if (bufferevent_socket_connect_hostname(f->server.bev, w->dns, AF_UNSPEC,
+                                            f->lc->upstream_host, f->lc->upstream_port) < 0) {
+        int dnserr = bufferevent_socket_get_dns_error(f->server.bev);
+        char why[512];
+        snprintf(why, sizeof(why), "%s",
+                 dnserr ? evutil_gai_strerror(dnserr) : evutil_socket_error_to_string(errno));
+        flow_close_with(f, "proxy", "error", why);
+    }
+}
+
+/* Feeds every chunk of buf to the inspector without copying or draining. */
+static void
+flow_inspect(struct tf_leg *leg, struct evbuffer *buf)
+{
+    struct tf_flow *f = leg->flow;
+    struct evbuffer_iovec vec[16];
+    struct evbuffer_ptr pos;
+    evbuffer_ptr_set(buf, &pos, 0, EVBUFFER_PTR_SET);
+    for (;;) {
+        int n = evbuffer_peek(buf, -1, &pos, vec, 16);
+        if (n <= 0)
+            break;
+        int used = n < 16 ? n : 16;
+        size_t total = 0;
+        for (int i = 0; i < used; i++) {
+            tf_inspect_feed(f->ins, leg->dir, vec[i].iov_base, vec[i].iov_len);
+            total += vec[i].iov_len;
+        }
+        if (n <= 16)
+            break;
+        if (evbuffer_ptr_set(buf, &pos, total, EVBUFFER_PTR_ADD) < 0)
+            break;
+    }
+    /* Done, or not TLS at all: from now on only the idle timeout applies. */
+    if (f->state == TF_FLOW_INSPECTING &&
+        (tf_inspect_handshake_done(f->ins) || tf_inspect_idle(f->ins, TF_DIR_C2S) ||
+         tf_inspect_idle(f->ins, TF_DIR_S2C)))
+        f->state = TF_FLOW_RELAYING;
+}
+
+static void
+flow_maybe_finish(struct tf_flow *f)
+{
+    if (f->client.eof && f->server.eof && f->client.shut && f->server.shut) {
+        flow_close_with(f, f->first_closer ? f->first_closer : "client", "fin", NULL);
+    }
+}
+
+/* Sends FIN to leg's socket now if its output is flushed, else once it is. */
+static void
+flow_shutdown_leg(struct tf_leg *leg)
+{
+    if (leg->shut)
+        return;
+    if (leg->flow->state == TF_FLOW_CONNECTING ||
+        evbuffer_get_length(bufferevent_get_output(leg->bev)) > 0) {
+        leg->shut_pending = true;
+        bufferevent_setwatermark(leg->bev, EV_WRITE, 0, 0);
+        return;
+    }
+    leg->shut_pending = false;
+    leg->shut = true;
+    shutdown(bufferevent_getfd(leg->bev), SHUT_WR);
+}
+
+static void
+flow_read_cb(struct bufferevent *bev, void *arg)
+{
+    struct tf_leg *leg = arg;
+    struct tf_flow *f = leg->flow;
+    struct evbuffer *in = bufferevent_get_input(bev);
+    struct evbuffer *out = bufferevent_get_output(leg->peer->bev);
+    size_t n = evbuffer_get_length(in);
+
+    if (n == 0)
+        return;
+    leg->bytes += n;
+    flow_now(f, &f->last_activity);
+    if (!tf_inspect_idle(f->ins, leg->dir))
+        flow_inspect(leg, in);
+    if (leg->peer->shut) {
+        /* The other side already got our FIN; nothing more may go to it. */
+        evbuffer_drain(in, n);
+        return;
+    }
+    evbuffer_add_buffer(out, in);
+    if (evbuffer_get_length(out) >= f->cfg->buffer_max) {
+        /* le-proxy style back-pressure: resume when the peer has drained half. */
+        leg->read_paused = true;
+        bufferevent_disable(bev, EV_READ);
+        bufferevent_setwatermark(leg->peer->bev, EV_WRITE, f->cfg->buffer_max / 2, 0);
+    }
+}
+
+static void
+flow_write_cb(struct bufferevent *bev, void *arg)
+{
+    struct tf_leg *leg = arg;
+    struct tf_flow *f = leg->flow;
+    size_t left = evbuffer_get_length(bufferevent_get_output(bev));
+
+    if (leg->peer->read_paused && left <= f->cfg->buffer_max / 2) {
+        leg->peer->read_paused = false;
+        if (!leg->peer->eof)
+            bufferevent_enable(leg->peer->bev, EV_READ);
+        if (!leg->shut_pending)
+            bufferevent_setwatermark(bev, EV_WRITE, 0, 0);
+    }
+    if (leg->shut_pending && left == 0) {
+        flow_shutdown_leg(leg);
+        flow_maybe_finish(f);
+    }
+}
+
+static void
+flow_connected(struct tf_flow *f)
+{
+    flow_now(f, &f->connected_at);
+    f->state = tf_inspect_handshake_done(f->ins) ? TF_FLOW_RELAYING : TF_FLOW_INSPECTING;
+    flow_set_nodelay(f->server.bev);
+    bufferevent_enable(f->server.bev, EV_READ | EV_WRITE);
+    evtimer_del(f->timer);
+    flow_arm_timer(f);
+    if (f->server.shut_pending)
+        flow_shutdown_leg(&f->server);
+}
+
+static void
+flow_event_cb(struct bufferevent *bev, short what, void *arg)
+{
+    struct tf_leg *leg = arg;
+    struct tf_flow *f = leg->flow;
+    (void)bev;
+
+    if (what & BEV_EVENT_CONNECTED) {
+        flow_connected(f);
+        return;
+    }
+    if (what & BEV_EVENT_EOF) {
+        /* Bytes that arrived with the FIN have been read already; pass the FIN on. */
+        flow_read_cb(leg->bev, leg);
+        leg->eof = true;
+        if (f->first_closer == NULL)
+            f->first_closer = leg->side;
+        bufferevent_disable(leg->bev, EV_READ);
+        flow_shutdown_leg(leg->peer);
+        flow_maybe_finish(f);
+        return;
+    }
+    if (what & BEV_EVENT_ERROR) {
+        int err = EVUTIL_SOCKET_ERROR();
+        char why[512];
+        if (f->state == TF_FLOW_CONNECTING && leg == &f->server) {
+            int dnserr = bufferevent_socket_get_dns_error(bev);
+            snprintf(why, sizeof(why), "%s",
+                     dnserr ? evutil_gai_strerror(dnserr) : evutil_socket_error_to_string(err));
+            flow_close_with(f, "proxy", "error", why);
+            return;
+        }
+        snprintf(why, sizeof(why), "%s", evutil_socket_error_to_string(err));
+        flow_close_with(f, leg->side, err == ECONNRESET ? "reset" : "error", why);
+    }
+}
+
+/* Closes fd with RST instead of FIN (SO_LINGER 0), mirroring a reset. */
+static void
+flow_reset_socket(struct bufferevent *bev)
+{
+    evutil_socket_t fd = bev ? bufferevent_getfd(bev) : -1;
+    if (fd < 0)
+        return;
+    struct linger lg = { 1, 0 };
+    setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+}
+
+static void
+flow_verdict(struct tf_flow *f, json_t *end, const char *closed_by, const char *how,
+             const char *error)
+{
+    char stage[96], summary[400];
+    bool complete = tf_inspect_handshake_done(f->ins);
+    const char *outcome;
+    json_t *alerts = json_object_get(end, "alerts");
+    const json_t *fatal = NULL;
+    size_t i;
+    json_t *a;
+
+    tf_inspect_stage(f->ins, stage, sizeof(stage));
+    json_array_foreach(alerts, i, a)
+    {
+        const char *level = json_string_value(json_object_get(a, "level"));
+        if (level && strcmp(level, "fatal") == 0 && fatal == NULL)
+            fatal = a;
+    }
+    if (json_object_get(end, "non_tls")) {
+        outcome = "failed";
+        json_t *nt = json_object_get(end, "non_tls");
+        const char *k;
+        json_t *v;
+        const char *who = "", *kind = "";
+        json_object_foreach(nt, k, v)
+        {
+            who = strcmp(k, "c2s") == 0 ? "client" : "server";
+            kind = json_string_value(v);
+            break;
+        }
+        snprintf(summary, sizeof(summary), "the %s did not speak TLS (%s)", who, kind);
+    } else if (strcmp(closed_by, "proxy") == 0 && f->state == TF_FLOW_CONNECTING) {
+        outcome = "failed";
+        snprintf(summary, sizeof(summary), "could not reach the upstream %s: %s", f->upstream,
+                 error);
+    } else if (complete) {
+        outcome = strcmp(how, "fin") == 0 ? "ok" : "aborted";
+        if (strcmp(how, "fin") == 0)
+            snprintf(summary, sizeof(summary), "handshake completed; the %s closed first",
+                     closed_by);
+        else
+            snprintf(summary, sizeof(summary), "handshake completed; then %s: %s",
+                     strcmp(how, "timeout") == 0 ? "timeout" : closed_by, error ? error : how);
+    } else if (fatal) {
+        outcome = "failed";
+        const char *dir = json_string_value(json_object_get(fatal, "dir"));
+        snprintf(summary, sizeof(summary), "handshake failed %s: the %s sent fatal alert %s",
+                 stage, dir && strcmp(dir, "c2s") == 0 ? "client" : "server",
+                 json_string_value(json_object_get(fatal, "description")));
+    } else if (strcmp(how, "timeout") == 0) {
+        outcome = "failed";
+        snprintf(summary, sizeof(summary), "handshake did not complete %s: %s", stage, error);
+    } else {
+        outcome = strcmp(how, "fin") == 0 && !json_object_get(end, "last_message") ? "aborted"
+                                                                                 : "failed";
+        snprintf(summary, sizeof(summary), "handshake did not complete %s: the %s %s", stage,
+                 closed_by,
+                 strcmp(how, "fin") == 0     ? "closed the connection"
+                 : strcmp(how, "reset") == 0 ? "reset the connection"
+                                             : (error ? error : "failed"));
+    }
+    json_object_set_new(end, "outcome", json_string(outcome));
+    json_object_set_new(end, "stage", json_string(stage));
+    json_object_set_new(end, "summary", json_string(summary));
+}
+
+static void
+flow_close_with(struct tf_flow *f, const char *closed_by, const char *how, const char *error)
+{
+    struct timeval now;
+    json_t *end;
+
+    if (f->state == TF_FLOW_CLOSED)
+        return;
+    flow_now(f, &now);
+    end = json_object();
+    json_object_set_new(end, "listener", json_string(f->lc->name));
+    json_object_set_new(end, "client", json_string(f->client_addr));
+    json_object_set_new(end, "upstream", json_string(f->upstream));
+    json_object_set_new(end, "duration_ms",
+                        json_integer((json_int_t)flow_ms_between(&f->started, &now)));
+    json_object_set_new(end, "bytes", json_pack("{s:I, s:I}", "c2s", (json_int_t)f->client.bytes,
+                                                "s2c", (json_int_t)f->server.bytes));
+    json_object_set_new(end, "closed_by", json_string(closed_by));
+    json_object_set_new(end, "close", json_string(how));
+    if (error)
+        json_object_set_new(end, "error", json_string(error));
+    if (f->ins)
+        tf_inspect_summarize(f->ins, end);
+    if (f->ins)
+        flow_verdict(f, end, closed_by, how, error);
+    tf_events_emit(f->w->events, f->id, "flow_end", NULL, end);
+
+    /* A reset on one side, or a failed upstream, is passed on as a reset. */
+    if (strcmp(how, "reset") == 0 || (strcmp(closed_by, "proxy") == 0 && strcmp(how, "error") == 0)) {
+        flow_reset_socket(f->client.bev);
+        if (f->state != TF_FLOW_CONNECTING)
+            flow_reset_socket(f->server.bev);
+    }
+    f->state = TF_FLOW_CLOSED;
+    if (f->client.bev)
+        bufferevent_free(f->client.bev);
+    if (f->server.bev)
+        bufferevent_free(f->server.bev);
+    if (f->timer)
+        event_free(f->timer);
+    tf_inspect_free(f->ins);
+    struct tf_worker *w = f->w;
+    TAILQ_REMOVE(&w->flows, f, link);
+    w->live_flows--;
+    tf_config_unref(f->cfg);
+    free(f);
+    if (w->draining && w->live_flows == 0)
+        event_base_loopexit(w->base, NULL);
+}
+
+void
+tf_flow_close(struct tf_flow *flow, const char *reason)
+{
+    flow_close_with(flow, "proxy", "shutdown", reason);
+}
+
+void
+tf_flow_close_all(struct tf_worker *w, const char *reason)
+{
+    struct tf_flow *f;
+    while ((f = TAILQ_FIRST(&w->flows)) != NULL)
+        tf_flow_close(f, reason);
+}

@@ -1,0 +1,475 @@
+/*
+ * inspect.c — a bystander's view of one TLS connection, from its two byte
+ * streams.
+ *
+ * Job: drive a record reader and a handshake reader per direction, decide
+ * which records are readable, decode what is, and report events.  It keeps
+ * the small state a bystander can know (RFC 8446 §2, RFC 5246 §7.3):
+ *   - TLS 1.2: a direction is encrypted after its own ChangeCipherSpec; the
+ *     handshake is over when both sides have sent ChangeCipherSpec and then
+ *     an encrypted record (their Finished).  A server ChangeCipherSpec
+ *     before any Certificate/ServerHelloDone means an abbreviated
+ *     (resumed) handshake.
+ *   - TLS 1.3 (ServerHello's supported_versions says 0x0304): everything
+ *     after the ServerHello is encrypted both ways; ChangeCipherSpec is only
+ *     the middlebox-compatibility dummy (RFC 8446 §D.4).  The handshake is
+ *     over once each side has sent an encrypted record after the
+ *     ServerHello (the client's is its Finished).
+ *   - A HelloRetryRequest is a ServerHello with a fixed random; the client
+ *     then sends a second, clear ClientHello.
+ * After the handshake both readers only skim record headers, so the flow
+ * relays at the cost of a TCP relay while still noticing encrypted alerts
+ * and renegotiation.  Sockets, timing and faults are the flow's business.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "tlsfault/decode.h"
+#include "tlsfault/handshake.h"
+#include "tlsfault/inspect.h"
+#include "tlsfault/names.h"
+#include "tlsfault/record.h"
+
+#define INSPECT_PREVIEW 48
+#define TLS13 0x0304
+
+struct inspect_dir {
+    struct tf_inspect *ins;
+    enum tf_dir dir;
+    struct tf_record_reader rec;
+    struct tf_hs_reader hs;
+    bool encrypted;             /* later records of this direction are unreadable */
+    bool ccs_seen;
+    uint32_t encrypted_records; /* since this direction became encrypted */
+    bool non_tls;
+    char non_tls_kind[16];
+    uint8_t preview[INSPECT_PREVIEW];
+    size_t preview_len;
+    uint64_t fed;
+    char last_message[64];
+};
+
+struct tf_inspect {
+    struct inspect_dir d[2];
+    tf_inspect_emit_fn emit;
+    void *arg;
+    uint16_t version;           /* negotiated, 0 until a ServerHello */
+    uint16_t cipher_suite;
+    bool server_hello_seen;     /* a real ServerHello, not a HelloRetryRequest */
+    bool hello_retry_request;
+    bool server_flight_full;    /* Certificate or ServerHelloDone seen: not resumed */
+    bool resumed;
+    bool done;
+    uint16_t client_max_version;
+    char sni[256];
+    bool has_sni;
+    json_t *alerts;
+    json_t *alpn_offered;
+    char last_message[64];
+    enum tf_dir last_dir;
+};
+
+const char *
+tf_dir_name(enum tf_dir dir)
+{
+    return dir == TF_DIR_C2S ? "c2s" : "s2c";
+}
+
+static const char *
+inspect_side(enum tf_dir dir)
+{
+    return dir == TF_DIR_C2S ? "client" : "server";
+}
+
+struct tf_inspect *
+tf_inspect_new(size_t handshake_message_max, tf_inspect_emit_fn emit, void *arg)
+{
+    struct tf_inspect *ins = calloc(1, sizeof(*ins));
+    if (ins == NULL)
+        return NULL;
+    ins->emit = emit;
+    ins->arg = arg;
+    ins->alerts = json_array();
+    for (int i = 0; i < 2; i++) {
+        ins->d[i].ins = ins;
+        ins->d[i].dir = (enum tf_dir)i;
+        tf_record_reader_init(&ins->d[i].rec);
+        tf_hs_reader_init(&ins->d[i].hs, handshake_message_max);
+    }
+    return ins;
+}
+
+void
+tf_inspect_free(struct tf_inspect *ins)
+{
+    if (ins == NULL)
+        return;
+    for (int i = 0; i < 2; i++) {
+        tf_record_reader_release(&ins->d[i].rec);
+        tf_hs_reader_release(&ins->d[i].hs);
+    }
+    json_decref(ins->alerts);
+    json_decref(ins->alpn_offered);
+    free(ins);
+}
+
+static void
+inspect_emit(struct inspect_dir *d, const char *event, json_t *fields)
+{
+    d->ins->emit(d->ins->arg, event, d->dir, fields);
+}
+
+static void
+inspect_version_name(uint16_t v, char *buf, size_t len)
+{
+    const char *n = tf_names_version(v);
+    if (n)
+        snprintf(buf, len, "%s", n);
+    else
+        snprintf(buf, len, "0x%04x", v);
+}
+
+/* Both handshakes are over: from now on only record headers are followed. */
+static void
+inspect_finish(struct tf_inspect *ins)
+{
+    ins->done = true;
+    for (int i = 0; i < 2; i++) {
+        ins->d[i].rec.skim = true;
+        tf_hs_reader_release(&ins->d[i].hs);
+    }
+}
+
+static void
+inspect_check_done(struct tf_inspect *ins)
+{
+    if (ins->done || !ins->server_hello_seen)
+        return;
+    const struct inspect_dir *c = &ins->d[TF_DIR_C2S], *s = &ins->d[TF_DIR_S2C];
+    if (c->encrypted && s->encrypted && c->encrypted_records > 0 && s->encrypted_records > 0)
+        inspect_finish(ins);
+}
+
+static void
+inspect_note_message(struct inspect_dir *d, const char *type)
+{
+    snprintf(d->last_message, sizeof(d->last_message), "%s", type);
+    snprintf(d->ins->last_message, sizeof(d->ins->last_message), "%s", type);
+    d->ins->last_dir = d->dir;
+}
+
+static void
+inspect_server_hello(struct inspect_dir *d, const struct tf_server_hello_info *info)
+{
+    struct tf_inspect *ins = d->ins;
+    if (info->hello_retry_request) {
+        ins->hello_retry_request = true;
+        return;
+    }
+    ins->server_hello_seen = true;
+    ins->version = info->version;
+    ins->cipher_suite = info->cipher_suite;
+    if (info->version == TLS13) {
+        /* RFC 8446 §2: the server's next flight and the client's reply are encrypted. */
+        ins->d[TF_DIR_C2S].encrypted = true;
+        ins->d[TF_DIR_S2C].encrypted = true;
+    }
+}
+
+static bool
+inspect_message_cb(void *arg, uint8_t type, const uint8_t *body, size_t len)
+{
+    struct inspect_dir *d = arg;
+    struct tf_inspect *ins = d->ins;
+    bool tls13 = ins->version == TLS13;
+    const char *name = tf_names_handshake_type(type);
+    char unknown[16];
+    json_t *obj = json_object();
+
+    if (name == NULL) {
+        snprintf(unknown, sizeof(unknown), "unknown(%u)", type);
+        name = unknown;
+    }
+    switch (type) {
+    case TF_HS_CLIENT_HELLO: {
+        struct tf_client_hello_info info;
+        memset(&info, 0, sizeof(info));
+        tf_decode_client_hello(body, len, obj, &info);
+        if (!ins->has_sni && info.has_sni) {
+            ins->has_sni = true;
+            snprintf(ins->sni, sizeof(ins->sni), "%s", info.sni);
+        }
+        if (info.max_version > ins->client_max_version)
+            ins->client_max_version = info.max_version;
+        json_t *alpn = json_object_get(obj, "alpn");
+        if (alpn && !ins->alpn_offered)
+            ins->alpn_offered = json_incref(alpn);
+        break;
+    }
+    case TF_HS_SERVER_HELLO: {
+        struct tf_server_hello_info info;
+        memset(&info, 0, sizeof(info));
+        if (tf_decode_server_hello(body, len, obj, &info)) {
+            if (info.hello_retry_request)
+                name = "hello_retry_request";
+            inspect_server_hello(d, &info);
+        }
+        break;
+    }
+    case TF_HS_CERTIFICATE:
+        if (d->dir == TF_DIR_S2C)
+            ins->server_flight_full = true;
+        tf_decode_certificate(body, len, tls13, obj);
+        break;
+    case TF_HS_CERTIFICATE_STATUS:
+        tf_decode_certificate_status(body, len, obj);
+        break;
+    case TF_HS_SERVER_KEY_EXCHANGE:
+        tf_decode_server_key_exchange(body, len, ins->cipher_suite, obj);
+        break;
+    case TF_HS_CERTIFICATE_REQUEST:
+        tf_decode_certificate_request(body, len, tls13, obj);
+        break;
+    case TF_HS_SERVER_HELLO_DONE:
+        ins->server_flight_full = true;
+        break;
+    case TF_HS_CLIENT_KEY_EXCHANGE:
+        tf_decode_client_key_exchange(body, len, obj);
+        break;
+    case TF_HS_NEW_SESSION_TICKET:
+        tf_decode_new_session_ticket(body, len, obj);
+        break;
+    default:
+        break;
+    }
+    json_object_set_new(obj, "type", json_string(name));
+    json_object_set_new(obj, "length", json_integer((json_int_t)len));
+    inspect_note_message(d, name);
+    inspect_emit(d, "handshake", obj);
+    return true;
+}
+
+static void
+inspect_encrypted(struct inspect_dir *d, const struct tf_record *rec)
+{
+    const char *ct = tf_names_content_type(rec->type);
+    json_t *obj = json_object();
+    json_object_set_new(obj, "content_type", ct ? json_string(ct) : json_integer(rec->type));
+    json_object_set_new(obj, "length", json_integer((json_int_t)rec->len));
+    inspect_emit(d, "encrypted", obj);
+}
+
+static void
+inspect_alert(struct inspect_dir *d, const struct tf_record *rec)
+{
+    static const uint8_t empty[1];
+    const uint8_t *body = rec->len ? rec->body : empty;
+    for (size_t off = 0; off < rec->len || rec->len == 0; off += 2) {
+        json_t *obj = json_object();
+        size_t n = rec->len - off < 2 ? rec->len - off : 2;
+        tf_decode_alert(body + off, n, obj);
+        json_t *summary = json_deep_copy(obj);
+        json_object_set_new(summary, "dir", json_string(tf_dir_name(d->dir)));
+        json_array_append_new(d->ins->alerts, summary);
+        json_t *desc = json_object_get(obj, "description");
+        char name[48];
+        snprintf(name, sizeof(name), "alert %s",
+                 json_is_string(desc) ? json_string_value(desc) : "malformed");
+        inspect_note_message(d, name);
+        inspect_emit(d, "alert", obj);
+        if (n < 2)
+            break;
+    }
+}
+
+/* A record seen after the handshake: only headers are looked at. */
+static void
+inspect_skimmed(struct inspect_dir *d, const struct tf_record *rec)
+{
+    if (rec->type == TF_CT_APPLICATION_DATA)
+        return;
+    if (rec->type == TF_CT_ALERT) {
+        json_t *a = json_pack("{s:s, s:b, s:I}", "dir", tf_dir_name(d->dir), "encrypted", 1,
+                              "length", (json_int_t)rec->len);
+        json_array_append_new(d->ins->alerts, a);
+    }
+    inspect_encrypted(d, rec);
+}
+
+static bool
+inspect_record_cb(void *arg, const struct tf_record *rec)
+{
+    struct inspect_dir *d = arg;
+    struct tf_inspect *ins = d->ins;
+
+    if (ins->done) {
+        inspect_skimmed(d, rec);
+        return true;
+    }
+    if (rec->type == TF_CT_CHANGE_CIPHER_SPEC) {
+        json_t *obj = json_object();
+        json_object_set_new(obj, "length", json_integer((json_int_t)rec->len));
+        d->ccs_seen = true;
+        inspect_note_message(d, "change_cipher_spec");
+        inspect_emit(d, "change_cipher_spec", obj);
+        if (ins->version != TLS13 && !ins->hello_retry_request) {
+            d->encrypted = true;
+            d->encrypted_records = 0;
+            if (d->dir == TF_DIR_S2C && ins->server_hello_seen && !ins->server_flight_full)
+                ins->resumed = true;
+        }
+        return true;
+    }
+    /*
+     * TLS 1.3 wraps protected alerts as application_data (RFC 8446 §5.2), so
+     * a record that says "alert" is one sent in clear, e.g. a client
+     * rejecting the ServerHello before it has keys.
+     */
+    if (rec->type == TF_CT_ALERT && ins->version == TLS13) {
+        inspect_alert(d, rec);
+        return true;
+    }
+    if (d->encrypted || rec->type == TF_CT_APPLICATION_DATA || rec->type == TF_CT_HEARTBEAT) {
+        if (d->encrypted)
+            d->encrypted_records++;
+        if (rec->type == TF_CT_ALERT) {
+            json_t *a = json_pack("{s:s, s:b, s:I}", "dir", tf_dir_name(d->dir), "encrypted", 1,
+                                  "length", (json_int_t)rec->len);
+            json_array_append_new(ins->alerts, a);
+        }
+        inspect_encrypted(d, rec);
+        inspect_check_done(ins);
+        return true;
+    }
+    if (rec->type == TF_CT_ALERT) {
+        inspect_alert(d, rec);
+        return true;
+    }
+    /* A clear handshake record. */
+    if (d->hs.stopped)
+        return true;
+    if (tf_hs_feed(&d->hs, rec->body, rec->len, inspect_message_cb, d) == TF_PARSE_BAD) {
+        json_t *obj = json_pack("{s:s}", "error", d->hs.error);
+        inspect_emit(d, "handshake", obj);
+        /*
+         * Only a certificate chain grows past the cap; an abbreviated
+         * handshake has none, so this one is a full handshake.
+         */
+        if (d->dir == TF_DIR_S2C && ins->server_hello_seen)
+            ins->server_flight_full = true;
+    }
+    return true;
+}
+
+static void
+inspect_not_tls(struct inspect_dir *d)
+{
+    static const char *const kinds[] = {
+        [TF_STREAM_TLS] = "malformed",
+        [TF_STREAM_SSLV2] = "sslv2",
+        [TF_STREAM_HTTP] = "http",
+        [TF_STREAM_UNKNOWN] = "unknown",
+    };
+    char preview[INSPECT_PREVIEW * 4 + 1];
+    const char *kind = d->rec.offset == 0 ? kinds[d->rec.kind] : "malformed";
+
+    d->non_tls = true;
+    snprintf(d->non_tls_kind, sizeof(d->non_tls_kind), "%s", kind);
+    if (d->rec.offset == 0)
+        tf_record_preview(d->preview, d->preview_len, INSPECT_PREVIEW, preview, sizeof(preview));
+    else
+        tf_record_preview(d->rec.hdr, d->rec.hdr_have, TF_RECORD_HEADER_LEN, preview,
+                          sizeof(preview));
+    json_t *obj = json_pack("{s:s, s:s, s:I, s:s}", "kind", kind, "reason", d->rec.error,
+                            "offset", (json_int_t)d->rec.offset, "preview", preview);
+    inspect_note_message(d, "non_tls");
+    inspect_emit(d, "non_tls", obj);
+}
+
+void
+tf_inspect_feed(struct tf_inspect *ins, enum tf_dir dir, const uint8_t *p, size_t n)
+{
+    struct inspect_dir *d = &ins->d[dir];
+    if (d->rec.stopped)
+        return;
+    if (d->fed < INSPECT_PREVIEW) {
+        size_t take = INSPECT_PREVIEW - d->preview_len;
+        if (take > n)
+            take = n;
+        memcpy(d->preview + d->preview_len, p, take);
+        d->preview_len += take;
+    }
+    d->fed += n;
+    if (tf_record_feed(&d->rec, p, n, inspect_record_cb, d) == TF_PARSE_BAD)
+        inspect_not_tls(d);
+}
+
+bool
+tf_inspect_idle(const struct tf_inspect *ins, enum tf_dir dir)
+{
+    return ins->d[dir].rec.stopped;
+}
+
+bool
+tf_inspect_handshake_done(const struct tf_inspect *ins)
+{
+    return ins->done;
+}
+
+void
+tf_inspect_summarize(const struct tf_inspect *ins, json_t *obj)
+{
+    char buf[32];
+    if (ins->server_hello_seen) {
+        inspect_version_name(ins->version, buf, sizeof(buf));
+        json_object_set_new(obj, "version", json_string(buf));
+        const char *suite = tf_names_cipher_suite(ins->cipher_suite);
+        if (suite == NULL) {
+            snprintf(buf, sizeof(buf), "0x%04x", ins->cipher_suite);
+            suite = buf;
+        }
+        json_object_set_new(obj, "cipher_suite", json_string(suite));
+    }
+    if (ins->client_max_version) {
+        inspect_version_name(ins->client_max_version, buf, sizeof(buf));
+        json_object_set_new(obj, "client_max_version", json_string(buf));
+    }
+    if (ins->has_sni)
+        json_object_set_new(obj, "sni", json_string(ins->sni));
+    if (ins->alpn_offered)
+        json_object_set(obj, "alpn_offered", ins->alpn_offered);
+    if (ins->hello_retry_request)
+        json_object_set_new(obj, "hello_retry_request", json_true());
+    if (ins->resumed)
+        json_object_set_new(obj, "resumed", json_true());
+    json_object_set_new(obj, "handshake", json_string(ins->done ? "complete" : "incomplete"));
+    if (ins->last_message[0]) {
+        json_object_set_new(obj, "last_message",
+                            json_pack("{s:s, s:s}", "dir", tf_dir_name(ins->last_dir), "type",
+                                      ins->last_message));
+    }
+    if (json_array_size(ins->alerts) > 0)
+        json_object_set(obj, "alerts", ins->alerts);
+    for (int i = 0; i < 2; i++) {
+        if (!ins->d[i].non_tls)
+            continue;
+        json_t *nt = json_object_get(obj, "non_tls");
+        if (nt == NULL) {
+            nt = json_object();
+            json_object_set_new(obj, "non_tls", nt);
+        }
+        json_object_set_new(nt, tf_dir_name((enum tf_dir)i), json_string(ins->d[i].non_tls_kind));
+    }
+}
+
+void
+tf_inspect_stage(const struct tf_inspect *ins, char *buf, size_t len)
+{
+    if (ins->done)
+        snprintf(buf, len, "handshake complete");
+    else if (ins->last_message[0])
+        snprintf(buf, len, "after %s from %s", ins->last_message, inspect_side(ins->last_dir));
+    else
+        snprintf(buf, len, "before any TLS message");
+}

@@ -1,0 +1,377 @@
+/*
+ * main.c — command line, start-up, signals and worker threads.
+ *
+ * Job: read the command line, build the configuration snapshot, open the
+ * event sinks and the listening sockets (so start-up errors surface before
+ * anything runs), start one worker per core, and handle signals on the
+ * main thread's own loop: SIGHUP reloads the configuration (live flows
+ * keep theirs; a bad file is refused and the old one stays), SIGTERM and
+ * SIGINT drain (stop accepting, let flows finish within the grace period,
+ * exit 0).  The main loop also flushes the event sinks periodically.
+ */
+#include <event2/event.h>
+#include <event2/thread.h>
+#include <getopt.h>
+#include <openssl/ssl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include "config.h"
+#include "tlsfault/config.h"
+#include "tlsfault/events.h"
+#include "tlsfault/listener.h"
+#include "tlsfault/log.h"
+#include "tlsfault/worker.h"
+
+#define EXIT_RUNTIME 1
+#define EXIT_USAGE 2
+
+static const char usage_text[] =
+    "usage: tlsfault -c FILE [-t]\n"
+    "       tlsfault --listen ADDR:PORT --upstream HOST:PORT [--json FILE] [--text FILE]\n"
+    "       tlsfault --version | --help\n"
+    "\n"
+    "An inline TLS-inspecting proxy that logs every handshake message and\n"
+    "reproduces TLS failures.\n"
+    "\n"
+    "  -c, --config FILE      run with a configuration file (see tlsfault.conf(5))\n"
+    "  -t, --test             check the configuration and exit (0 good, 2 bad)\n"
+    "  -l, --listen ADDR:PORT quick mode: listen here (\"127.0.0.1:8443\", \"[::1]:8443\")\n"
+    "  -u, --upstream HOST:PORT\n"
+    "                         quick mode: forward to this server\n"
+    "  -j, --json FILE        quick mode: JSON Lines event log (\"-\" for stdout)\n"
+    "      --text FILE        quick mode: text event log (default stderr; \"none\" for off)\n"
+    "  -w, --workers N        worker threads (default: one per CPU)\n"
+    "  -v, --log-level LEVEL  diagnostics: error, warn, info (default), debug\n"
+    "  -V, --version          print the version and exit\n"
+    "  -h, --help             print this help and exit\n"
+    "\n"
+    "Signals: SIGHUP reloads the configuration file; SIGTERM or SIGINT stop\n"
+    "accepting and let live connections finish (timeouts.grace), then exit 0.\n"
+    "Exit codes: 0 normal, 1 runtime failure, 2 usage or configuration error.\n";
+
+struct main_state {
+    struct event_base *base;
+    struct tf_config *cfg;
+    struct tf_events *events;
+    struct tf_worker *workers;
+    int n_workers;
+    _Atomic int workers_left;
+    struct event *workers_done;
+    struct event *flush_timer;
+    bool stopping;
+};
+
+static void
+main_worker_exit(struct tf_worker *w, void *arg)
+{
+    struct main_state *st = arg;
+    (void)w;
+    if (--st->workers_left == 0)
+        event_active(st->workers_done, EV_READ, 0);
+}
+
+static void
+main_workers_done_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct main_state *st = arg;
+    (void)fd;
+    (void)what;
+    event_base_loopexit(st->base, NULL);
+}
+
+static void
+main_flush_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct main_state *st = arg;
+    (void)fd;
+    (void)what;
+    tf_events_flush(st->events);
+}
+
+static void
+main_stop_cb(evutil_socket_t sig, short what, void *arg)
+{
+    struct main_state *st = arg;
+    (void)what;
+    if (st->stopping) {
+        tf_log_info("second %s: closing every flow now", sig == SIGINT ? "SIGINT" : "SIGTERM");
+        for (int i = 0; i < st->n_workers; i++)
+            tf_worker_post_drain(&st->workers[i]);
+        return;
+    }
+    st->stopping = true;
+    tf_log_info("%s: no new connections; waiting up to %u ms for live ones",
+                sig == SIGINT ? "SIGINT" : "SIGTERM", st->cfg->grace_ms);
+    for (int i = 0; i < st->n_workers; i++)
+        tf_worker_post_drain(&st->workers[i]);
+}
+
+/* Listener sets must match: sockets are bound once, at start-up. */
+static bool
+main_same_listeners(const struct tf_config *a, const struct tf_config *b)
+{
+    if (a->n_listeners != b->n_listeners)
+        return false;
+    for (size_t i = 0; i < a->n_listeners; i++)
+        if (strcmp(a->listeners[i].listen, b->listeners[i].listen) != 0 ||
+            strcmp(a->listeners[i].name, b->listeners[i].name) != 0)
+            return false;
+    return true;
+}
+
+static void
+main_reload_cb(evutil_socket_t sig, short what, void *arg)
+{
+    struct main_state *st = arg;
+    char err[4096];
+    (void)sig;
+    (void)what;
+    if (st->cfg->path == NULL) {
+        tf_log_warn("SIGHUP: nothing to reload in quick mode");
+        return;
+    }
+    struct tf_config *cfg = tf_config_load(st->cfg->path, err, sizeof(err));
+    if (cfg == NULL) {
+        tf_log_error("reload refused, keeping the running configuration:\n%s", err);
+        return;
+    }
+    if (!main_same_listeners(st->cfg, cfg)) {
+        tf_log_error("reload refused, keeping the running configuration: %s: listeners "
+                     "(names or addresses) changed; restart tlsfault to change them",
+                     cfg->path);
+        tf_config_unref(cfg);
+        return;
+    }
+    for (int i = 0; i < st->n_workers; i++)
+        tf_worker_post_config(&st->workers[i], cfg);
+    tf_config_unref(st->cfg);
+    st->cfg = cfg;
+    tf_log_info("reloaded %s; new connections use it, live ones keep theirs", cfg->path);
+}
+
+static void
+main_raise_fd_limit(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
+}
+
+static int
+main_run(struct main_state *st)
+{
+    char err[512];
+    int rc = EXIT_RUNTIME;
+    size_t nl = st->cfg->n_listeners;
+    int **fds = calloc(nl, sizeof(*fds));
+    struct event *sigs[4] = { NULL };
+
+    st->n_workers = st->cfg->workers > 0 ? st->cfg->workers : (int)sysconf(_SC_NPROCESSORS_ONLN);
+    if (st->n_workers < 1)
+        st->n_workers = 1;
+    st->workers = calloc((size_t)st->n_workers, sizeof(*st->workers));
+    if (fds == NULL || st->workers == NULL)
+        goto out;
+    for (size_t i = 0; i < nl; i++) {
+        struct sockaddr_storage bound;
+        char addr[80];
+        fds[i] = calloc((size_t)st->n_workers, sizeof(int));
+        if (fds[i] == NULL)
+            goto out;
+        if (!tf_listener_open_sockets(&st->cfg->listeners[i], st->n_workers, fds[i], &bound, err,
+                                      sizeof(err))) {
+            tf_log_error("%s", err);
+            goto out;
+        }
+        tf_listener_format_addr((struct sockaddr *)&bound, addr, sizeof(addr));
+        tf_log_info("listener %s on %s -> %s:%u (%d workers)", st->cfg->listeners[i].name, addr,
+                    st->cfg->listeners[i].upstream_host, st->cfg->listeners[i].upstream_port,
+                    st->n_workers);
+    }
+
+    /* Workers must not take the signals: the main loop handles them. */
+    sigset_t block, old;
+    sigemptyset(&block);
+    sigaddset(&block, SIGTERM);
+    sigaddset(&block, SIGINT);
+    sigaddset(&block, SIGHUP);
+    pthread_sigmask(SIG_BLOCK, &block, &old);
+    st->workers_left = st->n_workers;
+    for (int i = 0; i < st->n_workers; i++) {
+        int *wfds = calloc(nl ? nl : 1, sizeof(int));
+        for (size_t j = 0; j < nl; j++)
+            wfds[j] = fds[j][i];
+        bool ok = tf_worker_init(&st->workers[i], i, st->cfg, st->events, wfds, err, sizeof(err));
+        free(wfds);
+        if (!ok) {
+            tf_log_error("%s", err);
+            exit(EXIT_RUNTIME);
+        }
+        st->workers[i].on_exit = main_worker_exit;
+        st->workers[i].on_exit_arg = st;
+    }
+    for (int i = 0; i < st->n_workers; i++)
+        if (!tf_worker_start(&st->workers[i])) {
+            tf_log_error("cannot start worker thread %d", i);
+            exit(EXIT_RUNTIME);
+        }
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+
+    sigs[0] = evsignal_new(st->base, SIGTERM, main_stop_cb, st);
+    sigs[1] = evsignal_new(st->base, SIGINT, main_stop_cb, st);
+    sigs[2] = evsignal_new(st->base, SIGHUP, main_reload_cb, st);
+    for (int i = 0; i < 3; i++)
+        evsignal_add(sigs[i], NULL);
+    st->workers_done = event_new(st->base, -1, 0, main_workers_done_cb, st);
+    st->flush_timer = event_new(st->base, -1, EV_PERSIST, main_flush_cb, st);
+    struct timeval flush_every = { 0, 50 * 1000 };
+    evtimer_add(st->flush_timer, &flush_every);
+
+    tf_log_info("tlsfault %s ready", PACKAGE_VERSION);
+    event_base_dispatch(st->base);
+
+    for (int i = 0; i < st->n_workers; i++) {
+        pthread_join(st->workers[i].thread, NULL);
+        tf_worker_release(&st->workers[i]);
+    }
+    tf_log_info("stopped");
+    rc = 0;
+out:
+    for (int i = 0; i < 4; i++)
+        if (sigs[i])
+            event_free(sigs[i]);
+    for (size_t i = 0; i < nl; i++)
+        free(fds ? fds[i] : NULL);
+    free(fds);
+    free(st->workers);
+    if (st->workers_done)
+        event_free(st->workers_done);
+    if (st->flush_timer)
+        event_free(st->flush_timer);
+    return rc;
+}
+
+int
+main(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        { "config", required_argument, NULL, 'c' },
+        { "test", no_argument, NULL, 't' },
+        { "listen", required_argument, NULL, 'l' },
+        { "upstream", required_argument, NULL, 'u' },
+        { "json", required_argument, NULL, 'j' },
+        { "text", required_argument, NULL, 'T' },
+        { "workers", required_argument, NULL, 'w' },
+        { "log-level", required_argument, NULL, 'v' },
+        { "version", no_argument, NULL, 'V' },
+        { "help", no_argument, NULL, 'h' },
+        { NULL, 0, NULL, 0 },
+    };
+    const char *config_path = NULL, *listen = NULL, *upstream = NULL, *json = NULL;
+    const char *text = NULL, *level = NULL;
+    int workers = -1;
+    bool test_only = false;
+    int c;
+    char err[8192];
+    struct main_state st;
+
+    memset(&st, 0, sizeof(st));
+    while ((c = getopt_long(argc, argv, "c:tl:u:j:w:v:Vh", opts, NULL)) != -1) {
+        switch (c) {
+        case 'c': config_path = optarg; break;
+        case 't': test_only = true; break;
+        case 'l': listen = optarg; break;
+        case 'u': upstream = optarg; break;
+        case 'j': json = strcmp(optarg, "-") == 0 ? "stdout" : optarg; break;
+        case 'T': text = optarg; break;
+        case 'v': level = optarg; break;
+        case 'w': {
+            char *end;
+            long n = strtol(optarg, &end, 10);
+            if (*end || n < 1 || n > 256) {
+                fprintf(stderr, "tlsfault: --workers: expected 1..256, got \"%s\"\n", optarg);
+                return EXIT_USAGE;
+            }
+            workers = (int)n;
+            break;
+        }
+        case 'V': printf("tlsfault %s (%s, libevent %s)\n", PACKAGE_VERSION,
+                         OpenSSL_version(OPENSSL_VERSION), event_get_version());
+            return 0;
+        case 'h': fputs(usage_text, stdout); return 0;
+        default: fputs(usage_text, stderr); return EXIT_USAGE;
+        }
+    }
+    if (optind < argc) {
+        fprintf(stderr, "tlsfault: unexpected argument \"%s\"\n%s", argv[optind], usage_text);
+        return EXIT_USAGE;
+    }
+    if (config_path && (listen || upstream || json || text)) {
+        fprintf(stderr, "tlsfault: -c and the quick-mode options (--listen, --upstream, --json, "
+                        "--text) do not mix\n");
+        return EXIT_USAGE;
+    }
+    if (config_path) {
+        st.cfg = tf_config_load(config_path, err, sizeof(err));
+    } else if (listen || upstream) {
+        if (!listen || !upstream) {
+            fprintf(stderr, "tlsfault: quick mode needs both --listen and --upstream\n");
+            return EXIT_USAGE;
+        }
+        st.cfg = tf_config_quick(listen, upstream, json, err, sizeof(err));
+        if (st.cfg && text) {
+            free(st.cfg->log_text);
+            st.cfg->log_text = strdup(text);
+        }
+    } else {
+        fputs(usage_text, stderr);
+        return EXIT_USAGE;
+    }
+    if (st.cfg == NULL) {
+        fprintf(stderr, "%s\n", err);
+        return EXIT_USAGE;
+    }
+    if (test_only) {
+        printf("%s: configuration OK (%zu listener%s)\n", config_path ? config_path : "quick mode",
+               st.cfg->n_listeners, st.cfg->n_listeners == 1 ? "" : "s");
+        tf_config_unref(st.cfg);
+        return 0;
+    }
+    if (workers > 0)
+        st.cfg->workers = workers;
+    if (level) {
+        int l = tf_log_parse_level(level);
+        if (l < 0) {
+            fprintf(stderr, "tlsfault: --log-level: expected error, warn, info or debug\n");
+            return EXIT_USAGE;
+        }
+        tf_log_set_level((enum tf_log_level)l);
+    } else if (st.cfg->log_level) {
+        tf_log_set_level((enum tf_log_level)tf_log_parse_level(st.cfg->log_level));
+    }
+
+    signal(SIGPIPE, SIG_IGN);
+    main_raise_fd_limit();
+    evthread_use_pthreads();
+    st.events = tf_events_open(st.cfg->log_text, st.cfg->log_json, err, sizeof(err));
+    if (st.events == NULL) {
+        fprintf(stderr, "tlsfault: %s\n", err);
+        tf_config_unref(st.cfg);
+        return EXIT_RUNTIME;
+    }
+    st.base = event_base_new();
+    int rc = st.base ? main_run(&st) : EXIT_RUNTIME;
+    tf_events_free(st.events);
+    tf_config_unref(st.cfg);
+    if (st.base)
+        event_base_free(st.base);
+    libevent_global_shutdown();
+    return rc;
+}

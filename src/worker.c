@@ -1,0 +1,181 @@
+/*
+ * worker.c — one event loop on its own thread.
+ *
+ * Job: own a libevent base, an evdns resolver and this worker's listening
+ * sockets; take messages from the main thread (new configuration, drain)
+ * through a mailbox guarded by a lock that the data path never touches.
+ * Drain: stop accepting, let live flows end by themselves, close what is
+ * left when the grace period ends, then leave the loop.
+ */
+#include <event2/dns.h>
+#include <event2/event.h>
+#include <event2/listener.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "tlsfault/config.h"
+#include "tlsfault/flow.h"
+#include "tlsfault/listener.h"
+#include "tlsfault/log.h"
+#include "tlsfault/worker.h"
+
+static void
+worker_grace_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct tf_worker *w = arg;
+    (void)fd;
+    (void)what;
+    if (w->live_flows > 0)
+        tf_log_info("worker %d: grace period over, closing %u flows", w->index, w->live_flows);
+    tf_flow_close_all(w, "shutdown: grace period over");
+    event_base_loopexit(w->base, NULL);
+}
+
+static void
+worker_start_drain(struct tf_worker *w)
+{
+    if (w->draining)
+        return;
+    w->draining = true;
+    /* Closing (not just disabling) the sockets makes new connections see a refusal. */
+    for (size_t i = 0; i < w->n_listeners; i++) {
+        if (w->listeners[i])
+            evconnlistener_free(w->listeners[i]);
+        w->listeners[i] = NULL;
+    }
+    if (w->live_flows == 0) {
+        event_base_loopexit(w->base, NULL);
+        return;
+    }
+    unsigned ms = w->cfg->grace_ms;
+    struct timeval tv = { ms / 1000, (ms % 1000) * 1000 };
+    w->grace_timer = evtimer_new(w->base, worker_grace_cb, w);
+    evtimer_add(w->grace_timer, &tv);
+}
+
+static void
+worker_mail_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct tf_worker *w = arg;
+    struct tf_config *cfg;
+    bool drain;
+    (void)fd;
+    (void)what;
+
+    pthread_mutex_lock(&w->mail_lock);
+    cfg = w->mail_cfg;
+    w->mail_cfg = NULL;
+    drain = w->mail_drain;
+    pthread_mutex_unlock(&w->mail_lock);
+
+    if (cfg) {
+        /* Live flows keep their own reference to the old snapshot. */
+        tf_config_unref(w->cfg);
+        w->cfg = cfg;
+    }
+    if (drain)
+        worker_start_drain(w);
+}
+
+bool
+tf_worker_init(struct tf_worker *w, int index, struct tf_config *cfg, struct tf_events *events,
+               const int *fds, char *err, size_t errlen)
+{
+    memset(w, 0, sizeof(*w));
+    w->index = index;
+    w->events = events;
+    w->cfg = tf_config_ref(cfg);
+    TAILQ_INIT(&w->flows);
+    pthread_mutex_init(&w->mail_lock, NULL);
+    w->base = event_base_new();
+    if (w->base == NULL) {
+        snprintf(err, errlen, "worker %d: cannot create an event base", index);
+        return false;
+    }
+    w->dns = evdns_base_new(w->base, EVDNS_BASE_INITIALIZE_NAMESERVERS |
+                                         EVDNS_BASE_DISABLE_WHEN_INACTIVE);
+    if (w->dns == NULL) {
+        /* No usable resolv.conf: host names in /etc/hosts and literals still work. */
+        w->dns = evdns_base_new(w->base, EVDNS_BASE_DISABLE_WHEN_INACTIVE);
+        if (w->dns)
+            evdns_base_load_hosts(w->dns, NULL);
+    }
+    if (w->dns == NULL) {
+        snprintf(err, errlen, "worker %d: cannot create a DNS resolver", index);
+        return false;
+    }
+    w->mail_event = event_new(w->base, -1, 0, worker_mail_cb, w);
+    w->n_listeners = cfg->n_listeners;
+    w->listeners = calloc(cfg->n_listeners, sizeof(*w->listeners));
+    if (w->mail_event == NULL || w->listeners == NULL) {
+        snprintf(err, errlen, "worker %d: out of memory", index);
+        return false;
+    }
+    for (size_t i = 0; i < cfg->n_listeners; i++) {
+        w->listeners[i] = tf_listener_attach(w, i, fds[i]);
+        if (w->listeners[i] == NULL) {
+            snprintf(err, errlen, "worker %d: cannot listen on %s", index,
+                     cfg->listeners[i].listen);
+            return false;
+        }
+    }
+    return true;
+}
+
+static void *
+worker_main(void *arg)
+{
+    struct tf_worker *w = arg;
+    event_base_dispatch(w->base);
+    if (w->on_exit)
+        w->on_exit(w, w->on_exit_arg);
+    return NULL;
+}
+
+bool
+tf_worker_start(struct tf_worker *w)
+{
+    return pthread_create(&w->thread, NULL, worker_main, w) == 0;
+}
+
+void
+tf_worker_post_config(struct tf_worker *w, struct tf_config *cfg)
+{
+    pthread_mutex_lock(&w->mail_lock);
+    if (w->mail_cfg)
+        tf_config_unref(w->mail_cfg);
+    w->mail_cfg = tf_config_ref(cfg);
+    pthread_mutex_unlock(&w->mail_lock);
+    event_active(w->mail_event, EV_READ, 0);
+}
+
+void
+tf_worker_post_drain(struct tf_worker *w)
+{
+    pthread_mutex_lock(&w->mail_lock);
+    w->mail_drain = true;
+    pthread_mutex_unlock(&w->mail_lock);
+    event_active(w->mail_event, EV_READ, 0);
+}
+
+void
+tf_worker_release(struct tf_worker *w)
+{
+    tf_flow_close_all(w, "shutdown");
+    for (size_t i = 0; i < w->n_listeners; i++)
+        if (w->listeners[i])
+            evconnlistener_free(w->listeners[i]);
+    free(w->listeners);
+    if (w->grace_timer)
+        event_free(w->grace_timer);
+    if (w->mail_event)
+        event_free(w->mail_event);
+    if (w->dns)
+        evdns_base_free(w->dns, 0);
+    if (w->base)
+        event_base_free(w->base);
+    tf_config_unref(w->mail_cfg);
+    tf_config_unref(w->cfg);
+    pthread_mutex_destroy(&w->mail_lock);
+}

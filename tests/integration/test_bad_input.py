@@ -1,0 +1,370 @@
+"""test_bad_input — what tlsfault does with input that is not a good TLS
+handshake, and with upstreams that fail.
+
+Clients send an HTTP request, random bytes, a truncated record, an SSLv2-
+style hello, and a ClientHello trickled a byte at a time.  Non-TLS bytes
+must be reported (non_tls event) and relayed unchanged: a recording
+upstream checks what arrived, and a real s_server must answer through the
+proxy exactly as it answers directly.  Upstreams that refuse or never
+answer must end the flow with the right outcome and reason.  Afterwards the
+proxy still serves a normal client and holds no more file descriptors than
+before."""
+
+import os
+import random
+import socket
+import ssl
+import sys
+import threading
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import tflib  # noqa: E402
+from tflib import (PKI, SServer, TCPServer, Tlsfault, fmt_events, handler_record,  # noqa: E402
+                   handler_silent, recv_all, write_config)
+
+
+def sslv2_hello():
+    """An SSL 2.0-compatible ClientHello (RFC 5246 E.2) offering TLS 1.0."""
+    specs = bytes.fromhex("00003900003800003500002f010080")
+    challenge = bytes(range(16))
+    body = (b"\x01" + b"\x03\x01" + len(specs).to_bytes(2, "big") + (0).to_bytes(2, "big")
+            + len(challenge).to_bytes(2, "big") + specs + challenge)
+    return (0x8000 | len(body)).to_bytes(2, "big") + body
+
+
+def random_bytes():
+    rnd = random.Random(20240611)
+    # First byte 0x01: neither a TLS content type, nor SSLv2, nor text.
+    return b"\x01" + bytes(rnd.randrange(256) for _ in range(1999))
+
+
+HTTP_REQ = b"GET / HTTP/1.1\r\nHost: lab.test\r\nUser-Agent: tlsfault-test\r\nAccept: */*\r\n\r\n"
+TRUNCATED = b"\x16\x03\x01\x01\x2c" + b"\x01\x00\x01\x28\x03\x03" + b"\x00" * 4  # claims 300, sends 10
+
+NON_TLS = [
+    # name, bytes, kind, preview must start with
+    ("HTTP request", HTTP_REQ, "http", "GET / HTTP/1.1"),
+    ("random bytes", random_bytes(), "unknown", "\\x01"),
+    ("SSLv2-style hello", sslv2_hello(), "sslv2", "\\x80"),
+]
+
+
+def raw_exchange(port, data, shut=False, timeout=5.0):
+    """Connects, sends data (optionally half-closes), reads until EOF or
+    timeout.  Returns (local_port, reply bytes, error)."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    lp = s.getsockname()[1]
+    err = None
+    got = b""
+    try:
+        s.sendall(data)
+        if shut:
+            s.shutdown(socket.SHUT_WR)
+        got = recv_all(s)
+    except OSError as e:
+        err = e
+    finally:
+        s.close()
+    return lp, got, err
+
+
+def send_and_close(port, data):
+    s = socket.create_connection(("127.0.0.1", port), timeout=5)
+    lp = s.getsockname()[1]
+    s.sendall(data)
+    s.close()
+    return lp
+
+
+class SlowHandshake:
+    """A real TLS client (ssl.MemoryBIO) whose ClientHello leaves one byte
+    per TCP segment: the first `slow` bytes one per second, the rest every
+    `gap` seconds; then the handshake goes on at full speed and fetches the
+    s_server -www page."""
+
+    def __init__(self, port, slow=5, gap=0.005):
+        self.port, self.slow, self.gap = port, slow, gap
+        self.ok = False
+        self.error = None
+        self.local_port = None
+        self.hello_len = 0
+        self.page = b""
+        self.version = None
+        self.t = threading.Thread(target=self._run, daemon=True)
+        self.t.start()
+
+    def _run(self):
+        try:
+            self._handshake()
+            self.ok = True
+        except Exception as e:
+            self.error = e
+
+    def _handshake(self):
+        ctx = PKI.get().client_context()
+        inc, out = ssl.MemoryBIO(), ssl.MemoryBIO()
+        obj = ctx.wrap_bio(inc, out, server_hostname="lab.test")
+        sock = socket.create_connection(("127.0.0.1", self.port), timeout=15)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.local_port = sock.getsockname()[1]
+        try:
+            try:
+                obj.do_handshake()
+            except ssl.SSLWantReadError:
+                pass
+            hello = out.read()
+            self.hello_len = len(hello)
+            for i in range(len(hello)):
+                sock.sendall(hello[i:i + 1])
+                time.sleep(1.0 if i < self.slow else self.gap)
+            while True:
+                try:
+                    obj.do_handshake()
+                    break
+                except ssl.SSLWantReadError:
+                    pending = out.read()
+                    if pending:
+                        sock.sendall(pending)
+                    b = sock.recv(65536)
+                    if not b:
+                        raise ConnectionError("server closed during the handshake")
+                    inc.write(b)
+            pending = out.read()
+            if pending:
+                sock.sendall(pending)
+            self.version = obj.version()
+            obj.write(b"GET / HTTP/1.0\r\n\r\n")
+            sock.sendall(out.read())
+            page = bytearray()
+            while True:
+                try:
+                    d = obj.read(65536)
+                    if not d:
+                        break
+                    page += d
+                except ssl.SSLWantReadError:
+                    b = sock.recv(65536)
+                    if not b:
+                        break
+                    inc.write(b)
+                except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
+                    break
+            self.page = bytes(page)
+        finally:
+            sock.close()
+
+    def join(self, timeout):
+        self.t.join(timeout)
+        return not self.t.is_alive()
+
+
+def flow_of(proxy, local_port, timeout=10.0):
+    fid = proxy.events.flow_by_client_port(local_port, timeout)
+    if fid is None:
+        return None, None, []
+    end = proxy.events.flow_end(fid, timeout)
+    return fid, end, proxy.events.flow(fid)
+
+
+def settle_fds(proxy, baseline, timeout=5.0):
+    return tflib.wait_fd_count(proxy.pid, baseline, timeout)
+
+
+class Lab:
+    """The servers and the two proxies every part of this script uses.
+    Proxy A: listeners tls (-> s_server), rec (-> recording upstream),
+    refused (-> a closed port).  Proxy B: silent (-> an upstream that never
+    answers) with a 2 s handshake timeout."""
+
+    def __init__(self):
+        pki = PKI.get()
+        self.srv = SServer("1.3", "www", pki=pki)
+        self.rec = TCPServer(handler_record)
+        self.silent = TCPServer(handler_silent)
+        closed_port = tflib.free_port()
+        conf_a, _ = write_config("bad-a", [
+            ("tls", "127.0.0.1:0", self.srv.addr),
+            ("rec", "127.0.0.1:0", self.rec.addr),
+            ("refused", "127.0.0.1:0", "127.0.0.1:%d" % closed_port),
+        ])
+        conf_b, _ = write_config("bad-b", [("silent", "127.0.0.1:0", self.silent.addr)],
+                                 timeouts={"handshake": 2.0})
+        self.pa = Tlsfault(config=conf_a, name="bad-a")
+        self.pb = Tlsfault(config=conf_b, name="bad-b")
+        self.tls_port = self.pa.port_of("tls")
+        self.rec_port = self.pa.port_of("rec")
+        self.refused_port = self.pa.port_of("refused")
+        self.base_a = self.base_b = None
+        self.slow = None
+
+
+def part_baseline(tap, lab):
+    r = tflib.py_client(lab.tls_port)
+    fid, end, evs = flow_of(lab.pa, r.local_port) if r.local_port else (None, None, [])
+    tap.ok(r.ok and end is not None and end.get("outcome") == "ok",
+           "a normal TLS client works through the proxy (baseline)",
+           "%r\n%s" % (r, fmt_events(evs)))
+    time.sleep(0.2)
+    lab.base_a = lab.pa.fd_count()
+    lab.base_b = lab.pb.fd_count()
+    tap.diag("fd baselines: proxy A %d, proxy B %d" % (lab.base_a, lab.base_b))
+
+
+def part_non_tls(tap, lab, name, data, kind, preview):
+    """Reported, relayed unchanged, answered by s_server as directly."""
+    pa, rec = lab.pa, lab.rec
+    rec.results.clear()
+    lp, _, err = raw_exchange(lab.rec_port, data, shut=True)
+    fid, end, evs = flow_of(pa, lp)
+    res = rec.wait_results(1, timeout=5)
+    recorded = res[-1] if res else None
+    tap.ok(recorded == data,
+           "%s: relayed unchanged to the upstream (%d bytes)" % (name, len(data)),
+           "upstream received %r bytes (want %d); client error %r" % (
+               None if recorded is None else len(recorded), len(data), err))
+    nt = [e for e in evs if e.get("event") == "non_tls"]
+    bad = []
+    if not nt:
+        bad.append("no non_tls event")
+    else:
+        e = nt[0]
+        if e.get("kind") != kind:
+            bad.append("kind %r, want %r" % (e.get("kind"), kind))
+        if not str(e.get("preview", "")).startswith(preview):
+            bad.append("preview %r does not start with %r" % (e.get("preview"), preview))
+        if e.get("dir") != "c2s":
+            bad.append("dir %r, want c2s" % e.get("dir"))
+        if e.get("offset") != 0:
+            bad.append("offset %r, want 0" % e.get("offset"))
+        if not e.get("reason"):
+            bad.append("no reason")
+    if end is None:
+        bad.append("no flow_end")
+    else:
+        if end.get("handshake") != "incomplete":
+            bad.append("flow_end handshake %r" % end.get("handshake"))
+        if not end.get("non_tls"):
+            bad.append("flow_end lacks non_tls")
+        if (end.get("bytes") or {}).get("c2s") != len(data):
+            bad.append("flow_end bytes.c2s %r, want %d" % (
+                (end.get("bytes") or {}).get("c2s"), len(data)))
+    tap.ok(not bad, "%s: non_tls event kind %r with a preview, flow_end says so" % (name, kind),
+           "\n".join(bad) + "\n" + fmt_events(evs))
+
+    _, direct, derr = raw_exchange(lab.srv.port, data)
+    lp, proxied, perr = raw_exchange(lab.tls_port, data)
+    fid, end, evs = flow_of(pa, lp)
+    tap.ok(proxied == direct and end is not None,
+           "%s: s_server's answer through the proxy is the same as directly (%r)" % (
+               name, direct[:16]),
+           "direct %r (%r)\nproxied %r (%r)\n%s" % (direct, derr, proxied, perr,
+                                                  fmt_events(evs)))
+
+
+def part_truncated(tap, lab):
+    """Header claims 300 bytes, 10 follow, then the client closes."""
+    pa, rec = lab.pa, lab.rec
+    rec.results.clear()
+    lp = send_and_close(lab.rec_port, TRUNCATED)
+    res = rec.wait_results(1, timeout=5)
+    fid, end, evs = flow_of(pa, lp)
+    tap.ok(res and res[-1] == TRUNCATED and end is not None
+           and end.get("handshake") == "incomplete" and end.get("closed_by") == "client",
+           "truncated record: relayed as is; flow_end incomplete, closed by the client",
+           "upstream got %r\n%s" % (res, fmt_events(evs)))
+    _, direct, _ = raw_exchange(lab.srv.port, TRUNCATED, shut=True)
+    lp, proxied, perr = raw_exchange(lab.tls_port, TRUNCATED, shut=True)
+    fid, end, evs = flow_of(pa, lp)
+    tap.ok(proxied == direct and end is not None and end.get("handshake") == "incomplete",
+           "truncated record: s_server's answer (%r) is the same through the proxy" % direct,
+           "direct %r proxied %r (%r)\n%s" % (direct, proxied, perr, fmt_events(evs)))
+
+
+def part_refused(tap, lab):
+    lport = tflib.free_port()
+    r = tflib.curl(lab.refused_port, extra=["--local-port", str(lport)], timeout=15)
+    tap.diag("curl through the proxy to a refusing upstream: exit %d (%s)" % (
+        r.rc, r.err.strip()[:200]))
+    tap.ok(r.rc in (7, 35, 56), "upstream refuses: curl's connection is closed (exit %d)" % r.rc,
+           r.describe())
+    fid, end, evs = flow_of(lab.pa, lport)
+    tap.ok(end is not None and end.get("outcome") == "failed"
+           and "Connection refused" in str(end.get("error", "")),
+           "upstream refuses: flow_end outcome failed, error says Connection refused",
+           fmt_events(evs) or "no flow for client port %d" % lport)
+
+
+def part_silent(tap, lab):
+    """The upstream accepts and never answers; handshake timeout 2 s."""
+    t0 = time.monotonic()
+    r = tflib.py_client(lab.pb.port, timeout=15)
+    dt = time.monotonic() - t0
+    tap.ok(not r.ok and 1.5 <= dt <= 6.0,
+           "silent upstream: the client is cut off after the 2 s handshake timeout (%.1fs)" % dt,
+           repr(r))
+    fid, end, evs = flow_of(lab.pb, r.local_port) if r.local_port else (None, None, [])
+    tap.ok(end is not None and end.get("close") == "timeout"
+           and "waiting for the server" in str(end.get("error", ""))
+           and end.get("closed_by") == "proxy" and end.get("outcome") != "ok",
+           "silent upstream: flow_end close timeout, 'waiting for the server', closed by proxy",
+           fmt_events(evs))
+
+
+def part_slow(tap, lab):
+    slow = lab.slow
+    done = slow.join(20)
+    fid, end, evs = flow_of(lab.pa, slow.local_port) if slow.local_port else (None, None, [])
+    tap.ok(done and slow.ok and b"</HTML>" in slow.page,
+           "ClientHello one byte per segment (%d bytes): the handshake completes" % slow.hello_len,
+           "error %r, version %r, page %d bytes" % (slow.error, slow.version, len(slow.page)))
+    # The hello is one record: 5 bytes of record header, 4 of handshake header.
+    chs = [e for e in evs if e.get("event") == "handshake" and e.get("type") == "client_hello"]
+    tap.ok(len(chs) == 1 and chs[0].get("server_name") == "lab.test"
+           and chs[0].get("length") == slow.hello_len - 9 and end is not None
+           and end.get("handshake") == "complete",
+           "trickled ClientHello logged once, whole (length %d), flow complete" % (
+               slow.hello_len - 9), fmt_events(evs))
+
+
+def part_after(tap, lab):
+    pa, pb = lab.pa, lab.pb
+    r = tflib.py_client(lab.tls_port)
+    fid, end, evs = flow_of(pa, r.local_port) if r.local_port else (None, None, [])
+    tap.ok(r.ok and pa.alive() and end is not None and end.get("outcome") == "ok",
+           "after all that, a normal TLS client still works", "%r\n%s" % (r, pa.stderr_tail()))
+    na = settle_fds(pa, lab.base_a)
+    nb = settle_fds(pb, lab.base_b)
+    tap.ok(na == lab.base_a and nb == lab.base_b,
+           "open fds back to the baseline (A %d/%d, B %d/%d)" % (na, lab.base_a, nb, lab.base_b),
+           "proxy A fds:\n%s\nproxy B fds:\n%s" % ("\n".join(tflib.fd_list(pa.pid)),
+                                                  "\n".join(tflib.fd_list(pb.pid))))
+    rca = pa.stop()
+    rcb = pb.stop()
+    tap.ok(rca == 0 and rcb == 0, "both proxies exit 0 on SIGTERM (%r, %r)" % (rca, rcb),
+           "A: %s\nB: %s" % (pa.stderr_tail(), pb.stderr_tail()))
+
+
+def main(tap):
+    if not tflib.binary_ready():
+        print("Bail out! tlsfault binary not found: %s" % tflib.TF_BIN, flush=True)
+        tap.finish()
+        return
+    lab = Lab()
+    tap.section(1, "baseline", part_baseline, tap, lab)
+    # The trickled ClientHello runs alongside the rest (it takes ~8 s).
+    lab.slow = SlowHandshake(lab.tls_port)
+    for name, data, kind, preview in NON_TLS:
+        tap.section(3, name, part_non_tls, tap, lab, name, data, kind, preview)
+    tap.section(2, "truncated record", part_truncated, tap, lab)
+    tap.section(2, "upstream refuses", part_refused, tap, lab)
+    tap.section(2, "silent upstream", part_silent, tap, lab)
+    tap.section(2, "slow ClientHello", part_slow, tap, lab)
+    tap.section(3, "afterwards", part_after, tap, lab)
+    lab.srv.stop()
+
+
+PLAN = 1 + 3 * len(NON_TLS) + 2 + 2 + 2 + 2 + 3
+
+if __name__ == "__main__":
+    tflib.run_main(PLAN, main)

@@ -1,0 +1,345 @@
+"""test_lifecycle — the daemon's life around its flows: SIGTERM drain,
+SIGHUP reload (good and broken files), IPv4 and IPv6 listeners together,
+half-close, and back-pressure against an upstream that stops reading."""
+
+import hashlib
+import os
+import signal
+import socket
+import ssl
+import sys
+import threading
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import tflib  # noqa: E402
+from tflib import (PKI, TCPServer, Tlsfault, fmt_events, handler_echo,  # noqa: E402
+                   handler_record_then_reply, listen_addr, make_tagger, recv_all,
+                   write_config, write_file, config_text)
+
+
+def tls_connect(port, host="127.0.0.1", timeout=10.0):
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    raw = socket.socket(family, socket.SOCK_STREAM)
+    raw.settimeout(timeout)
+    raw.connect((host, port))
+    lp = raw.getsockname()[1]
+    s = PKI.get().client_context().wrap_socket(raw, server_hostname="lab.test")
+    return s, lp
+
+
+def ask(s, data, want_len, timeout=5.0):
+    """Sends data and reads exactly want_len bytes back (or what came)."""
+    s.settimeout(timeout)
+    s.sendall(data)
+    got = b""
+    while len(got) < want_len:
+        b = s.recv(want_len - len(got))
+        if not b:
+            break
+        got += b
+    return got
+
+
+def tls_close(s):
+    try:
+        s = s.unwrap()
+    except (OSError, ssl.SSLError, ValueError):
+        pass
+    try:
+        s.close()
+    except OSError:
+        pass
+
+
+def connect_refused(port, host="127.0.0.1"):
+    try:
+        c = socket.create_connection((host, port), timeout=2)
+    except ConnectionRefusedError:
+        return True, "refused"
+    except OSError as e:
+        return False, repr(e)
+    # Accepted by the kernel: see whether anyone serves it.
+    c.close()
+    return False, "connection accepted"
+
+
+def test_sigterm(tap, echo_addr):
+    # a) a live flow finishes during the grace period; new ones are refused
+    conf, _ = write_config("term", [("a", "127.0.0.1:0", echo_addr)], timeouts={"grace": 5.0})
+    p = Tlsfault(config=conf, name="term")
+    s, lp = tls_connect(p.port)
+    first = ask(s, b"before", 6)
+    off = p.proc.err_len()
+    t0 = time.monotonic()
+    p.proc.send_signal(signal.SIGTERM)
+    saw = p.proc.wait_for(r"SIGTERM", timeout=3, start=off)
+    time.sleep(0.2)
+    refused, how = connect_refused(p.port)
+    tap.ok(saw and refused, "SIGTERM: new connections are refused (%s)" % how,
+           "stderr after SIGTERM: %s" % p.proc.err[off:][-1500:])
+    try:
+        second = ask(s, b"during the grace period", 23)
+    except OSError as e:
+        second = repr(e).encode()
+    tls_close(s)
+    tap.ok(first == b"before" and second == b"during the grace period",
+           "SIGTERM: the live connection keeps working until it ends", "got %r, %r" % (
+               first, second))
+    rc = p.proc.wait(7.0)
+    dt = time.monotonic() - t0
+    if rc is None:
+        p.stop(signal.SIGKILL)
+    fid = p.events.flow_by_client_port(lp, timeout=1)
+    end = p.events.flow_end(fid, timeout=1) if fid else None
+    tap.ok(rc == 0 and dt < 5.0 + 1.0 and end is not None and end.get("outcome") == "ok",
+           "SIGTERM: exits 0 within the grace period once the live flow ended (%.1fs)" % dt,
+           "exit %r after %.1fs\nflow_end %r\nstderr: %s" % (rc, dt, end, p.stderr_tail()))
+
+    # b) a flow still open when the grace period ends is closed by the proxy
+    conf, _ = write_config("term2", [("a", "127.0.0.1:0", echo_addr)], timeouts={"grace": 1.0})
+    p = Tlsfault(config=conf, name="term2")
+    s, lp = tls_connect(p.port)
+    ask(s, b"x", 1)
+    t0 = time.monotonic()
+    p.proc.send_signal(signal.SIGTERM)
+    rc = p.proc.wait(6.0)
+    dt = time.monotonic() - t0
+    if rc is None:
+        p.stop(signal.SIGKILL)
+    try:
+        s.settimeout(2)
+        tail = s.recv(10)
+    except (OSError, ssl.SSLError) as e:
+        tail = repr(e)
+    s.close()
+    fid = p.events.flow_by_client_port(lp, timeout=1)
+    end = p.events.flow_end(fid, timeout=1) if fid else None
+    tap.ok(rc == 0 and 0.8 <= dt <= 3.0 and end is not None and end.get("closed_by") == "proxy"
+           and end.get("close") == "shutdown",
+           "SIGTERM: after the grace period (1 s) a live flow is closed (close shutdown), exit 0 "
+           "(%.1fs)" % dt,
+           "exit %r after %.1fs; client read %r\nflow_end %r\nstderr: %s" % (
+               rc, dt, tail, end, p.stderr_tail()))
+
+
+def test_sighup(tap):
+    pki = PKI.get()
+    a = TCPServer(make_tagger(b"A:"), tls=pki.server_context())
+    b = TCPServer(make_tagger(b"B:"), tls=pki.server_context())
+    listen = listen_addr("127.0.0.1:0")
+    json_path = tflib.tmppath("hup.jsonl")
+    path = write_file("hup.conf", config_text([("lab", listen, a.addr)], json_path))
+    p = Tlsfault(config=path, name="hup", port0=True)
+    try:
+        live, live_lp = tls_connect(p.port)
+        r0 = ask(live, b"1", 3)
+        # good new file: upstream B
+        write_file("hup.conf", config_text([("lab", listen, b.addr)], json_path))
+        off = p.proc.err_len()
+        p.proc.send_signal(signal.SIGHUP)
+        reloaded = p.proc.wait_for(r"reload", timeout=5, start=off)
+        s, lp = tls_connect(p.port)
+        r1 = ask(s, b"2", 3)
+        tls_close(s)
+        fid = p.events.flow_by_client_port(lp)
+        start = [e for e in p.events.flow(fid) if e.get("event") == "flow_start"] if fid else []
+        tap.ok(reloaded and r1 == b"B:2" and start and start[0].get("upstream") == b.addr,
+               "SIGHUP with a good file: new flows go to the new upstream",
+               "reload line: %r; reply %r; flow_start %r\nstderr: %s" % (
+                   reloaded and reloaded.group(0), r1, start, p.proc.err[off:]))
+        r2 = ask(live, b"3", 3)
+        tap.ok(r0 == b"A:1" and r2 == b"A:3",
+               "SIGHUP with a good file: the live flow keeps its upstream",
+               "live flow replies %r, %r" % (r0, r2))
+
+        # broken file: refused with file:line, the running config stays
+        broken = config_text([("lab", listen, a.addr)], json_path)
+        broken_lines = broken.splitlines()
+        broken_lines.insert(2, "timeouts = { handshake = ; };")  # line 3
+        write_file("hup.conf", "\n".join(broken_lines) + "\n")
+        off = p.proc.err_len()
+        p.proc.send_signal(signal.SIGHUP)
+        m = p.proc.wait_for(r"%s:3: " % path.replace(".", r"\."), timeout=5, start=off)
+        tap.ok(m is not None and p.alive(),
+               "SIGHUP with a broken file: stderr shows %s:3: ..." % os.path.basename(path),
+               "stderr after SIGHUP: %s" % p.proc.err[off:][-1500:])
+        s, lp = tls_connect(p.port)
+        r3 = ask(s, b"4", 3)
+        tls_close(s)
+        r4 = ask(live, b"5", 3)
+        tap.ok(r3 == b"B:4" and r4 == b"A:5",
+               "SIGHUP with a broken file: the running configuration keeps working",
+               "new flow %r (want B:4), live flow %r (want A:5)" % (r3, r4))
+        tls_close(live)
+        fid = p.events.flow_by_client_port(live_lp)
+        end = p.events.flow_end(fid) if fid else None
+        tap.ok(end is not None and end.get("outcome") == "ok" and end.get("upstream") == a.addr,
+               "the flow that lived through two reloads ends ok, on its first upstream",
+               fmt_events(p.events.flow(fid)) if fid else "no flow")
+    finally:
+        rc = p.stop()
+        if rc != 0:
+            tap.diag("hup proxy exit %r: %s" % (rc, p.stderr_tail()))
+
+
+def test_dual_stack(tap, echo_addr):
+    conf, _ = write_config("dual", [("v4", "127.0.0.1:0", echo_addr),
+                                    ("v6", "[::1]:0", echo_addr)])
+    try:
+        p = Tlsfault(config=conf, name="dual")
+    except RuntimeError as e:
+        tap.ok(False, "two listeners (127.0.0.1 and [::1]): IPv4 works", str(e))
+        tap.ok(False, "two listeners (127.0.0.1 and [::1]): IPv6 works", str(e))
+        return
+    try:
+        for name, host in (("v4", "127.0.0.1"), ("v6", "::1")):
+            port = p.port_of(name) if name in p.listeners else 0
+            try:
+                s, lp = tls_connect(port, host=host)
+                got = ask(s, b"dual-" + name.encode(), 7)
+                tls_close(s)
+                err = None
+            except (OSError, ssl.SSLError) as e:
+                got, lp, err = b"", None, e
+            fid = p.events.flow_by_client_port(lp) if lp else None
+            start = [e for e in p.events.flow(fid) if e.get("event") == "flow_start"] if fid else []
+            tap.ok(got == b"dual-" + name.encode() and start and start[0].get("listener") == name,
+                   "two listeners (127.0.0.1 and [::1]): %s works (%s port %d)" % (
+                       "IPv4" if name == "v4" else "IPv6", host, port),
+                   "listeners %r; got %r; error %r; flow_start %r" % (
+                       p.listeners, got, err, start))
+    finally:
+        p.stop()
+
+
+def test_half_close(tap):
+    srv = TCPServer(handler_record_then_reply)
+    p = Tlsfault(upstream=srv.addr, name="half")
+    try:
+        data = tflib.pattern_bytes(1 << 20, seed=b"half-close")
+        c = socket.create_connection(("127.0.0.1", p.port), timeout=10)
+        lp = c.getsockname()[1]
+        c.sendall(data)
+        c.shutdown(socket.SHUT_WR)
+        got = recv_all(c)
+        c.close()
+        want = hashlib.sha256(data).digest() + data
+        fid = p.events.flow_by_client_port(lp)
+        end = p.events.flow_end(fid) if fid else None
+        tap.ok(got == want,
+               "half-close: after the client's FIN the whole answer still arrives (%d bytes)"
+               % len(want), "got %d bytes (want %d), equal prefix %r" % (
+                   len(got), len(want), got[:32] == want[:32]))
+        b = (end or {}).get("bytes") or {}
+        tap.ok(end is not None and end.get("close") == "fin" and b.get("c2s") == len(data)
+               and b.get("s2c") == len(want),
+               "half-close: flow_end close fin, bytes c2s %d s2c %d" % (len(data), len(want)),
+               fmt_events([end]) if end else "no flow_end")
+    finally:
+        p.stop()
+
+
+class SlowReader:
+    """Upstream that accepts, reads nothing for `delay` seconds, then reads
+    everything to EOF while hashing."""
+
+    def __init__(self, delay):
+        self.delay = delay
+        self.started = threading.Event()
+        self.reading = threading.Event()
+
+    def __call__(self, conn, srv):
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        conn.settimeout(10)
+        if not conn.recv(1, socket.MSG_PEEK):
+            return  # the warm-up connection: closed without data
+        self.started.set()
+        time.sleep(self.delay)
+        self.reading.set()
+        conn.settimeout(60)
+        h = hashlib.sha256()
+        n = 0
+        while True:
+            b = conn.recv(1 << 20)
+            if not b:
+                break
+            h.update(b)
+            n += len(b)
+        srv.add_result((n, h.hexdigest()))
+
+
+def test_back_pressure(tap):
+    total = 200 << 20
+    block = tflib.pattern_bytes(1 << 20, seed=b"back-pressure")
+    h = hashlib.sha256()
+    for _ in range(total // len(block)):
+        h.update(block)
+    want = (total, h.hexdigest())
+    reader = SlowReader(3.0)
+    srv = TCPServer(reader)
+    p = Tlsfault(upstream=srv.addr, name="bp")
+    try:
+        # warm up so the baseline includes what one flow allocates
+        c = socket.create_connection(("127.0.0.1", p.port), timeout=5)
+        c.close()
+        time.sleep(0.3)
+        srv.results.clear()
+        base = p.rss_kib()
+        sent = [0]
+        err = [None]
+
+        def sender():
+            try:
+                s = socket.create_connection(("127.0.0.1", p.port), timeout=60)
+                for _ in range(total // len(block)):
+                    s.sendall(block)
+                    sent[0] += len(block)
+                s.shutdown(socket.SHUT_WR)
+                recv_all(s)
+                s.close()
+            except OSError as e:
+                err[0] = e
+
+        t = threading.Thread(target=sender, daemon=True)
+        t.start()
+        reader.started.wait(5)
+        peak = base
+        while not reader.reading.is_set():
+            peak = max(peak, p.rss_kib())
+            time.sleep(0.05)
+        sent_during_stall = sent[0]
+        growth = (peak - base) / 1024.0
+        tap.diag("back-pressure: RSS %d KiB at start, peak %d KiB while the upstream stalled; "
+                 "sender had pushed %d MiB of %d" % (base, peak, sent_during_stall >> 20,
+                                                     total >> 20))
+        tap.ok(base > 0 and growth < 32,
+               "back-pressure: RSS grows by %.1f MiB (< 32) while the upstream does not read"
+               % growth, "base %d KiB peak %d KiB; sent %d bytes" % (base, peak, sent_during_stall))
+        t.join(60)
+        res = srv.wait_results(1, timeout=30)
+        tap.ok(res and res[0] == want and err[0] is None,
+               "back-pressure: all %d MiB arrive intact once the upstream reads" % (total >> 20),
+               "upstream got %r, want %r; sender error %r" % (res, want, err[0]))
+    finally:
+        p.stop()
+
+
+def main(tap):
+    if not tflib.binary_ready():
+        print("Bail out! tlsfault binary not found: %s" % tflib.TF_BIN, flush=True)
+        tap.finish()
+        return
+    pki = PKI.get()
+    echo = TCPServer(handler_echo, tls=pki.server_context())
+    tap.section(4, "SIGTERM", test_sigterm, tap, echo.addr)
+    tap.section(5, "SIGHUP", test_sighup, tap)
+    tap.section(2, "dual stack", test_dual_stack, tap, echo.addr)
+    tap.section(2, "half-close", test_half_close, tap)
+    tap.section(2, "back-pressure", test_back_pressure, tap)
+
+
+PLAN = 4 + 5 + 2 + 2 + 2
+
+if __name__ == "__main__":
+    tflib.run_main(PLAN, main)

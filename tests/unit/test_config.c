@@ -1,0 +1,715 @@
+/*
+ * test_config.c — the configuration file and the quick command line.
+ *
+ * Every error message has a fixture in tests/unit/fixtures/config/ whose
+ * exact "file:line: message" text is asserted here, so a changed message or
+ * a wrong line number fails a test.  Good files are checked field by field
+ * (every default included), as is the shipped conf/tlsfault.conf.  Also:
+ * quick mode, host:port splitting, the error buffer's truncation and the
+ * reference count.  Fixtures are found under $TF_SRCDIR (default ".").
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <arpa/inet.h>
+#include <dirent.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "tlsfault/config.h"
+
+#define ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
+#define FIXTURE_DIR "tests/unit/fixtures/config"
+
+static const char *
+test_srcdir(void)
+{
+    const char *d = getenv("TF_SRCDIR");
+    return d != NULL && *d != '\0' ? d : ".";
+}
+
+static void
+test_path(char *buf, size_t n, const char *relative)
+{
+    int w = snprintf(buf, n, "%s/%s", test_srcdir(), relative);
+    assert_true(w > 0 && (size_t)w < n);
+}
+
+static void
+test_fixture(char *buf, size_t n, const char *name)
+{
+    int w = snprintf(buf, n, "%s/" FIXTURE_DIR "/%s", test_srcdir(), name);
+    assert_true(w > 0 && (size_t)w < n);
+}
+
+static struct tf_config *
+test_load_good(const char *path)
+{
+    char err[4096];
+    struct tf_config *cfg = tf_config_load(path, err, sizeof(err));
+    if (cfg == NULL)
+        fail_msg("%s should load, got:\n%s", path, err);
+    return cfg;
+}
+
+static uint16_t
+test_port(const struct tf_listener_conf *lc)
+{
+    if (lc->addr.ss_family == AF_INET)
+        return ntohs(((const struct sockaddr_in *)&lc->addr)->sin_port);
+    return ntohs(((const struct sockaddr_in6 *)&lc->addr)->sin6_port);
+}
+
+static void
+test_assert_v4(const struct tf_listener_conf *lc, const char *addr, uint16_t port)
+{
+    const struct sockaddr_in *sin = (const struct sockaddr_in *)&lc->addr;
+    struct in_addr want;
+
+    assert_int_equal(lc->addr.ss_family, AF_INET);
+    assert_int_equal(lc->addr_len, sizeof(struct sockaddr_in));
+    assert_int_equal(inet_pton(AF_INET, addr, &want), 1);
+    assert_memory_equal(&sin->sin_addr, &want, sizeof(want));
+    assert_int_equal(test_port(lc), port);
+}
+
+static void
+test_assert_v6(const struct tf_listener_conf *lc, const char *addr, uint16_t port)
+{
+    const struct sockaddr_in6 *sin6 = (const struct sockaddr_in6 *)&lc->addr;
+    struct in6_addr want;
+
+    assert_int_equal(lc->addr.ss_family, AF_INET6);
+    assert_int_equal(lc->addr_len, sizeof(struct sockaddr_in6));
+    assert_int_equal(inet_pton(AF_INET6, addr, &want), 1);
+    assert_memory_equal(&sin6->sin6_addr, &want, sizeof(want));
+    assert_int_equal(test_port(lc), port);
+}
+
+/* ------------------------------------------------------------ bad fixtures */
+
+/*
+ * One fixture per message.  In expected, "FILE" at the start of a line
+ * stands for the fixture's path as passed to tf_config_load; lines are
+ * separated by '\n' with none at the end.
+ */
+struct bad_case {
+    const char *fixture;
+    const char *expected;
+};
+
+static struct bad_case bad_cases[] = {
+    /* libconfig's own errors */
+    {"syntax_error.conf", "FILE:2: syntax error"},
+    {"duplicate_key.conf", "FILE:3: duplicate setting name"},
+    {"include_missing.conf", "FILE:2: cannot open include file"},
+    /* keys */
+    {"unknown_key.conf",
+     "FILE:7: unknown key \"upstreem\" in listener; valid keys: name, listen, route, upstream, "
+     "mode"},
+    {"unknown_key_top.conf",
+     "FILE:2: unknown key \"listener\" at top level; valid keys: workers, listeners, faults, log, "
+     "timeouts, limits"},
+    {"unknown_key_log.conf", "FILE:3: unknown key \"file\" in log; valid keys: text, json, level"},
+    {"unknown_key_timeouts.conf",
+     "FILE:3: unknown key \"read\" in timeouts; valid keys: connect, handshake, idle, grace"},
+    {"unknown_key_limits.conf",
+     "FILE:3: unknown key \"records\" in limits; valid keys: handshake_message_max, buffer"},
+    {"reserved_key.conf", "FILE:3: \"log.keylog\" is not available in this version"},
+    /* types */
+    {"wrong_type_int.conf", "FILE:2: \"workers\" must be an integer"},
+    {"wrong_type_number.conf", "FILE:3: \"timeouts.idle\" must be a number"},
+    {"wrong_type_string.conf", "FILE:3: \"listen\" must be a string"},
+    {"wrong_type_group.conf", "FILE:3: \"log\" must be a group ({ ... })"},
+    {"wrong_type_list.conf", "FILE:2: \"listeners\" must be a list (( ... ))"},
+    {"listener_not_group.conf", "FILE:2: each listener must be a group ({ ... })"},
+    /* listeners and faults */
+    {"no_listeners.conf", "FILE: at least one listener is required"},
+    {"empty_listeners.conf", "FILE:2: at least one listener is required"},
+    {"faults_not_empty.conf",
+     "FILE:3: faults: the fault engine is not available in this version"},
+    /* ranges */
+    {"workers_range.conf", "FILE:2: \"workers\" must be between 0 and 256, not 300"},
+    {"handshake_message_max_range.conf",
+     "FILE:3: \"limits.handshake_message_max\" must be between 1024 and 16777216, not 512"},
+    {"buffer_range.conf",
+     "FILE:3: \"limits.buffer\" must be between 4096 and 1073741824, not 1024"},
+    {"timeout_zero.conf",
+     "FILE:3: \"timeouts.connect\" must be greater than 0 seconds, not 0"},
+    {"timeout_negative.conf",
+     "FILE:3: \"timeouts.handshake\" must be greater than 0 seconds, not -1.5"},
+    {"timeout_too_long.conf",
+     "FILE:3: \"timeouts.idle\" must be at most 86400 seconds, not 100000"},
+    {"empty_string.conf", "FILE:3: \"log.text\" must not be empty"},
+    {"log_level_unknown.conf",
+     "FILE:3: unknown log level \"verbose\"; valid: error, warn, info, debug"},
+    /* route and mode */
+    {"route_unavailable.conf",
+     "FILE:3: route \"sni\" is not available in this version; valid: forward"},
+    {"route_unknown.conf", "FILE:3: unknown route \"bogus\"; valid: forward"},
+    {"mode_unavailable.conf",
+     "FILE:3: mode \"mitm\" is not available in this version; valid: passthrough"},
+    {"mode_unknown.conf", "FILE:3: unknown mode \"transparent\"; valid: passthrough"},
+    /* required settings and names */
+    {"no_listen.conf", "FILE:3: listener \"listener1\" has no \"listen\" address"},
+    {"no_upstream.conf",
+     "FILE:3: listener \"lab\" has no \"upstream\" (required for route \"forward\")"},
+    {"name_invalid.conf",
+     "FILE:3: name \"my lab\" is not valid (use 1-64 letters, digits, \".\", \"_\" or \"-\")"},
+    {"name_control_char.conf",
+     "FILE:3: name \"a?b\" is not valid (use 1-64 letters, digits, \".\", \"_\" or \"-\")"},
+    {"name_duplicate.conf", "FILE:4: listener name \"lab\" is already used (line 3)"},
+    {"name_default_taken.conf",
+     "FILE:4: default name \"listener2\" is already used (line 3); give this listener a name"},
+    {"listen_duplicate.conf",
+     "FILE:4: listen \"127.0.0.1:8443\" is already used by listener \"a\" (line 3)"},
+    /* addresses */
+    {"listen_not_numeric.conf",
+     "FILE:3: listen \"lab.test:8443\": \"lab.test\" is not a numeric IP address (a listener "
+     "binds to an address, not a host name)"},
+    {"listen_missing_port.conf",
+     "FILE:3: listen \"127.0.0.1\": missing port (expected host:port or [v6]:port)"},
+    {"listen_empty.conf",
+     "FILE:3: listen \"\": empty address (expected host:port or [v6]:port)"},
+    {"address_unclosed_bracket.conf",
+     "FILE:3: listen \"[::1:8443\": missing \"]\" after the IPv6 address"},
+    {"address_after_bracket.conf",
+     "FILE:3: listen \"[::1]8443\": expected \":\" and a port after \"]\""},
+    {"address_v6_no_brackets.conf",
+     "FILE:3: listen \"::1:8443\": an IPv6 address needs brackets, as in [::1]:8443"},
+    {"address_missing_host.conf",
+     "FILE:3: upstream \":4433\": missing host (expected host:port or [v6]:port)"},
+    {"address_not_v6.conf",
+     "FILE:3: upstream \"[origin.lab.test]:443\": \"origin.lab.test\" in brackets is not an "
+     "IPv6 address"},
+    {"port_not_number.conf",
+     "FILE:3: upstream \"origin.lab.test:https\": port \"https\" is not a number"},
+    {"port_range.conf",
+     "FILE:3: upstream \"127.0.0.1:0\": port 0 is out of range for an upstream (1-65535)\n"
+     "FILE:4: upstream \"127.0.0.1:65536\": port 65536 is out of range (0-65535)"},
+    {"host_too_long.conf",
+     "FILE:3: upstream "
+     "\"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa...\": host is too long "
+     "(1105 bytes)"},
+    {"upstream_bad_host.conf",
+     "FILE:3: upstream \"origin lab.test:443\": \"origin lab.test\" is not a valid host name"},
+    /* all problems, not just the first */
+    {"multiple_errors.conf",
+     "FILE:2: \"workers\" must be between 0 and 256, not -1\n"
+     "FILE:8: unknown key \"colour\" in listener; valid keys: name, listen, route, upstream, "
+     "mode\n"
+     "FILE:6: listen \"127.0.0.1\": missing port (expected host:port or [v6]:port)\n"
+     "FILE:11: listener name \"lab\" is already used (line 4)\n"
+     "FILE:13: mode \"mitm\" is not available in this version; valid: passthrough\n"
+     "FILE:10: listener \"lab\" has no \"upstream\" (required for route \"forward\")\n"
+     "FILE:16: unknown log level \"loud\"; valid: error, warn, info, debug\n"
+     "FILE:17: \"timeouts.idle\" must be greater than 0 seconds, not 0\n"
+     "FILE:17: \"timeouts.grace\" must be a number\n"
+     "FILE:18: \"limits.buffer\" must be between 4096 and 1073741824, not 10"},
+};
+
+/* Fixtures that must load; the tests below check what they mean. */
+static const char *const good_fixtures[] = {
+    "good_minimal.conf",
+    "good_two_listeners.conf",
+    "good_include.conf",
+};
+
+/* Replaces "FILE" at the start of each line of tmpl with path. */
+static void
+test_expand(char *out, size_t n, const char *tmpl, const char *path)
+{
+    size_t used = 0;
+    bool line_start = true;
+
+    for (const char *p = tmpl; *p != '\0';) {
+        if (line_start && strncmp(p, "FILE", 4) == 0) {
+            int w = snprintf(out + used, n - used, "%s", path);
+            assert_true(w > 0 && (size_t)w < n - used);
+            used += (size_t)w;
+            p += 4;
+        } else {
+            assert_true(used + 1 < n);
+            out[used++] = *p;
+            line_start = *p == '\n';
+            p++;
+            continue;
+        }
+        line_start = false;
+    }
+    out[used] = '\0';
+}
+
+static void
+test_bad_fixture(void **state)
+{
+    const struct bad_case *c = *state;
+    char path[1024], want[8192], err[8192];
+
+    test_fixture(path, sizeof(path), c->fixture);
+    test_expand(want, sizeof(want), c->expected, path);
+    struct tf_config *cfg = tf_config_load(path, err, sizeof(err));
+    if (cfg != NULL) {
+        tf_config_unref(cfg);
+        fail_msg("%s loaded, but should have failed with:\n%s", path, want);
+    }
+    assert_string_equal(err, want);
+}
+
+/* A fixture nobody asserts is a message nobody checks: every file must be listed above. */
+static void
+test_every_fixture_is_used(void **state)
+{
+    char dir[1024];
+    struct dirent *de;
+    unsigned seen = 0;
+
+    (void)state;
+    test_path(dir, sizeof(dir), FIXTURE_DIR);
+    DIR *d = opendir(dir);
+    assert_non_null(d);
+    while ((de = readdir(d)) != NULL) {
+        size_t n = strlen(de->d_name);
+        if (n < 5 || strcmp(de->d_name + n - 5, ".conf") != 0)
+            continue;
+        bool listed = false;
+        for (size_t i = 0; i < ARRAY_LEN(bad_cases); i++)
+            listed = listed || strcmp(bad_cases[i].fixture, de->d_name) == 0;
+        for (size_t i = 0; i < ARRAY_LEN(good_fixtures); i++)
+            listed = listed || strcmp(good_fixtures[i], de->d_name) == 0;
+        if (!listed) {
+            closedir(d);
+            fail_msg("fixture %s is not listed in test_config.c", de->d_name);
+        }
+        seen++;
+    }
+    closedir(d);
+    assert_int_equal(seen, ARRAY_LEN(bad_cases) + ARRAY_LEN(good_fixtures));
+}
+
+/* ------------------------------------------------------------ good files */
+
+static void
+test_defaults(void **state)
+{
+    char path[1024];
+
+    (void)state;
+    test_fixture(path, sizeof(path), "good_minimal.conf");
+    struct tf_config *cfg = test_load_good(path);
+
+    assert_int_equal(atomic_load(&cfg->refs), 1);
+    assert_string_equal(cfg->path, path);
+    assert_int_equal(cfg->workers, 0);
+    assert_string_equal(cfg->log_text, "stderr");
+    assert_null(cfg->log_json);
+    assert_string_equal(cfg->log_level, "info");
+    assert_int_equal(cfg->connect_timeout_ms, 10000);
+    assert_int_equal(cfg->handshake_timeout_ms, 30000);
+    assert_int_equal(cfg->idle_timeout_ms, 300000);
+    assert_int_equal(cfg->grace_ms, 10000);
+    assert_int_equal(cfg->handshake_message_max, 65536);
+    assert_int_equal(cfg->buffer_max, 262144);
+
+    assert_int_equal(cfg->n_listeners, 1);
+    const struct tf_listener_conf *lc = &cfg->listeners[0];
+    assert_string_equal(lc->name, "listener1");
+    assert_string_equal(lc->listen, "127.0.0.1:8443");
+    test_assert_v4(lc, "127.0.0.1", 8443);
+    assert_int_equal(lc->route, TF_ROUTE_FORWARD);
+    assert_int_equal(lc->mode, TF_MODE_PASSTHROUGH);
+    assert_string_equal(lc->upstream_host, "127.0.0.1");
+    assert_int_equal(lc->upstream_port, 4433);
+    assert_int_equal(lc->line, 2);
+    tf_config_unref(cfg);
+}
+
+static void
+test_two_listeners(void **state)
+{
+    char path[1024];
+
+    (void)state;
+    test_fixture(path, sizeof(path), "good_two_listeners.conf");
+    struct tf_config *cfg = test_load_good(path);
+
+    assert_int_equal(cfg->workers, 4);
+    assert_string_equal(cfg->log_text, "none");
+    assert_string_equal(cfg->log_json, "events.jsonl");
+    assert_string_equal(cfg->log_level, "debug");
+    assert_int_equal(cfg->connect_timeout_ms, 2000);   /* an integer */
+    assert_int_equal(cfg->handshake_timeout_ms, 5500); /* a float */
+    assert_int_equal(cfg->idle_timeout_ms, 60000);     /* a 64-bit integer, 60L */
+    assert_int_equal(cfg->grace_ms, 1);                /* 0.5 ms rounds up, never to 0 */
+    assert_int_equal(cfg->handshake_message_max, 16777216);
+    assert_int_equal(cfg->buffer_max, 4096);
+
+    assert_int_equal(cfg->n_listeners, 2);
+    const struct tf_listener_conf *a = &cfg->listeners[0];
+    assert_string_equal(a->name, "lab4");
+    test_assert_v4(a, "127.0.0.1", 8443);
+    assert_string_equal(a->upstream_host, "origin.lab.test");
+    assert_int_equal(a->upstream_port, 443);
+    assert_int_equal(a->line, 5);
+
+    const struct tf_listener_conf *b = &cfg->listeners[1];
+    assert_string_equal(b->name, "listener2"); /* its place in the list, not a counter */
+    assert_string_equal(b->listen, "[::1]:8443");
+    test_assert_v6(b, "::1", 8443);
+    assert_int_equal(b->route, TF_ROUTE_FORWARD);
+    assert_int_equal(b->mode, TF_MODE_PASSTHROUGH);
+    assert_string_equal(b->upstream_host, "::1"); /* brackets removed */
+    assert_int_equal(b->upstream_port, 4433);
+    assert_int_equal(b->line, 12);
+
+    assert_ptr_equal(tf_config_listener(cfg, "lab4"), a);
+    assert_ptr_equal(tf_config_listener(cfg, "listener2"), b);
+    assert_null(tf_config_listener(cfg, "listener1"));
+    assert_null(tf_config_listener(cfg, NULL));
+    assert_null(tf_config_listener(NULL, "lab4"));
+    tf_config_unref(cfg);
+}
+
+/* @include resolves against the including file's directory, wherever the test runs. */
+static void
+test_include(void **state)
+{
+    char path[1024];
+
+    (void)state;
+    test_fixture(path, sizeof(path), "good_include.conf");
+    struct tf_config *cfg = test_load_good(path);
+    assert_int_equal(cfg->workers, 1);
+    assert_int_equal(cfg->n_listeners, 1);
+    assert_string_equal(cfg->listeners[0].name, "included");
+    test_assert_v4(&cfg->listeners[0], "127.0.0.1", 9443);
+    assert_string_equal(cfg->listeners[0].upstream_host, "localhost");
+    tf_config_unref(cfg);
+}
+
+static void
+test_shipped_conf(void **state)
+{
+    char path[1024];
+
+    (void)state;
+    test_path(path, sizeof(path), "conf/tlsfault.conf");
+    struct tf_config *cfg = test_load_good(path);
+
+    assert_int_equal(cfg->workers, 2);
+    assert_int_equal(cfg->n_listeners, 2);
+    test_assert_v4(&cfg->listeners[0], "127.0.0.1", 8443);
+    assert_string_equal(cfg->listeners[0].name, "lab-v4");
+    assert_string_equal(cfg->listeners[0].upstream_host, "127.0.0.1");
+    assert_int_equal(cfg->listeners[0].upstream_port, 4433);
+    test_assert_v6(&cfg->listeners[1], "::1", 8443);
+    assert_string_equal(cfg->listeners[1].name, "lab-v6");
+    assert_string_equal(cfg->listeners[1].upstream_host, "origin.lab.test");
+    assert_int_equal(cfg->listeners[1].upstream_port, 443);
+    assert_string_equal(cfg->log_text, "stderr");
+    assert_string_equal(cfg->log_json, "events.jsonl");
+    assert_string_equal(cfg->log_level, "info");
+    assert_int_equal(cfg->connect_timeout_ms, 10000);
+    assert_int_equal(cfg->handshake_timeout_ms, 30000);
+    assert_int_equal(cfg->idle_timeout_ms, 300000);
+    assert_int_equal(cfg->grace_ms, 10000);
+    assert_int_equal(cfg->handshake_message_max, 65536);
+    assert_int_equal(cfg->buffer_max, 262144);
+    tf_config_unref(cfg);
+}
+
+/* ------------------------------------------------------------ files that cannot be read */
+
+static void
+test_missing_file(void **state)
+{
+    char path[1024], want[1200], err[1200];
+
+    (void)state;
+    test_fixture(path, sizeof(path), "no-such-file.conf");
+    snprintf(want, sizeof(want), "%s: cannot open: No such file or directory", path);
+    assert_null(tf_config_load(path, err, sizeof(err)));
+    assert_string_equal(err, want);
+}
+
+static void
+test_directory(void **state)
+{
+    char path[1024], want[1200], err[1200];
+
+    (void)state;
+    test_path(path, sizeof(path), FIXTURE_DIR);
+    snprintf(want, sizeof(want), "%s: cannot open: Is a directory", path);
+    assert_null(tf_config_load(path, err, sizeof(err)));
+    assert_string_equal(err, want);
+}
+
+/*
+ * A short buffer holds a prefix of the list in whole lines (the first line
+ * may be cut); no buffer at all still fails.
+ */
+static void
+test_error_buffer(void **state)
+{
+    char path[1024], full[8192], small[16];
+    const size_t n_full = sizeof(full);
+
+    (void)state;
+    test_fixture(path, sizeof(path), "multiple_errors.conf");
+    assert_null(tf_config_load(path, full, n_full));
+
+    char *first_nl = strchr(full, '\n');
+    assert_non_null(first_nl);
+    char *second_nl = strchr(first_nl + 1, '\n');
+    assert_non_null(second_nl);
+    size_t two_lines = (size_t)(second_nl - full);
+
+    /* Room for two lines and a bit of the third: exactly two lines. */
+    char *buf = malloc(two_lines + 10);
+    assert_non_null(buf);
+    assert_null(tf_config_load(path, buf, two_lines + 10));
+    assert_int_equal(strlen(buf), two_lines);
+    assert_memory_equal(buf, full, two_lines);
+    free(buf);
+
+    /* Not even the first line fits: its beginning, NUL-terminated. */
+    memset(small, 'x', sizeof(small));
+    assert_null(tf_config_load(path, small, sizeof(small)));
+    assert_int_equal(strlen(small), sizeof(small) - 1);
+    assert_memory_equal(small, full, sizeof(small) - 1);
+
+    assert_null(tf_config_load(path, NULL, 0));
+    assert_null(tf_config_load(path, small, 0));
+}
+
+/* ------------------------------------------------------------ quick mode */
+
+static void
+test_quick_good(void **state)
+{
+    char err[1024];
+
+    (void)state;
+    struct tf_config *cfg = tf_config_quick("127.0.0.1:8443", "origin.lab.test:443", NULL, err,
+                                            sizeof(err));
+    assert_non_null(cfg);
+    assert_null(cfg->path);
+    assert_int_equal(atomic_load(&cfg->refs), 1);
+    assert_int_equal(cfg->n_listeners, 1);
+    const struct tf_listener_conf *lc = &cfg->listeners[0];
+    assert_string_equal(lc->name, "listener1");
+    assert_string_equal(lc->listen, "127.0.0.1:8443");
+    test_assert_v4(lc, "127.0.0.1", 8443);
+    assert_int_equal(lc->route, TF_ROUTE_FORWARD);
+    assert_int_equal(lc->mode, TF_MODE_PASSTHROUGH);
+    assert_string_equal(lc->upstream_host, "origin.lab.test");
+    assert_int_equal(lc->upstream_port, 443);
+    assert_int_equal(lc->line, 0);
+    /* The file's defaults hold in quick mode too. */
+    assert_null(cfg->log_json);
+    assert_string_equal(cfg->log_text, "stderr");
+    assert_string_equal(cfg->log_level, "info");
+    assert_int_equal(cfg->workers, 0);
+    assert_int_equal(cfg->connect_timeout_ms, 10000);
+    assert_int_equal(cfg->handshake_timeout_ms, 30000);
+    assert_int_equal(cfg->idle_timeout_ms, 300000);
+    assert_int_equal(cfg->grace_ms, 10000);
+    assert_int_equal(cfg->handshake_message_max, 65536);
+    assert_int_equal(cfg->buffer_max, 262144);
+    tf_config_unref(cfg);
+
+    cfg = tf_config_quick("[::]:8443", "[::1]:4433", "events.jsonl", err, sizeof(err));
+    assert_non_null(cfg);
+    test_assert_v6(&cfg->listeners[0], "::", 8443);
+    assert_string_equal(cfg->listeners[0].upstream_host, "::1");
+    assert_int_equal(cfg->listeners[0].upstream_port, 4433);
+    assert_string_equal(cfg->log_json, "events.jsonl");
+    tf_config_unref(cfg);
+}
+
+static void
+test_quick_bad(void **state)
+{
+    char err[1024];
+
+    (void)state;
+    /* Both problems, in argument order. */
+    assert_null(tf_config_quick("127.0.0.1", "origin.lab.test", NULL, err, sizeof(err)));
+    assert_string_equal(err, "--listen: missing port (expected host:port or [v6]:port)\n"
+                             "--upstream: missing port (expected host:port or [v6]:port)");
+
+    assert_null(tf_config_quick("localhost:8443", "127.0.0.1:4433", NULL, err, sizeof(err)));
+    assert_string_equal(err, "--listen: \"localhost\" is not a numeric IP address (a listener "
+                             "binds to an address, not a host name)");
+
+    assert_null(tf_config_quick("127.0.0.1:8443", "bad host:443", NULL, err, sizeof(err)));
+    assert_string_equal(err, "--upstream: \"bad host\" is not a valid host name");
+
+    assert_null(tf_config_quick("127.0.0.1:8443", "127.0.0.1:4433", "", err, sizeof(err)));
+    assert_string_equal(err, "--json: must not be empty");
+
+    assert_null(tf_config_quick(NULL, NULL, NULL, err, sizeof(err)));
+    assert_string_equal(err, "--listen: empty address (expected host:port or [v6]:port)\n"
+                             "--upstream: empty address (expected host:port or [v6]:port)");
+}
+
+/* ------------------------------------------------------------ host:port */
+
+static void
+test_split_good(void **state)
+{
+    static const struct {
+        const char *in, *host;
+        uint16_t port;
+    } cases[] = {
+        {"127.0.0.1:8443", "127.0.0.1", 8443},
+        {"origin.lab.test:443", "origin.lab.test", 443},
+        {"localhost:1", "localhost", 1},
+        {"h:65535", "h", 65535},
+        {"h:00443", "h", 443},
+        {"[::1]:443", "::1", 443},
+        {"[::]:8443", "::", 8443},
+        {"[2001:db8::1]:4433", "2001:db8::1", 4433},
+        {"[::ffff:127.0.0.1]:80", "::ffff:127.0.0.1", 80},
+        {"[fe80::1%1]:443", "fe80::1%1", 443},
+    };
+    char host[256], err[256];
+
+    (void)state;
+    for (size_t i = 0; i < ARRAY_LEN(cases); i++) {
+        uint16_t port = 0;
+        if (!tf_config_split_hostport(cases[i].in, host, sizeof(host), &port, err, sizeof(err)))
+            fail_msg("\"%s\" refused: %s", cases[i].in, err);
+        assert_string_equal(host, cases[i].host);
+        assert_int_equal(port, cases[i].port);
+    }
+}
+
+static void
+test_split_bad(void **state)
+{
+    static const struct {
+        const char *in, *err;
+    } cases[] = {
+        {"", "empty address (expected host:port or [v6]:port)"},
+        {"host", "missing port (expected host:port or [v6]:port)"},
+        {"host:", "missing port (expected host:port or [v6]:port)"},
+        {"[::1]", "missing port (expected host:port or [v6]:port)"},
+        {"[::1]:", "missing port (expected host:port or [v6]:port)"},
+        {":443", "missing host (expected host:port or [v6]:port)"},
+        {"[]:443", "missing host (expected host:port or [v6]:port)"},
+        {"[::1:443", "missing \"]\" after the IPv6 address"},
+        {"[::1]443", "expected \":\" and a port after \"]\""},
+        {"[::1]x:443", "expected \":\" and a port after \"]\""},
+        {"::1:443", "an IPv6 address needs brackets, as in [::1]:8443"},
+        {"a:b:443", "an IPv6 address needs brackets, as in [::1]:8443"},
+        {"[example.com]:443", "\"example.com\" in brackets is not an IPv6 address"},
+        {"[127.0.0.1]:443", "\"127.0.0.1\" in brackets is not an IPv6 address"},
+        {"h:65536", "port 65536 is out of range (0-65535)"},
+        {"h:99999999999999999999999", "port 99999999999999999999999 is out of range (0-65535)"},
+        {"h:https", "port \"https\" is not a number"},
+        {"h:-1", "port \"-1\" is not a number"},
+        {"h:+443", "port \"+443\" is not a number"},
+        {"h: 443", "port \" 443\" is not a number"},
+        {"h:0x1bb", "port \"0x1bb\" is not a number"},
+    };
+    char host[256], err[256];
+
+    (void)state;
+    for (size_t i = 0; i < ARRAY_LEN(cases); i++) {
+        uint16_t port = 7;
+        strcpy(host, "untouched");
+        if (tf_config_split_hostport(cases[i].in, host, sizeof(host), &port, err, sizeof(err)))
+            fail_msg("\"%s\" accepted as %s port %u", cases[i].in, host, port);
+        assert_string_equal(err, cases[i].err);
+        assert_int_equal(port, 7); /* outputs untouched on failure */
+        assert_string_equal(host, "untouched");
+    }
+    assert_false(tf_config_split_hostport(NULL, host, sizeof(host), NULL, err, sizeof(err)));
+    assert_string_equal(err, "empty address (expected host:port or [v6]:port)");
+}
+
+static void
+test_split_host_buffer(void **state)
+{
+    char host[10], err[64];
+    uint16_t port = 0;
+
+    (void)state;
+    /* Nine bytes and the NUL fit exactly; ten do not. */
+    assert_true(tf_config_split_hostport("123456789:1", host, sizeof(host), &port, err,
+                                         sizeof(err)));
+    assert_string_equal(host, "123456789");
+    assert_false(tf_config_split_hostport("1234567890:1", host, sizeof(host), &port, err,
+                                          sizeof(err)));
+    assert_string_equal(err, "host is too long (10 bytes)");
+    /* err is optional, and a short one is cut, not overrun. */
+    assert_false(tf_config_split_hostport("h", host, sizeof(host), &port, NULL, 0));
+    char tiny[8];
+    assert_false(tf_config_split_hostport("h", host, sizeof(host), &port, tiny, sizeof(tiny)));
+    assert_string_equal(tiny, "missing");
+}
+
+/* ------------------------------------------------------------ references */
+
+static void
+test_refcount(void **state)
+{
+    char path[1024];
+
+    (void)state;
+    test_fixture(path, sizeof(path), "good_minimal.conf");
+    struct tf_config *cfg = test_load_good(path);
+    assert_int_equal(atomic_load(&cfg->refs), 1);
+    assert_ptr_equal(tf_config_ref(cfg), cfg);
+    assert_ptr_equal(tf_config_ref(cfg), cfg);
+    assert_int_equal(atomic_load(&cfg->refs), 3);
+    tf_config_unref(cfg);
+    tf_config_unref(cfg);
+    assert_int_equal(atomic_load(&cfg->refs), 1);
+    assert_string_equal(cfg->listeners[0].name, "listener1"); /* still whole */
+    tf_config_unref(cfg); /* freed here: ASan reports any use after this or any leak */
+
+    assert_null(tf_config_ref(NULL));
+    tf_config_unref(NULL);
+}
+
+int
+main(void)
+{
+    static const struct CMUnitTest fixed[] = {
+        cmocka_unit_test(test_every_fixture_is_used),
+        cmocka_unit_test(test_defaults),
+        cmocka_unit_test(test_two_listeners),
+        cmocka_unit_test(test_include),
+        cmocka_unit_test(test_shipped_conf),
+        cmocka_unit_test(test_missing_file),
+        cmocka_unit_test(test_directory),
+        cmocka_unit_test(test_error_buffer),
+        cmocka_unit_test(test_quick_good),
+        cmocka_unit_test(test_quick_bad),
+        cmocka_unit_test(test_split_good),
+        cmocka_unit_test(test_split_bad),
+        cmocka_unit_test(test_split_host_buffer),
+        cmocka_unit_test(test_refcount),
+    };
+    /* One named test per bad fixture, so a failure names the file. */
+    struct CMUnitTest tests[ARRAY_LEN(fixed) + ARRAY_LEN(bad_cases)];
+    size_t n = 0;
+
+    for (size_t i = 0; i < ARRAY_LEN(fixed); i++)
+        tests[n++] = fixed[i];
+    for (size_t i = 0; i < ARRAY_LEN(bad_cases); i++) {
+        tests[n++] = (struct CMUnitTest){
+            .name = bad_cases[i].fixture,
+            .test_func = test_bad_fixture,
+            .initial_state = &bad_cases[i],
+        };
+    }
+    return cmocka_run_group_tests_name("config", tests, NULL, NULL);
+}
