@@ -14,7 +14,7 @@ LIBS="$(pkg-config --libs jansson openssl)"
 status=0
 for src in tests/fuzz/fuzz_*.c; do
     name=$(basename "$src" .c)
-    deps="src/record.c src/handshake.c src/inspect.c src/decode.c src/names.c"
+    deps="src/record.c src/handshake.c src/inspect.c src/decode.c src/names.c src/rewrite.c"
     clang $CFLAGS "$src" $deps $LIBS -o "$out/$name"
     mkdir -p "$out/$name.corpus"
     cp tests/fuzz/corpus/"$name"/* "$out/$name.corpus/" 2>/dev/null || true

@@ -15,6 +15,12 @@
  * listener's settings are first collected and then checked together,
  * because they depend on each other (upstream is required by route
  * "forward") and on the listeners before them (unique names, addresses).
+ *
+ * Fault rules are the exception to the tables: which parameters a rule
+ * takes depends on its fault, so they come from fault.c's catalogue.
+ * Each value is turned back into the text a --fault spec would hold and
+ * handed to fault.c's setters, so that the file and the command line
+ * share one parser and one set of messages.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -159,6 +165,9 @@ config_free(struct tf_config *cfg)
         free(cfg->listeners[i].upstream_host);
     }
     free(cfg->listeners);
+    for (size_t i = 0; i < cfg->n_faults; i++)
+        tf_fault_rule_free(cfg->faults[i]);
+    free(cfg->faults);
     free(cfg->path);
     free(cfg->log_text);
     free(cfg->log_json);
@@ -709,17 +718,8 @@ config_apply_section(struct config_load *ld, const config_setting_t *s,
     config_walk(ld, key->section, s, obj);
 }
 
-/* The fault engine comes later; an empty list keeps files forward-compatible. */
-static void
-config_apply_faults(struct config_load *ld, const config_setting_t *s,
-                    const struct config_key *key, const char *label, void *obj)
-{
-    (void)key;
-    (void)label;
-    (void)obj;
-    if (config_setting_length(s) > 0)
-        config_error_at(ld, s, "faults: the fault engine is not available in this version");
-}
+static void config_apply_faults(struct config_load *ld, const config_setting_t *s,
+                                const struct config_key *key, const char *label, void *obj);
 
 static void
 config_note_setting(struct config_load *ld, const config_setting_t *s,
@@ -1019,6 +1019,328 @@ config_apply_listeners(struct config_load *ld, const config_setting_t *s,
     }
 }
 
+/* ------------------------------------------------------------ faults */
+
+#define CONFIG_VALUE_MAX 64 /* a number written as text */
+
+/*
+ * A scalar setting as the text a --fault spec would hold, so that the file
+ * and the command line go through one parser (fault.c) and say the same
+ * things.  NULL for groups, lists and arrays.  Strings are returned as
+ * they are; numbers are written into buf.
+ */
+static const char *
+config_value_text(const config_setting_t *s, char *buf, size_t n)
+{
+    switch (config_setting_type(s)) {
+    case CONFIG_TYPE_STRING:
+        return config_setting_get_string(s);
+    case CONFIG_TYPE_INT:
+        snprintf(buf, n, "%d", config_setting_get_int(s));
+        return buf;
+    case CONFIG_TYPE_INT64:
+        snprintf(buf, n, "%lld", config_setting_get_int64(s));
+        return buf;
+    case CONFIG_TYPE_BOOL:
+        return config_setting_get_bool(s) ? "true" : "false";
+    case CONFIG_TYPE_FLOAT: {
+        /*
+         * A whole number as one ("1000.0" is 1000, which an integer parameter
+         * takes); otherwise the shortest text that reads back as the same
+         * double: 0.1, not 0.1000...01.
+         */
+        double v = config_setting_get_float(s);
+        if (v > -1e15 && v < 1e15 && v == (double)(long long)v) {
+            snprintf(buf, n, "%lld", (long long)v);
+            return buf;
+        }
+        for (int prec = 1; prec <= 17; prec++) {
+            snprintf(buf, n, "%.*g", prec, v);
+            if (strtod(buf, NULL) == v)
+                break;
+        }
+        return buf;
+    }
+    default:
+        return NULL;
+    }
+}
+
+static const struct tf_fault_rule *
+config_rule_named(const struct tf_config *cfg, const char *name)
+{
+    for (size_t i = 0; i < cfg->n_faults; i++)
+        if (strcmp(cfg->faults[i]->name, name) == 0)
+            return cfg->faults[i];
+    return NULL;
+}
+
+/* "lab-v4, lab-v6": the listeners a match may name. */
+static void
+config_listener_names(const struct tf_config *cfg, char *buf, size_t n)
+{
+    size_t used = 0;
+
+    buf[0] = '\0';
+    for (size_t i = 0; i < cfg->n_listeners && used < n; i++)
+        if (cfg->listeners[i].name != NULL)
+            used += (size_t)snprintf(buf + used, n - used, "%s%s", used > 0 ? ", " : "",
+                                     cfg->listeners[i].name);
+}
+
+/*
+ * The fault named by a rule's "fault" key, or NULL after saying why not.
+ * shown is the rule's name as messages call it.
+ */
+static const struct tf_fault_def *
+config_fault_def(struct config_load *ld, const config_setting_t *group, const char *shown)
+{
+    const config_setting_t *fs = config_setting_get_member(group, "fault");
+    const struct tf_fault_def *def;
+    char q[CONFIG_QUOTE_MAX];
+    char names[CONFIG_LINE_MAX];
+
+    if (fs == NULL) {
+        config_error_at(ld, group, "rule \"%s\" has no \"fault\" (see tlsfault --list-faults)",
+                        shown);
+        return NULL;
+    }
+    if (config_setting_type(fs) != CONFIG_TYPE_STRING) {
+        config_error_at(ld, fs, "\"fault\" must be a string");
+        return NULL;
+    }
+    const char *v = config_setting_get_string(fs);
+    def = tf_fault_find(v);
+    if (def == NULL) {
+        tf_fault_names(names, sizeof(names));
+        config_error_at(ld, fs, "fault \"%s\" is unknown; valid: %s", config_quote(q, sizeof(q), v),
+                        names);
+        return NULL;
+    }
+    if (!def->available) {
+        config_error_at(ld, fs, "fault \"%s\" needs mode %s, which is not available in this "
+                        "version", def->name, tf_fault_mode_name(def->mode));
+        return NULL;
+    }
+    return def;
+}
+
+/*
+ * The rule's name: given (and then plain and unique) or "faultN" after its
+ * place in the list.  Written into name; false when it cannot be used.
+ */
+static bool
+config_fault_name(struct config_load *ld, const config_setting_t *group, size_t position,
+                  char *name, size_t n)
+{
+    const config_setting_t *ns = config_setting_get_member(group, "name");
+    const struct tf_fault_rule *other;
+    char q[CONFIG_QUOTE_MAX];
+
+    if (ns == NULL) {
+        snprintf(name, n, "fault%zu", position);
+        if ((other = config_rule_named(ld->cfg, name)) != NULL) {
+            config_error_at(ld, group,
+                            "default name \"%s\" is already used (line %d); give this rule a "
+                            "name",
+                            name, other->line);
+            return false;
+        }
+        return true;
+    }
+    if (config_setting_type(ns) != CONFIG_TYPE_STRING) {
+        config_error_at(ld, ns, "\"name\" must be a string");
+        return false;
+    }
+    const char *v = config_setting_get_string(ns);
+    snprintf(name, n, "%s", v);
+    if (!config_listener_name_valid(v)) {
+        config_error_at(ld, ns,
+                        "name \"%s\" is not valid (use 1-64 letters, digits, \".\", \"_\" or "
+                        "\"-\")",
+                        config_quote(q, sizeof(q), v));
+        return false;
+    }
+    if ((other = config_rule_named(ld->cfg, v)) != NULL) {
+        config_error_at(ld, ns, "rule name \"%s\" is already used (line %d)", v, other->line);
+        return false;
+    }
+    return true;
+}
+
+static void
+config_fault_match(struct config_load *ld, const config_setting_t *ms, struct tf_fault_rule *rule)
+{
+    char why[CONFIG_LINE_MAX];
+    char num[CONFIG_VALUE_MAX];
+
+    if (config_setting_type(ms) != CONFIG_TYPE_GROUP) {
+        config_error_at(ld, ms, "\"match\" must be a group ({ ... })");
+        return;
+    }
+    int n = config_setting_length(ms);
+    for (int i = 0; i < n; i++) {
+        const config_setting_t *m = config_setting_get_elem(ms, (unsigned)i);
+        const char *key = config_setting_name(m);
+        const char *v = config_value_text(m, num, sizeof(num));
+
+        if (v == NULL) {
+            config_error_at(ld, m, "\"match.%s\" must be a single value (number, string or "
+                            "boolean)", key);
+            continue;
+        }
+        if (!tf_fault_rule_set_match(rule, key, v, why, sizeof(why)))
+            config_error_at(ld, m, "%s", why);
+    }
+}
+
+/* Each parameter beside "fault", in the order written. */
+static void
+config_fault_params(struct config_load *ld, const config_setting_t *group,
+                    struct tf_fault_rule *rule)
+{
+    const struct tf_fault_def *def = rule->def;
+    char why[CONFIG_LINE_MAX];
+    char num[CONFIG_VALUE_MAX];
+    char q[CONFIG_QUOTE_MAX];
+    int n = config_setting_length(group);
+
+    for (int i = 0; i < n; i++) {
+        const config_setting_t *m = config_setting_get_elem(group, (unsigned)i);
+        const char *key = config_setting_name(m);
+        bool known = false;
+
+        if (strcmp(key, "name") == 0 || strcmp(key, "fault") == 0)
+            continue;
+        if (strcmp(key, "match") == 0) {
+            config_fault_match(ld, m, rule);
+            continue;
+        }
+        for (size_t k = 0; k < def->n_params; k++)
+            known = known || strcmp(def->params[k].name, key) == 0;
+        if (!known) {
+            char valid[CONFIG_LINE_MAX];
+            size_t used = 0;
+            valid[0] = '\0';
+            for (size_t k = 0; k < def->n_params; k++)
+                used += (size_t)snprintf(valid + used, sizeof(valid) - used, "%s, ",
+                                         def->params[k].name);
+            /*
+             * A match key written beside the parameters is a common slip: say
+             * where it goes.  The probe with an empty value never changes the
+             * rule (no match key takes ""); only its reason tells known keys
+             * from unknown ones.
+             */
+            char hint[CONFIG_LINE_MAX] = "";
+            if (!tf_fault_rule_set_match(rule, key, "", why, sizeof(why)) &&
+                strncmp(why, "unknown key", 11) != 0)
+                snprintf(hint, sizeof(hint), "; \"%s\" belongs in match = { ... }", key);
+            config_error_at(ld, m, "unknown parameter \"%s\" for fault \"%s\"; valid: %sname, "
+                            "fault, match%s",
+                            config_quote(q, sizeof(q), key), def->name, valid, hint);
+            continue;
+        }
+        const char *v = config_value_text(m, num, sizeof(num));
+        if (v == NULL) {
+            config_error_at(ld, m, "\"%s\" must be a single value (number, string or boolean)",
+                            key);
+            continue;
+        }
+        if (!tf_fault_rule_set(rule, key, v, false, why, sizeof(why)))
+            config_error_at(ld, m, "%s", why);
+    }
+}
+
+/*
+ * Reads one rule.  Its name is judged first, then which fault it is (the
+ * parameters depend on it), then each parameter and match key in the
+ * order written.  A rule whose fault is unknown is reported and left out:
+ * its parameters cannot be judged.
+ */
+static void
+config_fault_rule(struct config_load *ld, const config_setting_t *group, size_t position)
+{
+    struct tf_config *cfg = ld->cfg;
+    char name[CONFIG_NAME_MAX + 1 + 16];
+    char q[CONFIG_QUOTE_MAX];
+
+    bool name_ok = config_fault_name(ld, group, position, name, sizeof(name));
+    const struct tf_fault_def *def = config_fault_def(ld, group, config_quote(q, sizeof(q), name));
+    if (def == NULL)
+        return;
+    struct tf_fault_rule *rule = tf_fault_rule_new(def, name_ok ? name : NULL);
+    if (rule == NULL) {
+        config_oom_at(ld, group);
+        return;
+    }
+    rule->line = (int)config_setting_source_line(group);
+    /* Kept in the snapshot at once, so that it is freed whatever happens next. */
+    cfg->faults[cfg->n_faults++] = rule;
+    config_fault_params(ld, group, rule);
+    tf_fault_rule_complete(rule);
+}
+
+static void
+config_apply_faults(struct config_load *ld, const config_setting_t *s,
+                    const struct config_key *key, const char *label, void *obj)
+{
+    (void)key;
+    (void)label;
+    struct tf_config *cfg = obj;
+    int n = config_setting_length(s);
+
+    if (n == 0)
+        return;
+    cfg->faults = calloc((size_t)n, sizeof(*cfg->faults));
+    if (cfg->faults == NULL) {
+        config_oom_at(ld, s);
+        return;
+    }
+    for (int i = 0; i < n; i++) {
+        const config_setting_t *elem = config_setting_get_elem(s, (unsigned)i);
+
+        if (!config_setting_is_group(elem)) {
+            config_error_at(ld, elem, "each fault rule must be a group ({ ... })");
+            continue;
+        }
+        config_fault_rule(ld, elem, (size_t)i + 1);
+    }
+}
+
+/*
+ * match.listener must name a listener; listeners may be written after the
+ * faults, so this is checked once the whole file has been read.
+ */
+static void
+config_check_fault_listeners(struct config_load *ld, const config_setting_t *root)
+{
+    const config_setting_t *faults = config_setting_get_member(root, "faults");
+    char num[CONFIG_VALUE_MAX];
+    char names[CONFIG_LINE_MAX];
+    char q[CONFIG_QUOTE_MAX];
+
+    if (faults == NULL || ld->cfg->n_listeners == 0 ||
+        !config_kind_matches(faults, CONFIG_KIND_LIST))
+        return;
+    config_listener_names(ld->cfg, names, sizeof(names));
+    int n = config_setting_length(faults);
+    for (int i = 0; i < n; i++) {
+        const config_setting_t *elem = config_setting_get_elem(faults, (unsigned)i);
+        const config_setting_t *match, *ls;
+        const char *v;
+
+        if (!config_setting_is_group(elem) ||
+            (match = config_setting_get_member(elem, "match")) == NULL ||
+            !config_setting_is_group(match) ||
+            (ls = config_setting_get_member(match, "listener")) == NULL ||
+            (v = config_value_text(ls, num, sizeof(num))) == NULL || *v == '\0')
+            continue;
+        if (tf_config_listener(ld->cfg, v) == NULL)
+            config_error_at(ld, ls, "unknown listener \"%s\" in match; valid: %s",
+                            config_quote(q, sizeof(q), v), names);
+    }
+}
+
 /* ------------------------------------------------------------ entry points */
 
 /*
@@ -1091,6 +1413,7 @@ tf_config_load(const char *path, char *err, size_t errlen)
     config_walk(&ld, &config_top_section, config_root_setting(&lc), ld.cfg);
     if (config_setting_get_member(config_root_setting(&lc), "listeners") == NULL)
         config_errors_add(&ld.err, "%s: at least one listener is required", ld.path);
+    config_check_fault_listeners(&ld, config_root_setting(&lc));
 
 done:
     if (lc_ready)
@@ -1106,8 +1429,8 @@ done:
 
 /* Contract in config.h.  The same checks as a file's listener, prefixed by the option. */
 struct tf_config *
-tf_config_quick(const char *listen, const char *upstream, const char *json, char *err,
-                size_t errlen)
+tf_config_quick(const char *listen, const char *upstream, const char *json,
+                const char *const *fault_specs, size_t n_faults, char *err, size_t errlen)
 {
     struct config_errors e;
     struct tf_config *cfg;
@@ -1146,6 +1469,32 @@ tf_config_quick(const char *listen, const char *upstream, const char *json, char
         config_errors_add(&e, "--json: must not be empty");
     else if (json != NULL && (cfg->log_json = strdup(json)) == NULL)
         config_errors_add(&e, "out of memory");
+
+    if (n_faults > 0 && (cfg->faults = calloc(n_faults, sizeof(*cfg->faults))) == NULL) {
+        config_errors_add(&e, "out of memory");
+        goto done;
+    }
+    for (size_t i = 0; i < n_faults; i++) {
+        char q[CONFIG_QUOTE_MAX];
+        char fallback[32];
+        const char *spec = fault_specs[i] != NULL ? fault_specs[i] : "";
+        const char *shown = config_quote(q, sizeof(q), spec);
+
+        snprintf(fallback, sizeof(fallback), "fault%zu", i + 1);
+        struct tf_fault_rule *rule = tf_fault_rule_parse_spec(spec, fallback, why, sizeof(why));
+        if (rule == NULL) {
+            config_errors_add(&e, "--fault \"%s\": %s", shown, why);
+            continue;
+        }
+        if (config_rule_named(cfg, rule->name) != NULL)
+            config_errors_add(&e, "--fault \"%s\": rule name \"%s\" is already used", shown,
+                              rule->name);
+        else if (rule->match.listener != NULL &&
+                 tf_config_listener(cfg, rule->match.listener) == NULL)
+            config_errors_add(&e, "--fault \"%s\": unknown listener \"%s\" in match; valid: %s",
+                              shown, rule->match.listener, lc->name);
+        cfg->faults[cfg->n_faults++] = rule;
+    }
 
 done:
     if (e.count > 0) {

@@ -35,6 +35,7 @@
 #include "tlsfault/config.h"
 #include "tlsfault/events.h"
 #include "tlsfault/flow.h"
+#include "tlsfault/inject.h"
 #include "tlsfault/inspect.h"
 #include "tlsfault/listener.h"
 #include "tlsfault/log.h"
@@ -45,6 +46,30 @@ enum tf_flow_state {
     TF_FLOW_INSPECTING,  /* both connected, handshake being watched */
     TF_FLOW_RELAYING,    /* handshake over: bytes moved without parsing */
     TF_FLOW_CLOSED,
+};
+
+/* A delayed chunk: its bytes may leave once due. */
+struct tf_delayed {
+    struct timeval due;
+    size_t len;
+};
+
+/*
+ * Pacing of the bytes a leg reads, for network faults: they wait in held
+ * and a timer releases them to the peer's output when their delay is over,
+ * at the allowed rate, a piece at a time.
+ */
+struct tf_shaper {
+    bool on;
+    struct tf_inject_shape shape;
+    struct evbuffer *held;
+    struct event *timer;
+    struct tf_delayed *q;      /* ring of delayed chunks, oldest first */
+    size_t q_head, q_len, q_cap;
+    size_t ready;              /* bytes at the front of held whose delay is over */
+    struct timeval next_send;  /* pacing: nothing leaves before this */
+    struct timeval refill;     /* rate: when tokens were last added */
+    double tokens;
 };
 
 struct tf_leg {
@@ -58,6 +83,7 @@ struct tf_leg {
     bool shut_pending;       /* send FIN to this socket once its output drains */
     bool shut;               /* FIN sent to this socket */
     bool read_paused;        /* back-pressure: the other leg's output is full */
+    struct tf_shaper shaper; /* network faults on the bytes this leg reads */
 };
 
 struct tf_flow {
@@ -69,6 +95,11 @@ struct tf_flow {
     struct tf_leg client;
     struct tf_leg server;
     struct tf_inspect *ins;
+    struct tf_inject *inj;     /* NULL: no fault rule applies (the common case) */
+    bool ending;               /* a fault ends the flow once outputs are flushed */
+    struct tf_inject_result end;
+    bool oom;
+    uint32_t rng;              /* jitter draws */
     enum tf_flow_state state;
     struct event *timer;
     struct timeval started;
@@ -87,6 +118,8 @@ static void flow_write_cb(struct bufferevent *bev, void *arg);
 static void flow_event_cb(struct bufferevent *bev, short what, void *arg);
 static void flow_close_with(struct tf_flow *f, const char *closed_by, const char *how,
                             const char *error);
+static void flow_fault_try_finish(struct tf_flow *f);
+static void flow_reset_socket(struct bufferevent *bev);
 
 static uint64_t
 flow_ms_between(const struct timeval *a, const struct timeval *b)
@@ -169,6 +202,10 @@ flow_timer_cb(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
 
+    if (f->ending) {
+        flow_fault_try_finish(f);
+        return;
+    }
     event_base_gettimeofday_cached(f->w->base, &now);
     switch (f->state) {
     case TF_FLOW_CONNECTING:
@@ -239,12 +276,17 @@ tf_flow_accept(struct tf_worker *w, size_t listener_index, int fd, const struct 
                              f->client_addr, "upstream", f->upstream, "mode", "passthrough"));
 
     f->ins = tf_inspect_new(f->cfg->handshake_message_max, flow_emit, f);
+    bool oom = false;
+    if (f->ins != NULL)
+        f->inj = tf_inject_new(f->cfg, f->lc->name, peer, f->ins, flow_emit, f, &oom);
+    f->rng = (uint32_t)(f->id * 2654435761u) | 1u;
     f->timer = evtimer_new(w->base, flow_timer_cb, f);
     f->client.bev = bufferevent_socket_new(w->base, fd, BEV_OPT_CLOSE_ON_FREE);
     if (f->client.bev == NULL)
         evutil_closesocket(fd);
     f->server.bev = bufferevent_socket_new(w->base, -1, BEV_OPT_CLOSE_ON_FREE);
-    if (f->ins == NULL || f->timer == NULL || f->client.bev == NULL || f->server.bev == NULL) {
+    if (f->ins == NULL || oom || f->timer == NULL || f->client.bev == NULL ||
+        f->server.bev == NULL) {
         flow_close_with(f, "proxy", "error", "out of memory");
         return;
     }
@@ -315,8 +357,10 @@ flow_shutdown_leg(struct tf_leg *leg)
 {
     if (leg->shut)
         return;
+    const struct tf_shaper *feeding = &leg->peer->shaper;
     if (leg->flow->state == TF_FLOW_CONNECTING ||
-        evbuffer_get_length(bufferevent_get_output(leg->bev)) > 0) {
+        evbuffer_get_length(bufferevent_get_output(leg->bev)) > 0 ||
+        (feeding->on && !feeding->shape.stall && evbuffer_get_length(feeding->held) > 0)) {
         leg->shut_pending = true;
         bufferevent_setwatermark(leg->bev, EV_WRITE, 0, 0);
         return;
@@ -324,6 +368,300 @@ flow_shutdown_leg(struct tf_leg *leg)
     leg->shut_pending = false;
     leg->shut = true;
     shutdown(bufferevent_getfd(leg->bev), SHUT_WR);
+}
+
+/* ------------------------------------------------------------ faults */
+
+static void
+flow_shaper_timer_cb(evutil_socket_t fd, short what, void *arg);
+
+static uint64_t
+flow_us_until(const struct timeval *now, const struct timeval *t)
+{
+    struct timeval d;
+    if (evutil_timercmp(t, now, <=))
+        return 0;
+    evutil_timersub(t, now, &d);
+    return (uint64_t)d.tv_sec * 1000000 + (uint64_t)d.tv_usec;
+}
+
+static void
+flow_add_ms(struct timeval *tv, const struct timeval *from, unsigned ms)
+{
+    struct timeval d = { (time_t)(ms / 1000), (suseconds_t)((ms % 1000) * 1000) };
+    evutil_timeradd(from, &d, tv);
+}
+
+/* Starts pacing the bytes leg reads; false when memory is short. */
+static bool
+flow_shaper_start(struct tf_leg *leg, const struct tf_inject_shape *shape)
+{
+    struct tf_shaper *sh = &leg->shaper;
+    if (!sh->on) {
+        sh->held = evbuffer_new();
+        sh->timer = evtimer_new(leg->flow->w->base, flow_shaper_timer_cb, leg);
+        if (sh->held == NULL || sh->timer == NULL)
+            return false;
+        evutil_gettimeofday(&sh->refill, NULL);
+        sh->next_send = sh->refill;
+        sh->on = true;
+    }
+    if (shape->rate && !sh->shape.rate)
+        sh->tokens = 0;
+    sh->shape = *shape;
+    return true;
+}
+
+/* Notes that len new bytes at the end of held become due after the delay. */
+static bool
+flow_shaper_queue(struct tf_leg *leg, size_t len)
+{
+    struct tf_shaper *sh = &leg->shaper;
+    struct tf_flow *f = leg->flow;
+    if (len == 0)
+        return true;
+    if (sh->shape.delay_ms == 0 && sh->shape.jitter_ms == 0 && sh->q_len == 0) {
+        sh->ready += len;
+        return true;
+    }
+    if (sh->q_len == sh->q_cap) {
+        size_t cap = sh->q_cap ? sh->q_cap * 2 : 64;
+        struct tf_delayed *q = calloc(cap, sizeof(*q));
+        if (q == NULL)
+            return false;
+        for (size_t i = 0; i < sh->q_len; i++)
+            q[i] = sh->q[(sh->q_head + i) % sh->q_cap];
+        free(sh->q);
+        sh->q = q;
+        sh->q_cap = cap;
+        sh->q_head = 0;
+    }
+    unsigned ms = sh->shape.delay_ms;
+    if (sh->shape.jitter_ms) {
+        f->rng ^= f->rng << 13;
+        f->rng ^= f->rng >> 17;
+        f->rng ^= f->rng << 5;
+        ms += f->rng % (sh->shape.jitter_ms + 1);
+    }
+    struct timeval now;
+    evutil_gettimeofday(&now, NULL);
+    struct tf_delayed *slot = &sh->q[(sh->q_head + sh->q_len) % sh->q_cap];
+    flow_add_ms(&slot->due, &now, ms);
+    if (sh->q_len > 0) {
+        /* Jitter must not reorder a byte stream. */
+        const struct tf_delayed *prev = &sh->q[(sh->q_head + sh->q_len - 1) % sh->q_cap];
+        if (evutil_timercmp(&slot->due, &prev->due, <))
+            slot->due = prev->due;
+    }
+    slot->len = len;
+    sh->q_len++;
+    return true;
+}
+
+/* Moves what may leave now from held to the peer, and sleeps until more may. */
+static void
+flow_shaper_release(struct tf_leg *leg)
+{
+    struct tf_shaper *sh = &leg->shaper;
+    struct tf_flow *f = leg->flow;
+    struct evbuffer *out = bufferevent_get_output(leg->peer->bev);
+    struct timeval now;
+    uint64_t wait_us = UINT64_MAX;
+
+    if (!sh->on || f->ending)
+        return;
+    evutil_gettimeofday(&now, NULL);
+    while (sh->q_len > 0 && evutil_timercmp(&sh->q[sh->q_head].due, &now, <=)) {
+        sh->ready += sh->q[sh->q_head].len;
+        sh->q_head = (sh->q_head + 1) % sh->q_cap;
+        sh->q_len--;
+    }
+    if (sh->shape.stall) {
+        evbuffer_drain(sh->held, evbuffer_get_length(sh->held));
+        sh->ready = 0;
+        sh->q_len = 0;
+        return;
+    }
+    if (sh->shape.rate) {
+        double burst = (double)sh->shape.rate / 20; /* 50 ms worth */
+        if (burst < 1)
+            burst = 1;
+        uint64_t us = flow_us_until(&sh->refill, &now);
+        sh->tokens += (double)sh->shape.rate * (double)us / 1e6;
+        if (sh->tokens > burst)
+            sh->tokens = burst;
+        sh->refill = now;
+    }
+    while (sh->ready > 0) {
+        uint64_t until = flow_us_until(&now, &sh->next_send);
+        if (sh->shape.piece && until > 0) {
+            wait_us = until;
+            break;
+        }
+        size_t can = sh->ready;
+        if (sh->shape.piece && can > sh->shape.piece)
+            can = sh->shape.piece;
+        if (sh->shape.rate) {
+            if (sh->tokens < 1) {
+                double need = (double)(can < 1024 ? can : 1024) - sh->tokens;
+                wait_us = (uint64_t)(need * 1e6 / (double)sh->shape.rate) + 1;
+                break;
+            }
+            if ((double)can > sh->tokens)
+                can = (size_t)sh->tokens;
+            sh->tokens -= (double)can;
+        }
+        evbuffer_remove_buffer(sh->held, out, can);
+        sh->ready -= can;
+        if (sh->shape.piece) {
+            flow_add_ms(&sh->next_send, &now, sh->shape.pause_ms);
+            if (sh->shape.pause_ms > 0)
+                continue; /* the loop head computes the wait */
+        }
+    }
+    if (sh->ready == 0 && sh->q_len > 0) {
+        uint64_t us = flow_us_until(&now, &sh->q[sh->q_head].due);
+        if (us < wait_us)
+            wait_us = us;
+    }
+    if (wait_us != UINT64_MAX) {
+        struct timeval tv = { (time_t)(wait_us / 1000000), (suseconds_t)(wait_us % 1000000) };
+        evtimer_add(sh->timer, &tv);
+    }
+    /* Back-pressure: reading resumes once the queue towards the peer has drained. */
+    size_t queued = evbuffer_get_length(out) + evbuffer_get_length(sh->held);
+    if (leg->read_paused && queued <= f->cfg->buffer_max / 2) {
+        leg->read_paused = false;
+        if (!leg->eof)
+            bufferevent_enable(leg->bev, EV_READ);
+    }
+    if (leg->peer->shut_pending && evbuffer_get_length(sh->held) == 0 &&
+        evbuffer_get_length(out) == 0) {
+        flow_shutdown_leg(leg->peer);
+        flow_maybe_finish(f);
+    }
+}
+
+static void
+flow_shaper_timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    flow_shaper_release(arg);
+}
+
+static void
+flow_shaper_free(struct tf_shaper *sh)
+{
+    if (sh->held)
+        evbuffer_free(sh->held);
+    if (sh->timer)
+        event_free(sh->timer);
+    free(sh->q);
+}
+
+/*
+ * A fault ends the flow: nothing more is read, and once what the fault
+ * wrote has been flushed, the sockets are closed the way it says.  Never
+ * frees the flow itself (callers keep using it): the timer does.
+ */
+static void
+flow_fault_end(struct tf_flow *f, const struct tf_inject_result *res)
+{
+    f->ending = true;
+    f->end = *res;
+    bufferevent_disable(f->client.bev, EV_READ);
+    if (f->state != TF_FLOW_CONNECTING)
+        bufferevent_disable(f->server.bev, EV_READ);
+    for (struct tf_leg *leg = &f->client; leg; leg = leg == &f->client ? &f->server : NULL)
+        if (leg->shaper.timer)
+            evtimer_del(leg->shaper.timer);
+    struct timeval now = { 0, 0 };
+    evtimer_add(f->timer, &now);
+}
+
+static void
+flow_fault_try_finish(struct tf_flow *f)
+{
+    size_t to_client = evbuffer_get_length(bufferevent_get_output(f->client.bev));
+    size_t to_server = f->state == TF_FLOW_CONNECTING
+                           ? 0
+                           : evbuffer_get_length(bufferevent_get_output(f->server.bev));
+    if (to_client > 0 || to_server > 0) {
+        /* write_cb calls again once drained; the idle timeout bounds the wait. */
+        bufferevent_setwatermark(f->client.bev, EV_WRITE, 0, 0);
+        bufferevent_setwatermark(f->server.bev, EV_WRITE, 0, 0);
+        struct timeval tv = { (time_t)(f->cfg->idle_timeout_ms / 1000), 0 };
+        evtimer_add(f->timer, &tv);
+        return;
+    }
+    char desc[600];
+    tf_inject_describe(f->inj, desc, sizeof(desc));
+    if (f->oom)
+        snprintf(desc, sizeof(desc), "out of memory");
+    if (f->end.end == TF_INJECT_RESET) {
+        if (f->end.to & TF_FAULT_PEER_CLIENT)
+            flow_reset_socket(f->client.bev);
+        if ((f->end.to & TF_FAULT_PEER_SERVER) && f->state != TF_FLOW_CONNECTING)
+            flow_reset_socket(f->server.bev);
+    }
+    flow_close_with(f, "proxy", "fault", desc);
+}
+
+/* Memory ran out on the fault path: end the flow as a failed one would. */
+static void
+flow_fault_oom(struct tf_flow *f)
+{
+    struct tf_inject_result res = { TF_INJECT_RESET, TF_FAULT_PEER_BOTH, NULL };
+    f->oom = true;
+    flow_fault_end(f, &res);
+}
+
+/*
+ * The fault path of a read: network faults first (they may end the flow
+ * or start pacing), then the record and message faults.  Returns false
+ * when the flow is ending.
+ */
+static bool
+flow_faults(struct tf_leg *leg, struct evbuffer *in, struct evbuffer *out)
+{
+    struct tf_flow *f = leg->flow;
+    struct tf_inject_result res;
+    struct tf_inject_shape shape;
+
+    tf_inject_network(f->inj, leg->dir, leg->bytes, &shape, &res);
+    if (res.end != TF_INJECT_GO_ON) {
+        evbuffer_drain(in, evbuffer_get_length(in));
+        flow_fault_end(f, &res);
+        return false;
+    }
+    if ((shape.stall || shape.delay_ms || shape.jitter_ms || shape.rate || shape.piece) &&
+        !flow_shaper_start(leg, &shape)) {
+        flow_fault_oom(f);
+        return false;
+    }
+    struct evbuffer *dst = leg->shaper.on ? leg->shaper.held : out;
+    size_t before = evbuffer_get_length(dst);
+    if (tf_inject_wants(f->inj, leg->dir)) {
+        tf_inject_feed(f->inj, leg->dir, in, dst, bufferevent_get_output(leg->bev), &res);
+        if (res.end != TF_INJECT_GO_ON) {
+            /* What the fault let through before the end still goes out. */
+            if (leg->shaper.on && !leg->shaper.shape.stall)
+                evbuffer_add_buffer(out, leg->shaper.held);
+            flow_fault_end(f, &res);
+            return false;
+        }
+    } else {
+        evbuffer_add_buffer(dst, in);
+    }
+    if (leg->shaper.on) {
+        if (!flow_shaper_queue(leg, evbuffer_get_length(dst) - before)) {
+            flow_fault_oom(f);
+            return false;
+        }
+        flow_shaper_release(leg);
+    }
+    return true;
 }
 
 static void
@@ -341,13 +679,19 @@ flow_read_cb(struct bufferevent *bev, void *arg)
     flow_now(f, &f->last_activity);
     if (!tf_inspect_idle(f->ins, leg->dir))
         flow_inspect(leg, in);
-    if (leg->peer->shut) {
-        /* The other side already got our FIN; nothing more may go to it. */
+    if (leg->peer->shut || f->ending) {
+        /* The other side already got our FIN, or a fault ends the flow. */
         evbuffer_drain(in, n);
         return;
     }
-    evbuffer_add_buffer(out, in);
-    if (evbuffer_get_length(out) >= f->cfg->buffer_max) {
+    if (f->inj == NULL)
+        evbuffer_add_buffer(out, in);
+    else if (!flow_faults(leg, in, out))
+        return;
+    size_t queued = evbuffer_get_length(out);
+    if (leg->shaper.on)
+        queued += evbuffer_get_length(leg->shaper.held);
+    if (queued >= f->cfg->buffer_max) {
         /* le-proxy style back-pressure: resume when the peer has drained half. */
         leg->read_paused = true;
         bufferevent_disable(bev, EV_READ);
@@ -362,6 +706,12 @@ flow_write_cb(struct bufferevent *bev, void *arg)
     struct tf_flow *f = leg->flow;
     size_t left = evbuffer_get_length(bufferevent_get_output(bev));
 
+    if (f->ending) {
+        flow_fault_try_finish(f);
+        return;
+    }
+    if (leg->peer->shaper.on)
+        left += evbuffer_get_length(leg->peer->shaper.held);
     if (leg->peer->read_paused && left <= f->cfg->buffer_max / 2) {
         leg->peer->read_paused = false;
         if (!leg->peer->eof)
@@ -369,7 +719,7 @@ flow_write_cb(struct bufferevent *bev, void *arg)
         if (!leg->shut_pending)
             bufferevent_setwatermark(bev, EV_WRITE, 0, 0);
     }
-    if (leg->shut_pending && left == 0) {
+    if (leg->shut_pending && evbuffer_get_length(bufferevent_get_output(bev)) == 0) {
         flow_shutdown_leg(leg);
         flow_maybe_finish(f);
     }
@@ -402,6 +752,11 @@ flow_event_cb(struct bufferevent *bev, short what, void *arg)
     if (what & BEV_EVENT_EOF) {
         /* Bytes that arrived with the FIN have been read already; pass the FIN on. */
         flow_read_cb(leg->bev, leg);
+        struct evbuffer *rest = bufferevent_get_input(leg->bev);
+        if (evbuffer_get_length(rest) > 0 && !f->ending && !leg->peer->shut)
+            evbuffer_add_buffer(leg->shaper.on ? leg->shaper.held
+                                               : bufferevent_get_output(leg->peer->bev),
+                                rest);
         leg->eof = true;
         if (f->first_closer == NULL)
             f->first_closer = leg->side;
@@ -440,7 +795,7 @@ static void
 flow_verdict(struct tf_flow *f, json_t *end, const char *closed_by, const char *how,
              const char *error)
 {
-    char stage[96], summary[400];
+    char stage[96], summary[1200];
     bool complete = tf_inspect_handshake_done(f->ins);
     const char *outcome;
     json_t *alerts = json_object_get(end, "alerts");
@@ -455,7 +810,13 @@ flow_verdict(struct tf_flow *f, json_t *end, const char *closed_by, const char *
         if (level && strcmp(level, "fatal") == 0 && fatal == NULL)
             fatal = a;
     }
-    if (json_object_get(end, "non_tls")) {
+    if (strcmp(how, "fault") == 0) {
+        outcome = complete ? "aborted" : "failed";
+        snprintf(summary, sizeof(summary), "%s %s: %s",
+                 complete ? "connection ended by a fault after the handshake"
+                          : "handshake ended by a fault",
+                 stage, error ? error : "");
+    } else if (json_object_get(end, "non_tls")) {
         outcome = "failed";
         json_t *nt = json_object_get(end, "non_tls");
         const char *k;
@@ -498,6 +859,13 @@ flow_verdict(struct tf_flow *f, json_t *end, const char *closed_by, const char *
                  : strcmp(how, "reset") == 0 ? "reset the connection"
                                              : (error ? error : "failed"));
     }
+    if (f->inj != NULL && strcmp(how, "fault") != 0) {
+        char desc[600];
+        tf_inject_describe(f->inj, desc, sizeof(desc));
+        size_t used = strlen(summary);
+        if (desc[0] != '\0' && used < sizeof(summary))
+            snprintf(summary + used, sizeof(summary) - used, " (%s)", desc);
+    }
     json_object_set_new(end, "outcome", json_string(outcome));
     json_object_set_new(end, "stage", json_string(stage));
     json_object_set_new(end, "summary", json_string(summary));
@@ -526,6 +894,8 @@ flow_close_with(struct tf_flow *f, const char *closed_by, const char *how, const
         json_object_set_new(end, "error", json_string(error));
     if (f->ins)
         tf_inspect_summarize(f->ins, end);
+    if (f->inj)
+        tf_inject_summarize(f->inj, end);
     if (f->ins)
         flow_verdict(f, end, closed_by, how, error);
     tf_events_emit(f->w->events, f->id, "flow_end", NULL, end);
@@ -544,6 +914,9 @@ flow_close_with(struct tf_flow *f, const char *closed_by, const char *how, const
     if (f->timer)
         event_free(f->timer);
     tf_inspect_free(f->ins);
+    tf_inject_free(f->inj);
+    flow_shaper_free(&f->client.shaper);
+    flow_shaper_free(&f->server.shaper);
     struct tf_worker *w = f->w;
     TAILQ_REMOVE(&w->flows, f, link);
     w->live_flows--;

@@ -411,6 +411,18 @@ tf_inspect_idle(const struct tf_inspect *ins, enum tf_dir dir)
     return ins->d[dir].rec.stopped;
 }
 
+uint16_t
+tf_inspect_version(const struct tf_inspect *ins)
+{
+    return ins->version;
+}
+
+bool
+tf_inspect_hello_retry(const struct tf_inspect *ins)
+{
+    return ins->hello_retry_request;
+}
+
 bool
 tf_inspect_handshake_done(const struct tf_inspect *ins)
 {

@@ -23,6 +23,7 @@
 #include "config.h"
 #include "tlsfault/config.h"
 #include "tlsfault/events.h"
+#include "tlsfault/fault.h"
 #include "tlsfault/listener.h"
 #include "tlsfault/log.h"
 #include "tlsfault/worker.h"
@@ -32,8 +33,9 @@
 
 static const char usage_text[] =
     "usage: tlsfault -c FILE [-t]\n"
-    "       tlsfault --listen ADDR:PORT --upstream HOST:PORT [--json FILE] [--text FILE]\n"
-    "       tlsfault --version | --help\n"
+    "       tlsfault --listen ADDR:PORT --upstream HOST:PORT [--mode passthrough]\n"
+    "                [--fault SPEC]... [--json FILE] [--text FILE] [-t]\n"
+    "       tlsfault --list-faults | --version | --help\n"
     "\n"
     "An inline TLS-inspecting proxy that logs every handshake message and\n"
     "reproduces TLS failures.\n"
@@ -45,6 +47,15 @@ static const char usage_text[] =
     "                         quick mode: forward to this server\n"
     "  -j, --json FILE        quick mode: JSON Lines event log (\"-\" for stdout)\n"
     "      --text FILE        quick mode: text event log (default stderr; \"none\" for off)\n"
+    "      --mode MODE        quick mode: how connections are carried; passthrough (the\n"
+    "                         default and, in this version, the only mode)\n"
+    "      --fault SPEC       quick mode: apply a fault rule; SPEC is NAME or\n"
+    "                         NAME:key=value,key=value (the fault's parameters, the match\n"
+    "                         keys listener, client, sni, nth, every, first, probability,\n"
+    "                         seed, times, and name); repeat for more rules, which act in\n"
+    "                         the order given.  e.g. --fault 'delay:ms=300,dir=s2c'\n"
+    "      --list-faults      print the fault catalogue (names, modes, parameters with\n"
+    "                         defaults, what the client sees) and exit\n"
     "  -w, --workers N        worker threads (default: one per CPU)\n"
     "  -v, --log-level LEVEL  diagnostics: error, warn, info (default), debug\n"
     "  -V, --version          print the version and exit\n"
@@ -270,21 +281,48 @@ main(int argc, char **argv)
         { "text", required_argument, NULL, 'T' },
         { "workers", required_argument, NULL, 'w' },
         { "log-level", required_argument, NULL, 'v' },
+        { "mode", required_argument, NULL, 'm' },
+        { "fault", required_argument, NULL, 'f' },
+        { "list-faults", no_argument, NULL, 'L' },
         { "version", no_argument, NULL, 'V' },
         { "help", no_argument, NULL, 'h' },
         { NULL, 0, NULL, 0 },
     };
     const char *config_path = NULL, *listen = NULL, *upstream = NULL, *json = NULL;
-    const char *text = NULL, *level = NULL;
+    const char *text = NULL, *level = NULL, *mode = NULL;
     int workers = -1;
-    bool test_only = false;
+    bool test_only = false, list_faults = false;
     int c;
     char err[8192];
     struct main_state st;
+    /* --fault arguments, in order; there cannot be more than argc of them. */
+    const char **fault_specs = calloc((size_t)argc, sizeof(*fault_specs));
+    size_t n_faults = 0;
 
+    if (fault_specs == NULL) {
+        fprintf(stderr, "tlsfault: out of memory\n");
+        return EXIT_RUNTIME;
+    }
     memset(&st, 0, sizeof(st));
     while ((c = getopt_long(argc, argv, "c:tl:u:j:w:v:Vh", opts, NULL)) != -1) {
         switch (c) {
+        case 'f': fault_specs[n_faults++] = optarg; break;
+        case 'L': list_faults = true; break;
+        case 'm':
+            if (strcmp(optarg, "mitm") == 0) {
+                fprintf(stderr, "tlsfault: --mode mitm is not available in this version "
+                                "(valid: passthrough)\n");
+                free(fault_specs);
+                return EXIT_USAGE;
+            }
+            if (strcmp(optarg, "passthrough") != 0) {
+                fprintf(stderr, "tlsfault: --mode: unknown mode \"%s\" (valid: passthrough)\n",
+                        optarg);
+                free(fault_specs);
+                return EXIT_USAGE;
+            }
+            mode = optarg;
+            break;
         case 'c': config_path = optarg; break;
         case 't': test_only = true; break;
         case 'l': listen = optarg; break;
@@ -304,43 +342,66 @@ main(int argc, char **argv)
         }
         case 'V': printf("tlsfault %s (%s, libevent %s)\n", PACKAGE_VERSION,
                          OpenSSL_version(OPENSSL_VERSION), event_get_version());
+            free(fault_specs);
             return 0;
-        case 'h': fputs(usage_text, stdout); return 0;
-        default: fputs(usage_text, stderr); return EXIT_USAGE;
+        case 'h': fputs(usage_text, stdout); free(fault_specs); return 0;
+        default: fputs(usage_text, stderr); free(fault_specs); return EXIT_USAGE;
         }
     }
     if (optind < argc) {
         fprintf(stderr, "tlsfault: unexpected argument \"%s\"\n%s", argv[optind], usage_text);
+        free(fault_specs);
         return EXIT_USAGE;
     }
-    if (config_path && (listen || upstream || json || text)) {
-        fprintf(stderr, "tlsfault: -c and the quick-mode options (--listen, --upstream, --json, "
-                        "--text) do not mix\n");
+    if (list_faults) {
+        tf_fault_print_catalogue(stdout);
+        free(fault_specs);
+        return fflush(stdout) == 0 ? 0 : EXIT_RUNTIME;
+    }
+    if (config_path && n_faults > 0) {
+        fprintf(stderr, "tlsfault: --fault is for quick mode (--listen, --upstream); with -c, "
+                        "write the rules in the file's faults list (see tlsfault.conf(5))\n");
+        free(fault_specs);
+        return EXIT_USAGE;
+    }
+    if (config_path && (listen || upstream || json || text || mode)) {
+        fprintf(stderr, "tlsfault: -c and the quick-mode options (--listen, --upstream, --mode, "
+                        "--json, --text) do not mix\n");
+        free(fault_specs);
         return EXIT_USAGE;
     }
     if (config_path) {
         st.cfg = tf_config_load(config_path, err, sizeof(err));
-    } else if (listen || upstream) {
+    } else if (listen || upstream || n_faults > 0 || mode) {
         if (!listen || !upstream) {
             fprintf(stderr, "tlsfault: quick mode needs both --listen and --upstream\n");
+            free(fault_specs);
             return EXIT_USAGE;
         }
-        st.cfg = tf_config_quick(listen, upstream, json, err, sizeof(err));
+        st.cfg = tf_config_quick(listen, upstream, json, fault_specs, n_faults, err,
+                                 sizeof(err));
         if (st.cfg && text) {
             free(st.cfg->log_text);
             st.cfg->log_text = strdup(text);
         }
     } else {
         fputs(usage_text, stderr);
+        free(fault_specs);
         return EXIT_USAGE;
     }
+    free(fault_specs); /* the snapshot keeps what it needs */
     if (st.cfg == NULL) {
         fprintf(stderr, "%s\n", err);
         return EXIT_USAGE;
     }
     if (test_only) {
-        printf("%s: configuration OK (%zu listener%s)\n", config_path ? config_path : "quick mode",
-               st.cfg->n_listeners, st.cfg->n_listeners == 1 ? "" : "s");
+        char rules[64] = "";
+        if (st.cfg->n_faults > 0)
+            snprintf(rules, sizeof(rules), ", %zu fault rule%s", st.cfg->n_faults,
+                     st.cfg->n_faults == 1 ? "" : "s");
+        printf("%s: configuration OK (%zu listener%s%s)\n",
+               config_path ? config_path : "quick mode", st.cfg->n_listeners,
+               st.cfg->n_listeners == 1 ? "" : "s", rules);
         tf_config_unref(st.cfg);
         return 0;
     }

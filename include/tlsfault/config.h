@@ -15,6 +15,8 @@
 #include <stdint.h>
 #include <sys/socket.h>
 
+#include "tlsfault/fault.h"
+
 enum tf_route {
     TF_ROUTE_FORWARD = 1, /* every connection goes to the listener's upstream */
 };
@@ -50,6 +52,8 @@ struct tf_config {
     unsigned grace_ms;            /* how long a drain waits for live flows */
     size_t handshake_message_max; /* larger handshake messages are skimmed, not decoded */
     size_t buffer_max;            /* per direction, before reading from the sender pauses */
+    struct tf_fault_rule **faults; /* in the order written; see fault.h */
+    size_t n_faults;
 };
 
 /*
@@ -59,9 +63,13 @@ struct tf_config {
  */
 struct tf_config *tf_config_load(const char *path, char *err, size_t errlen);
 
-/* The quick mode: one forward listener; json may be NULL. */
+/*
+ * The quick mode: one forward listener; json may be NULL; fault_specs are
+ * --fault arguments ("NAME[:k=v,...]"), n_faults of them.
+ */
 struct tf_config *tf_config_quick(const char *listen, const char *upstream, const char *json,
-                                  char *err, size_t errlen);
+                                  const char *const *fault_specs, size_t n_faults, char *err,
+                                  size_t errlen);
 
 struct tf_config *tf_config_ref(struct tf_config *cfg);
 void tf_config_unref(struct tf_config *cfg);

@@ -49,6 +49,14 @@ void tf_inspect_feed(struct tf_inspect *ins, enum tf_dir dir, const uint8_t *p, 
  */
 bool tf_inspect_idle(const struct tf_inspect *ins, enum tf_dir dir);
 
+/*
+ * The negotiated version once a ServerHello was seen (0 before), and
+ * whether a HelloRetryRequest was: with either being TLS 1.3, every
+ * record of type handshake is in clear.
+ */
+uint16_t tf_inspect_version(const struct tf_inspect *ins);
+bool tf_inspect_hello_retry(const struct tf_inspect *ins);
+
 /* True once both handshakes are complete (as far as a bystander can tell). */
 bool tf_inspect_handshake_done(const struct tf_inspect *ins);
 

@@ -131,8 +131,55 @@ static struct bad_case bad_cases[] = {
     /* listeners and faults */
     {"no_listeners.conf", "FILE: at least one listener is required"},
     {"empty_listeners.conf", "FILE:2: at least one listener is required"},
-    {"faults_not_empty.conf",
-     "FILE:3: faults: the fault engine is not available in this version"},
+    /* fault rules */
+    {"fault_unknown.conf",
+     "FILE:6: fault \"drop-server-helo\" is unknown; valid: delay, bandwidth, stall, reset, "
+     "close, slice, drop-server-hello, reset-after-client-hello, close-after-client-hello, "
+     "alert, plaintext-response, downgrade, strip-ciphers, strip-sni, strip-alpn, "
+     "record-version-too-high, strip-intermediates, append-bytes, corrupt, truncate, "
+     "duplicate, fragment"},
+    {"fault_mitm.conf",
+     "FILE:4: fault \"cert-expired\" needs mode mitm, which is not available in this version"},
+    {"fault_unknown_param.conf",
+     "FILE:7: unknown parameter \"dri\" for fault \"delay\"; valid: ms, jitter, dir, "
+     "after_bytes, name, fault, match"},
+    {"fault_match_key_outside.conf",
+     "FILE:5: unknown parameter \"sni\" for fault \"stall\"; valid: dir, after_bytes, name, "
+     "fault, match; \"sni\" belongs in match = { ... }"},
+    {"fault_bad_value.conf",
+     "FILE:5: \"ms\" must be between 0 and 3600000, not 5000000\n"
+     "FILE:6: \"dir\" must be c2s, s2c or both, not \"5\"\n"
+     "FILE:7: \"jitter\" must be an integer, not \"1.5\"\n"
+     "FILE:9: \"description\" must be an alert name (handshake_failure, protocol_version, "
+     "internal_error, ...) or a number 0-255, not \"bogus\"\n"
+     "FILE:10: \"after\" must be a handshake message (client_hello, server_hello, "
+     "hello_retry_request, new_session_ticket, encrypted_extensions, certificate, "
+     "server_key_exchange, certificate_request, server_hello_done, certificate_verify, "
+     "client_key_exchange, finished, certificate_status), not \"hello\"\n"
+     "FILE:12: \"then_close\" must be true or false, not \"maybe\"\n"
+     "FILE:14: \"bytes\" must be pairs of hex digits after \"hex:\", not \"hex:zz\""},
+    {"fault_param_not_value.conf",
+     "FILE:4: \"ms\" must be a single value (number, string or boolean)"},
+    {"fault_name_duplicate.conf", "FILE:5: rule name \"slow\" is already used (line 4)"},
+    {"fault_default_name_taken.conf",
+     "FILE:5: default name \"fault2\" is already used (line 4); give this rule a name"},
+    {"fault_name_invalid.conf",
+     "FILE:4: name \"my rule\" is not valid (use 1-64 letters, digits, \".\", \"_\" or \"-\")"},
+    {"fault_missing_fault.conf",
+     "FILE:4: rule \"fault1\" has no \"fault\" (see tlsfault --list-faults)"},
+    {"fault_not_string.conf", "FILE:4: \"fault\" must be a string"},
+    {"fault_not_group.conf", "FILE:3: each fault rule must be a group ({ ... })"},
+    {"fault_unknown_listener.conf",
+     "FILE:4: unknown listener \"lab\" in match; valid: lab-v4, lab-v6"},
+    {"fault_match_not_group.conf", "FILE:4: \"match\" must be a group ({ ... })"},
+    {"fault_match_bad.conf",
+     "FILE:6: unknown key \"snii\" in match; valid keys: listener, client, sni, nth, every, "
+     "first, probability, seed, times\n"
+     "FILE:7: \"client\" \"10.0.0.1/8\" has bits set past the /8 prefix (did you mean "
+     "10.0.0.0/8?)\n"
+     "FILE:8: \"probability\" must be a number from 0 to 1, not \"1.5\"\n"
+     "FILE:9: \"nth\" must be an integer of at least 1, not \"0\"\n"
+     "FILE:10: \"match.sni\" must be a single value (number, string or boolean)"},
     /* ranges */
     {"workers_range.conf", "FILE:2: \"workers\" must be between 0 and 256, not 300"},
     {"handshake_message_max_range.conf",
@@ -218,6 +265,7 @@ static const char *const good_fixtures[] = {
     "good_minimal.conf",
     "good_two_listeners.conf",
     "good_include.conf",
+    "good_faults.conf",
 };
 
 /* Replaces "FILE" at the start of each line of tmpl with path. */
@@ -367,12 +415,100 @@ test_two_listeners(void **state)
     assert_int_equal(b->upstream_port, 4433);
     assert_int_equal(b->line, 12);
 
+    assert_int_equal(cfg->n_faults, 0); /* faults = (); */
+    assert_null(cfg->faults);
+
     assert_ptr_equal(tf_config_listener(cfg, "lab4"), a);
     assert_ptr_equal(tf_config_listener(cfg, "listener2"), b);
     assert_null(tf_config_listener(cfg, "listener1"));
     assert_null(tf_config_listener(cfg, NULL));
     assert_null(tf_config_listener(NULL, "lab4"));
     tf_config_unref(cfg);
+}
+
+/* Every kind of libconfig value reaches the same parser as a --fault spec. */
+static void
+test_faults(void **state)
+{
+    char path[1024];
+    const struct tf_fault_rule *r;
+
+    (void)state;
+    test_fixture(path, sizeof(path), "good_faults.conf");
+    struct tf_config *cfg = test_load_good(path);
+    assert_int_equal(cfg->n_faults, 9);
+    for (size_t i = 0; i < cfg->n_faults; i++) {
+        assert_non_null(cfg->faults[i]);
+        assert_int_equal(atomic_load(&cfg->faults[i]->seen), 0);
+        assert_int_equal(atomic_load(&cfg->faults[i]->fired), 0);
+    }
+
+    r = cfg->faults[0];
+    assert_string_equal(r->name, "no-hello");
+    assert_int_equal(r->def->id, TF_FAULT_DROP_SERVER_HELLO);
+    assert_string_equal(r->match.sni, "*.lab.test");
+    assert_int_equal(r->line, 5);
+
+    r = cfg->faults[1];
+    assert_string_equal(r->name, "tag");
+    assert_int_equal(r->def->id, TF_FAULT_APPEND_BYTES);
+    assert_int_equal(r->args.dir, TF_FAULT_DIR_S2C);
+    assert_int_equal(r->args.record, 5);
+    assert_int_equal(r->args.bytes_len, 11); /* libconfig turned \r\n into CR LF */
+    assert_memory_equal(r->args.bytes, "INSPECTED\r\n", 11);
+    assert_int_equal(r->line, 6);
+
+    r = cfg->faults[2];
+    assert_string_equal(r->name, "fault3"); /* its place in the list */
+    assert_int_equal(r->def->id, TF_FAULT_DELAY);
+    assert_int_equal(r->args.ms, 300);
+    assert_int_equal(r->args.jitter_ms, 50);
+    assert_int_equal(r->args.dir, TF_FAULT_DIR_BOTH);
+    assert_int_equal(r->args.after_bytes, 4294967296ULL);
+    assert_string_equal(r->match.listener, "lab");
+    assert_int_equal(r->match.net.ss_family, AF_INET);
+    assert_int_equal(r->match.prefix, 8);
+    assert_true(r->match.probability == 0.5);
+    assert_int_equal(r->match.seed, 7);
+    assert_int_equal(r->match.times, 10);
+    assert_int_equal(r->line, 7);
+
+    r = cfg->faults[3];
+    assert_string_equal(r->name, "fault4");
+    assert_int_equal(r->args.description, 70);
+    assert_int_equal(r->args.level, 1);
+    assert_int_equal(r->args.after, 2);
+    assert_int_equal(r->args.dir, TF_FAULT_DIR_S2C); /* completed: the sender of server_hello */
+    assert_true(r->match.probability == 1.0);
+    assert_int_equal(r->match.seed, 1);
+
+    r = cfg->faults[4];
+    assert_string_equal(r->name, "trunc");
+    assert_false(r->args.then_close);
+    assert_int_equal(r->args.keep, 100);
+    assert_int_equal(r->match.nth, 2);
+    assert_int_equal(r->match.every, 3);
+    assert_int_equal(r->match.first, 4);
+
+    r = cfg->faults[5];
+    assert_int_equal(r->args.offset, -1);
+    assert_int_equal(r->args.xor_mask, 0xff);
+
+    r = cfg->faults[6];
+    assert_int_equal(r->args.version, 0x0302);
+    assert_true(r->args.remove_extension);
+
+    r = cfg->faults[7];
+    assert_int_equal(r->args.keep_mask, 5);
+    assert_int_equal(r->match.net.ss_family, AF_INET6);
+    assert_int_equal(r->match.prefix, 64);
+    assert_string_equal(r->match.sni, "absent");
+
+    r = cfg->faults[8];
+    assert_string_equal(r->name, "fault9");
+    assert_int_equal(r->args.ms, 1000); /* 1000.0 */
+    assert_true(r->match.probability == 1.0);
+    tf_config_unref(cfg); /* ASan: the rules go with the snapshot */
 }
 
 /* @include resolves against the including file's directory, wherever the test runs. */
@@ -420,6 +556,7 @@ test_shipped_conf(void **state)
     assert_int_equal(cfg->grace_ms, 10000);
     assert_int_equal(cfg->handshake_message_max, 65536);
     assert_int_equal(cfg->buffer_max, 262144);
+    assert_int_equal(cfg->n_faults, 0); /* the example rules are commented out */
     tf_config_unref(cfg);
 }
 
@@ -495,8 +632,8 @@ test_quick_good(void **state)
     char err[1024];
 
     (void)state;
-    struct tf_config *cfg = tf_config_quick("127.0.0.1:8443", "origin.lab.test:443", NULL, err,
-                                            sizeof(err));
+    struct tf_config *cfg = tf_config_quick("127.0.0.1:8443", "origin.lab.test:443", NULL, NULL,
+                                            0, err, sizeof(err));
     assert_non_null(cfg);
     assert_null(cfg->path);
     assert_int_equal(atomic_load(&cfg->refs), 1);
@@ -523,7 +660,7 @@ test_quick_good(void **state)
     assert_int_equal(cfg->buffer_max, 262144);
     tf_config_unref(cfg);
 
-    cfg = tf_config_quick("[::]:8443", "[::1]:4433", "events.jsonl", err, sizeof(err));
+    cfg = tf_config_quick("[::]:8443", "[::1]:4433", "events.jsonl", NULL, 0, err, sizeof(err));
     assert_non_null(cfg);
     test_assert_v6(&cfg->listeners[0], "::", 8443);
     assert_string_equal(cfg->listeners[0].upstream_host, "::1");
@@ -539,23 +676,88 @@ test_quick_bad(void **state)
 
     (void)state;
     /* Both problems, in argument order. */
-    assert_null(tf_config_quick("127.0.0.1", "origin.lab.test", NULL, err, sizeof(err)));
+    assert_null(
+        tf_config_quick("127.0.0.1", "origin.lab.test", NULL, NULL, 0, err, sizeof(err)));
     assert_string_equal(err, "--listen: missing port (expected host:port or [v6]:port)\n"
                              "--upstream: missing port (expected host:port or [v6]:port)");
 
-    assert_null(tf_config_quick("localhost:8443", "127.0.0.1:4433", NULL, err, sizeof(err)));
+    assert_null(
+        tf_config_quick("localhost:8443", "127.0.0.1:4433", NULL, NULL, 0, err, sizeof(err)));
     assert_string_equal(err, "--listen: \"localhost\" is not a numeric IP address (a listener "
                              "binds to an address, not a host name)");
 
-    assert_null(tf_config_quick("127.0.0.1:8443", "bad host:443", NULL, err, sizeof(err)));
+    assert_null(
+        tf_config_quick("127.0.0.1:8443", "bad host:443", NULL, NULL, 0, err, sizeof(err)));
     assert_string_equal(err, "--upstream: \"bad host\" is not a valid host name");
 
-    assert_null(tf_config_quick("127.0.0.1:8443", "127.0.0.1:4433", "", err, sizeof(err)));
+    assert_null(
+        tf_config_quick("127.0.0.1:8443", "127.0.0.1:4433", "", NULL, 0, err, sizeof(err)));
     assert_string_equal(err, "--json: must not be empty");
 
-    assert_null(tf_config_quick(NULL, NULL, NULL, err, sizeof(err)));
+    assert_null(tf_config_quick(NULL, NULL, NULL, NULL, 0, err, sizeof(err)));
     assert_string_equal(err, "--listen: empty address (expected host:port or [v6]:port)\n"
                              "--upstream: empty address (expected host:port or [v6]:port)");
+}
+
+/* --fault specs: the same parser as the file, each problem prefixed by its spec. */
+static void
+test_quick_faults(void **state)
+{
+    static const char *const good[] = {
+        "drop-server-hello",
+        "delay:ms=300,dir=s2c,sni=*.lab.test",
+        "alert:name=hello-alert,listener=listener1",
+    };
+    char err[2048];
+
+    (void)state;
+    struct tf_config *cfg = tf_config_quick("127.0.0.1:8443", "127.0.0.1:4433", NULL, good,
+                                            ARRAY_LEN(good), err, sizeof(err));
+    if (cfg == NULL)
+        fail_msg("quick mode with faults refused: %s", err);
+    assert_int_equal(cfg->n_faults, 3);
+    assert_string_equal(cfg->faults[0]->name, "fault1");
+    assert_int_equal(cfg->faults[0]->def->id, TF_FAULT_DROP_SERVER_HELLO);
+    assert_int_equal(cfg->faults[0]->line, 0);
+    assert_string_equal(cfg->faults[1]->name, "fault2");
+    assert_int_equal(cfg->faults[1]->args.ms, 300);
+    assert_string_equal(cfg->faults[1]->match.sni, "*.lab.test");
+    assert_string_equal(cfg->faults[2]->name, "hello-alert");
+    assert_int_equal(cfg->faults[2]->args.dir, TF_FAULT_DIR_C2S);
+    tf_config_unref(cfg);
+
+    /* Every bad spec is reported, in order, after the address problems. */
+    static const char *const bad[] = {
+        "drop-server-helo",
+        "cert-expired",
+        "delay:dri=5",
+        "stall:name=fault5",
+        "stall",
+        "stall:listener=lab",
+    };
+    assert_null(tf_config_quick("127.0.0.1", "127.0.0.1:4433", NULL, bad, ARRAY_LEN(bad), err,
+                                sizeof(err)));
+    assert_string_equal(
+        err,
+        "--listen: missing port (expected host:port or [v6]:port)\n"
+        "--fault \"drop-server-helo\": fault \"drop-server-helo\" is unknown; valid: delay, "
+        "bandwidth, stall, reset, close, slice, drop-server-hello, reset-after-client-hello, "
+        "close-after-client-hello, alert, plaintext-response, downgrade, strip-ciphers, "
+        "strip-sni, strip-alpn, record-version-too-high, strip-intermediates, append-bytes, "
+        "corrupt, truncate, duplicate, fragment\n"
+        "--fault \"cert-expired\": fault \"cert-expired\" needs mode mitm, which is not "
+        "available in this version\n"
+        "--fault \"delay:dri=5\": unknown parameter \"dri\" for fault \"delay\"; valid: ms, "
+        "jitter, dir, after_bytes, name, listener, client, sni, nth, every, first, probability, "
+        "seed, times\n"
+        "--fault \"stall\": rule name \"fault5\" is already used\n"
+        "--fault \"stall:listener=lab\": unknown listener \"lab\" in match; valid: listener1");
+
+    /* No faults: NULL is fine. */
+    cfg = tf_config_quick("127.0.0.1:8443", "127.0.0.1:4433", NULL, NULL, 0, err, sizeof(err));
+    assert_non_null(cfg);
+    assert_int_equal(cfg->n_faults, 0);
+    tf_config_unref(cfg);
 }
 
 /* ------------------------------------------------------------ host:port */
@@ -686,6 +888,7 @@ main(void)
         cmocka_unit_test(test_every_fixture_is_used),
         cmocka_unit_test(test_defaults),
         cmocka_unit_test(test_two_listeners),
+        cmocka_unit_test(test_faults),
         cmocka_unit_test(test_include),
         cmocka_unit_test(test_shipped_conf),
         cmocka_unit_test(test_missing_file),
@@ -693,6 +896,7 @@ main(void)
         cmocka_unit_test(test_error_buffer),
         cmocka_unit_test(test_quick_good),
         cmocka_unit_test(test_quick_bad),
+        cmocka_unit_test(test_quick_faults),
         cmocka_unit_test(test_split_good),
         cmocka_unit_test(test_split_bad),
         cmocka_unit_test(test_split_host_buffer),
