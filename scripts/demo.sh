@@ -4,7 +4,9 @@
 # in front of it and drives real clients through it (curl, openssl
 # s_client, gnutls-cli, Python), then shows the handshake log and how each
 # connection ended, including ones that fail: an unreachable upstream, a
-# client that speaks HTTP to the TLS port, a forced HelloRetryRequest.
+# client that speaks HTTP to the TLS port, a forced HelloRetryRequest, and
+# one run per fault (a missing ServerHello, a reset, an alert, a plaintext
+# answer, a downgrade, appended and corrupted bytes, tiny records, delay).
 # Everything runs on loopback; the output stays in ./demo-out/.
 set -eu
 cd "$(dirname "$0")/.."
@@ -21,8 +23,10 @@ cleanup() { for p in $pids; do kill "$p" 2>/dev/null || true; done; }
 trap cleanup EXIT INT TERM
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# Waits for a listening socket without connecting to it (a probe would be a
+# flow of its own in the log).
 wait_port() { for _ in $(seq 100); do
-    python3 -c "import socket,sys; socket.create_connection(('127.0.0.1',$1),0.2)" 2>/dev/null && return 0
+    ss -Hltn "sport = :$1" 2>/dev/null | grep -q LISTEN && return 0
     sleep 0.1; done; echo "port $1 never opened" >&2; return 1; }
 say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
@@ -72,6 +76,25 @@ import socket,sys; s=socket.create_connection(('127.0.0.1',$proxy)); s.sendall(s
 try: print('answer:', repr(s.recv(64)))
 except Exception as e: print('answer:', e)" || true
 kill %2 2>/dev/null || true
+
+say "faults: the failures of the troubleshooting guides, reproduced on the wire"
+# One tlsfault per fault, in front of the same healthy origin; curl reports
+# what a real client sees.  conf/scenarios/ has each as a config file.
+for spec in drop-server-hello reset-after-client-hello 'alert:description=protocol_version' \
+            plaintext-response downgrade record-version-too-high 'append-bytes:bytes=INSPECTED' \
+            corrupt 'fragment:size=16' 'delay:ms=150'; do
+    fp=$(free_port)
+    "$TF" --listen "127.0.0.1:$fp" --upstream "127.0.0.1:$origin" --fault "$spec" \
+        --json events.jsonl --text events.txt -w 1 2>> tlsfault.stderr &
+    fpid=$!
+    wait_port "$fp"
+    printf '%-38s ' "--fault $spec:"
+    curl -sS --max-time 2 --resolve "lab.test:$fp:127.0.0.1" --cacert ca.pem \
+        "https://lab.test:$fp/" -o /dev/null -w 'HTTP %{http_code}\n' 2>&1 | head -1 || true
+    sleep 0.2
+    kill "$fpid" 2>/dev/null || true
+    wait "$fpid" 2>/dev/null || true
+done
 
 say "an unreachable upstream: tlsfault -> 127.0.0.1:$closed (nothing listens)"
 bad=$(free_port)

@@ -154,7 +154,7 @@ const struct tf_fault_def tf_fault_catalogue[] = {
      "raises the version of the ServerHello's record header (record), its legacy_version "
      "(hello) or both",
      "SSL_ERROR_RX_RECORD_VERSION_TOO_HIGH (NSS), \"wrong version number\" (OpenSSL)",
-     PARAMS(P("version", TF_PARAM_VERSION, "0x0305", 0, 0xffff, version, "version written"),
+     PARAMS(P("version", TF_PARAM_VERSION, "0x0400", 0, 0xffff, version, "version written"),
             P("fields", TF_PARAM_STRING, "record", 0, 0, fields, "record, hello or both"))},
     {TF_FAULT_STRIP_INTERMEDIATES, "strip-intermediates", TF_FAULT_MODE_PASSTHROUGH, true,
      "rewrites a clear (TLS 1.2) Certificate to the listed positions (0 is the leaf)",

@@ -731,6 +731,13 @@ flow_connected(struct tf_flow *f)
     flow_now(f, &f->connected_at);
     f->state = tf_inspect_handshake_done(f->ins) ? TF_FLOW_RELAYING : TF_FLOW_INSPECTING;
     flow_set_nodelay(f->server.bev);
+    if (f->ending) {
+        /* A fault ended the flow while connecting: its finish is due now. */
+        struct timeval now = { 0, 0 };
+        bufferevent_enable(f->server.bev, EV_WRITE);
+        evtimer_add(f->timer, &now);
+        return;
+    }
     bufferevent_enable(f->server.bev, EV_READ | EV_WRITE);
     evtimer_del(f->timer);
     flow_arm_timer(f);
@@ -833,6 +840,14 @@ flow_verdict(struct tf_flow *f, json_t *end, const char *closed_by, const char *
         outcome = "failed";
         snprintf(summary, sizeof(summary), "could not reach the upstream %s: %s", f->upstream,
                  error);
+    } else if (complete && f->inj != NULL && tf_inject_damaged(f->inj)) {
+        /* The peer's complaint is an encrypted alert by now: the damage is the evidence. */
+        outcome = "failed";
+        snprintf(summary, sizeof(summary),
+                 "handshake completed, then a fault damaged the records; the %s %s", closed_by,
+                 strcmp(how, "fin") == 0     ? "closed the connection"
+                 : strcmp(how, "reset") == 0 ? "reset the connection"
+                                             : (error ? error : how));
     } else if (complete) {
         outcome = strcmp(how, "fin") == 0 ? "ok" : "aborted";
         if (strcmp(how, "fin") == 0)

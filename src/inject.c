@@ -776,7 +776,7 @@ inject_server_hello_record(struct tf_inject *inj, uint8_t *rec, size_t n)
             const char *fields = a->fields ? a->fields : "record";
             bool rec_field = strcmp(fields, "hello") != 0;
             bool hello_field = strcmp(fields, "record") != 0 && blen >= 6;
-            uint16_t v = a->version ? a->version : 0x0305;
+            uint16_t v = a->version ? a->version : 0x0400;
             uint16_t was_rec = (uint16_t)(rec[1] << 8 | rec[2]);
             if (rec_field) {
                 rec[1] = (uint8_t)(v >> 8);
@@ -997,6 +997,18 @@ tf_inject_summarize(const struct tf_inject *inj, json_t *end)
     }
     if (list != NULL)
         json_object_set_new(end, "faults", list);
+}
+
+bool
+tf_inject_damaged(const struct tf_inject *inj)
+{
+    for (size_t i = 0; i < inj->n_rules; i++) {
+        enum tf_fault_id id = inject_id(&inj->rules[i]);
+        if (inj->rules[i].fired && (id == TF_FAULT_APPEND_BYTES || id == TF_FAULT_CORRUPT ||
+                                    id == TF_FAULT_TRUNCATE || id == TF_FAULT_DUPLICATE))
+            return true;
+    }
+    return false;
 }
 
 void

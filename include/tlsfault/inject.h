@@ -84,6 +84,9 @@ void tf_inject_network(struct tf_inject *inj, enum tf_dir dir, uint64_t bytes,
 /* Adds "faults": [{rule, fault, action}] to a flow_end object, if any fired. */
 void tf_inject_summarize(const struct tf_inject *inj, json_t *end);
 
+/* True once a fault damaged records (append-bytes, corrupt, truncate, duplicate). */
+bool tf_inject_damaged(const struct tf_inject *inj);
+
 /* "fault drop-server-hello (rule no-hello): withheld the ServerHello", or "" */
 void tf_inject_describe(const struct tf_inject *inj, char *buf, size_t len);
 

@@ -200,7 +200,7 @@ test_catalogue_default_values(void **state)
     tf_fault_rule_free(r);
 
     r = rule_of("record-version-too-high");
-    assert_int_equal(r->args.version, 0x0305);
+    assert_int_equal(r->args.version, 0x0400);
     assert_string_equal(r->args.fields, "record");
     tf_fault_rule_free(r);
 
