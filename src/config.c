@@ -16,6 +16,14 @@
  * because they depend on each other (upstream is required by route
  * "forward") and on the listeners before them (unique names, addresses).
  *
+ * Mode "mitm" brings three things judged here too: each leg's TLS
+ * settings (client_tls, upstream_tls: OpenSSL is asked, on a scratch
+ * context, whether it takes each cipher, group and sigalg string, so a
+ * typo is a file:line error and not a failed handshake later), the lab CA
+ * (ca.dir or ca.cert/ca.key, loaded with forge.c when a listener needs
+ * it; relative paths are taken from the file's directory), and that every
+ * mitm fault can meet a mitm listener.
+ *
  * Fault rules are the exception to the tables: which parameters a rule
  * takes depends on its fault, so they come from fault.c's catalogue.
  * Each value is turned back into the text a --fault spec would hold and
@@ -33,10 +41,14 @@
 #include <sys/stat.h>
 
 #include <libconfig.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
 
 #include "tlsfault/config.h"
+#include "tlsfault/forge.h"
 
-#define CONFIG_LINE_MAX 512        /* one formatted problem */
+#define CONFIG_LINE_MAX 1024       /* one formatted problem */
 #define CONFIG_QUOTE_MAX 68        /* a value quoted in a problem: 64 bytes and "..." */
 #define CONFIG_HOST_MAX 1025       /* NI_MAXHOST: longest host we take apart */
 #define CONFIG_DNS_NAME_MAX 253    /* RFC 1035 §2.3.4, without the trailing dot */
@@ -44,6 +56,12 @@
 #define CONFIG_NAME_MAX 64         /* listener names end up in logs and events */
 #define CONFIG_TIMEOUT_MAX_S 86400 /* keeps milliseconds well inside unsigned */
 #define CONFIG_ADDR_HINT "(expected host:port or [v6]:port)"
+#define CONFIG_FORGE_CACHE_DEFAULT 1024
+#define CONFIG_FORGE_CACHE_MIN 0 /* no cache */
+#define CONFIG_FORGE_CACHE_MAX 1048576
+#define CONFIG_CONTENT_MAX 16777216 /* log.content: 16 MiB per direction */
+#define CONFIG_CA_HINT "set ca.dir (make one with tlsfault --ca-init DIR)"
+
 
 #define CONFIG_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
 
@@ -116,6 +134,10 @@ struct config_load {
     struct config_errors err;
     const char *path;     /* as given: the prefix of every message */
     struct tf_config *cfg;
+    char *dir;            /* the file's directory, for relative paths; NULL: none */
+    SSL_CTX *scratch;     /* tries cipher, group and sigalg strings; made when first needed */
+    const config_setting_t *ca;         /* the ca group, for messages */
+    const config_setting_t **rule_fault; /* each rule's "fault" setting, by rule index */
 };
 
 static void __attribute__((format(printf, 3, 4)))
@@ -155,6 +177,27 @@ config_set_string(char **slot, const char *value)
 /* ------------------------------------------------------------ snapshot */
 
 static void
+config_tls_free(struct tf_tls_settings *t)
+{
+    free(t->ciphers);
+    free(t->ciphersuites);
+    free(t->groups);
+    free(t->sigalgs);
+    free(t->alpn);
+    free(t->ca_file);
+}
+
+/* What an unset leg means: OpenSSL's defaults, no upstream verification. */
+static void
+config_tls_defaults(struct tf_tls_settings *t)
+{
+    memset(t, 0, sizeof(*t));
+    t->security_level = -1;
+    t->verify = TF_VERIFY_NONE;
+    t->forge_on_verify_failure = false;
+}
+
+static void
 config_free(struct tf_config *cfg)
 {
     if (cfg == NULL)
@@ -163,6 +206,8 @@ config_free(struct tf_config *cfg)
         free(cfg->listeners[i].name);
         free(cfg->listeners[i].listen);
         free(cfg->listeners[i].upstream_host);
+        config_tls_free(&cfg->listeners[i].client_tls);
+        config_tls_free(&cfg->listeners[i].upstream_tls);
     }
     free(cfg->listeners);
     for (size_t i = 0; i < cfg->n_faults; i++)
@@ -172,6 +217,14 @@ config_free(struct tf_config *cfg)
     free(cfg->log_text);
     free(cfg->log_json);
     free(cfg->log_level);
+    free(cfg->log_keylog);
+    free(cfg->ca_dir);
+    free(cfg->ca_cert);
+    free(cfg->ca_key);
+    free(cfg->ca_chain);
+    free(cfg->ca_untrusted_cert);
+    free(cfg->ca_untrusted_key);
+    tf_lab_ca_free(cfg->lab_ca);
     free(cfg);
 }
 
@@ -192,6 +245,8 @@ config_new(void)
     cfg->handshake_message_max = 65536;
     cfg->buffer_max = 262144;
     cfg->workers = 0;
+    cfg->forge_cache = CONFIG_FORGE_CACHE_DEFAULT;
+    cfg->content_max = 0;
     if (cfg->log_text == NULL || cfg->log_level == NULL) {
         config_free(cfg);
         return NULL;
@@ -477,7 +532,18 @@ static const struct config_choice config_routes[] = {
 
 static const struct config_choice config_modes[] = {
     {"passthrough", TF_MODE_PASSTHROUGH, true},
-    {"mitm", 0, false},
+    {"mitm", TF_MODE_MITM, true},
+};
+
+static const struct config_choice config_verifies[] = {
+    {"none", TF_VERIFY_NONE, true},
+    {"system", TF_VERIFY_SYSTEM, true},
+    {"file", TF_VERIFY_FILE, true},
+};
+
+static const struct config_choice config_verify_failures[] = {
+    {"close", 0, true},
+    {"forge", 1, true},
 };
 
 static const struct config_choice config_levels[] = {
@@ -568,6 +634,8 @@ struct config_listener_draft {
     const config_setting_t *route;
     const config_setting_t *upstream;
     const config_setting_t *mode;
+    const config_setting_t *client_tls;
+    const config_setting_t *upstream_tls;
 };
 
 static bool
@@ -721,6 +789,291 @@ config_apply_section(struct config_load *ld, const config_setting_t *s,
 static void config_apply_faults(struct config_load *ld, const config_setting_t *s,
                                 const struct config_key *key, const char *label, void *obj);
 
+/* ------------------------------------------------------------ paths */
+
+/*
+ * A path from the file, as the snapshot keeps it: relative ones are taken
+ * from the configuration file's directory, so that a file means the same
+ * whoever starts it and from wherever.  NULL when memory is short.
+ */
+static char *
+config_resolve(const struct config_load *ld, const char *path)
+{
+    if (path[0] == '/' || ld->dir == NULL)
+        return strdup(path);
+    size_t n = strlen(ld->dir) + 1 + strlen(path) + 1;
+    char *out = malloc(n);
+    if (out != NULL)
+        snprintf(out, n, "%s/%s", ld->dir, path);
+    return out;
+}
+
+static void
+config_apply_path(struct config_load *ld, const config_setting_t *s, const struct config_key *key,
+                  const char *label, void *obj)
+{
+    const char *v = config_setting_get_string(s);
+    char **slot = (char **)((char *)obj + key->offset);
+
+    if (*v == '\0') {
+        config_error_at(ld, s, "\"%s\" must not be empty", label);
+        return;
+    }
+    char *resolved = config_resolve(ld, v);
+    if (resolved == NULL) {
+        config_oom_at(ld, s);
+        return;
+    }
+    free(*slot);
+    *slot = resolved;
+}
+
+/* ------------------------------------------------------------ mitm legs */
+
+/* OpenSSL is asked whether it takes a string: a scratch context, made once per load. */
+static SSL_CTX *
+config_scratch(struct config_load *ld)
+{
+    if (ld->scratch == NULL)
+        ld->scratch = SSL_CTX_new(TLS_method());
+    return ld->scratch;
+}
+
+enum config_tls_list {
+    CONFIG_TLS_CIPHERS,
+    CONFIG_TLS_CIPHERSUITES,
+    CONFIG_TLS_GROUPS,
+    CONFIG_TLS_SIGALGS,
+};
+
+/* What each OpenSSL string is, in the words a message uses. */
+static const char *const config_tls_list_hint[] = {
+    [CONFIG_TLS_CIPHERS] = "an OpenSSL cipher string for TLS 1.2 and below, such as "
+                           "\"ECDHE+AESGCM:!aNULL\"; see openssl ciphers -v",
+    [CONFIG_TLS_CIPHERSUITES] = "TLS 1.3 suites separated by \":\", such as "
+                                "\"TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384\"",
+    [CONFIG_TLS_GROUPS] = "groups separated by \":\", such as \"X25519:P-256\"",
+    [CONFIG_TLS_SIGALGS] = "signature algorithms separated by \":\", such as "
+                           "\"ECDSA+SHA256:RSA-PSS+SHA256\"",
+};
+
+static int config_tls_list_try(struct config_load *ld, enum config_tls_list kind, const char *v);
+
+/*
+ * Whether OpenSSL takes v as the given kind of list: 1 yes, 0 no (bad then
+ * holds what it refused), -1 when memory is short.  OpenSSL 3 skips an
+ * unknown TLS 1.3 suite when the list has a known one, so each suite is
+ * tried on its own: a misspelt suite must not vanish quietly.
+ */
+static int
+config_tls_list_ok(struct config_load *ld, enum config_tls_list kind, const char *v, char *bad,
+                   size_t badlen)
+{
+    snprintf(bad, badlen, "%s", v);
+    if (kind == CONFIG_TLS_CIPHERSUITES && strchr(v, ':') != NULL) {
+        char *copy = strdup(v), *save = NULL;
+        if (copy == NULL)
+            return -1;
+        for (char *t = strtok_r(copy, ":", &save); t != NULL; t = strtok_r(NULL, ":", &save)) {
+            int ok = config_tls_list_try(ld, kind, t);
+            if (ok <= 0) {
+                snprintf(bad, badlen, "%s", t);
+                free(copy);
+                return ok;
+            }
+        }
+        free(copy);
+    }
+    return config_tls_list_try(ld, kind, v);
+}
+
+/* One try on the scratch context.  The group and sigalg macros take a char *, hence the copy. */
+static int
+config_tls_list_try(struct config_load *ld, enum config_tls_list kind, const char *v)
+{
+    SSL_CTX *ctx = config_scratch(ld);
+    char *copy = strdup(v);
+    int ok = 0;
+
+    if (ctx == NULL || copy == NULL) {
+        free(copy);
+        return -1;
+    }
+    switch (kind) {
+    case CONFIG_TLS_CIPHERS:
+        ok = SSL_CTX_set_cipher_list(ctx, copy) == 1;
+        break;
+    case CONFIG_TLS_CIPHERSUITES:
+        ok = SSL_CTX_set_ciphersuites(ctx, copy) == 1;
+        break;
+    case CONFIG_TLS_GROUPS:
+        ok = SSL_CTX_set1_groups_list(ctx, copy) == 1;
+        break;
+    case CONFIG_TLS_SIGALGS:
+        ok = SSL_CTX_set1_sigalgs_list(ctx, copy) == 1;
+        break;
+    }
+    ERR_clear_error();
+    free(copy);
+    return ok;
+}
+
+/* key->min says which list this is. */
+static void
+config_apply_tls_list(struct config_load *ld, const config_setting_t *s,
+                      const struct config_key *key, const char *label, void *obj)
+{
+    const char *v = config_setting_get_string(s);
+    char q[CONFIG_QUOTE_MAX];
+    enum config_tls_list kind = (enum config_tls_list)key->min;
+
+    if (*v == '\0') {
+        config_error_at(ld, s, "\"%s\" must not be empty", label);
+        return;
+    }
+    char bad[CONFIG_LINE_MAX];
+    int ok = config_tls_list_ok(ld, kind, v, bad, sizeof(bad));
+    if (ok < 0) {
+        config_oom_at(ld, s);
+        return;
+    }
+    if (ok == 0) {
+        config_error_at(ld, s, "\"%s\": OpenSSL refuses \"%s\" (expected %s)", label,
+                        config_quote(q, sizeof(q), bad), config_tls_list_hint[kind]);
+        return;
+    }
+    if (!config_set_string((char **)((char *)obj + key->offset), v))
+        config_oom_at(ld, s);
+}
+
+static void
+config_apply_tls_version(struct config_load *ld, const config_setting_t *s,
+                         const struct config_key *key, const char *label, void *obj)
+{
+    const char *v = config_setting_get_string(s);
+    char q[CONFIG_QUOTE_MAX];
+    uint16_t ver = 0;
+
+    if (!tf_fault_parse_version(v, &ver) || ver < 0x0301 || ver > 0x0304) {
+        config_error_at(ld, s,
+                        "\"%s\" must be TLS1.0, TLS1.1, TLS1.2 or TLS1.3 (\"1.2\" and \"0x0303\" "
+                        "work too), not \"%s\"",
+                        label, config_quote(q, sizeof(q), v));
+        return;
+    }
+    *(uint16_t *)((char *)obj + key->offset) = ver;
+}
+
+/*
+ * "h2,http/1.1": protocol names of 1 to 255 bytes, separated by commas,
+ * without spaces (they would become part of a name on the wire).
+ */
+static bool
+config_alpn_valid(const char *v)
+{
+    size_t piece = 0, total = 0;
+
+    for (const char *p = v;; p++) {
+        if (*p == ',' || *p == '\0') {
+            if (piece == 0 || piece > 255)
+                return false;
+            total += piece + 1;
+            piece = 0;
+            if (*p == '\0')
+                break;
+            continue;
+        }
+        if ((unsigned char)*p <= 0x20 || (unsigned char)*p >= 0x7f)
+            return false;
+        piece++;
+    }
+    return total <= 65535;
+}
+
+static void
+config_apply_alpn(struct config_load *ld, const config_setting_t *s, const struct config_key *key,
+                  const char *label, void *obj)
+{
+    const char *v = config_setting_get_string(s);
+    char q[CONFIG_QUOTE_MAX];
+
+    if (!config_alpn_valid(v)) {
+        config_error_at(ld, s,
+                        "\"%s\" must be protocol names separated by commas, such as "
+                        "\"h2,http/1.1\", not \"%s\"",
+                        label, config_quote(q, sizeof(q), v));
+        return;
+    }
+    if (!config_set_string((char **)((char *)obj + key->offset), v))
+        config_oom_at(ld, s);
+}
+
+static void
+config_apply_verify(struct config_load *ld, const config_setting_t *s,
+                    const struct config_key *key, const char *label, void *obj)
+{
+    (void)label;
+    const struct config_choice *c =
+        config_choose(ld, s, key->name, config_verifies, CONFIG_ARRAY_LEN(config_verifies));
+    if (c != NULL)
+        ((struct tf_tls_settings *)obj)->verify = (enum tf_verify)c->value;
+}
+
+static void
+config_apply_verify_failure(struct config_load *ld, const config_setting_t *s,
+                            const struct config_key *key, const char *label, void *obj)
+{
+    (void)label;
+    const struct config_choice *c = config_choose(ld, s, key->name, config_verify_failures,
+                                                  CONFIG_ARRAY_LEN(config_verify_failures));
+    if (c != NULL)
+        ((struct tf_tls_settings *)obj)->forge_on_verify_failure = c->value != 0;
+}
+
+/*
+ * The file must be there and hold certificates now, not when the first
+ * client arrives: a lab notices a typo at -t.
+ */
+static void
+config_apply_ca_file(struct config_load *ld, const config_setting_t *s,
+                     const struct config_key *key, const char *label, void *obj)
+{
+    const char *v = config_setting_get_string(s);
+    struct tf_tls_settings *t = obj;
+
+    if (*v == '\0') {
+        config_error_at(ld, s, "\"%s\" must not be empty", label);
+        return;
+    }
+    char *path = config_resolve(ld, v);
+    if (path == NULL) {
+        config_oom_at(ld, s);
+        return;
+    }
+    FILE *f = fopen(path, "r");
+    struct stat st;
+    int e = f == NULL ? errno : fstat(fileno(f), &st) == 0 && S_ISDIR(st.st_mode) ? EISDIR : 0;
+    if (f != NULL)
+        fclose(f);
+    if (e != 0) {
+        config_error_at(ld, s, "\"%s\" \"%s\": cannot read: %s", label, path, strerror(e));
+        free(path);
+        return;
+    }
+    X509_STORE *store = X509_STORE_new();
+    bool loaded = store != NULL && X509_STORE_load_file(store, path) == 1;
+    X509_STORE_free(store);
+    ERR_clear_error();
+    if (!loaded) {
+        config_error_at(ld, s, "\"%s\" \"%s\": no PEM certificate in it", label, path);
+        free(path);
+        return;
+    }
+    (void)key;
+    free(t->ca_file);
+    t->ca_file = path;
+}
+
 static void
 config_note_setting(struct config_load *ld, const config_setting_t *s,
                     const struct config_key *key, const char *label, void *obj)
@@ -733,8 +1086,19 @@ config_note_setting(struct config_load *ld, const config_setting_t *s,
 static void config_apply_listeners(struct config_load *ld, const config_setting_t *s,
                                    const struct config_key *key, const char *label, void *obj);
 
+/* The ca group: remembered for the messages judged once the whole file is read. */
+static void
+config_apply_ca(struct config_load *ld, const config_setting_t *s, const struct config_key *key,
+                const char *label, void *obj)
+{
+    (void)label;
+    ld->ca = s;
+    config_walk(ld, key->section, s, obj);
+}
+
 #define CONFIG_CFG(field) offsetof(struct tf_config, field)
 #define CONFIG_DRAFT(field) offsetof(struct config_listener_draft, field)
+#define CONFIG_TLS(field) offsetof(struct tf_tls_settings, field)
 
 static const struct config_key config_listener_keys[] = {
     {"name", CONFIG_KIND_STRING, config_note_setting, CONFIG_DRAFT(name), 0, 0, NULL},
@@ -742,13 +1106,59 @@ static const struct config_key config_listener_keys[] = {
     {"route", CONFIG_KIND_STRING, config_note_setting, CONFIG_DRAFT(route), 0, 0, NULL},
     {"upstream", CONFIG_KIND_STRING, config_note_setting, CONFIG_DRAFT(upstream), 0, 0, NULL},
     {"mode", CONFIG_KIND_STRING, config_note_setting, CONFIG_DRAFT(mode), 0, 0, NULL},
+    {"client_tls", CONFIG_KIND_GROUP, config_note_setting, CONFIG_DRAFT(client_tls), 0, 0, NULL},
+    {"upstream_tls", CONFIG_KIND_GROUP, config_note_setting, CONFIG_DRAFT(upstream_tls), 0, 0,
+     NULL},
+};
+
+/* The keys both legs of a mitm listener take; the upstream leg has three more. */
+#define CONFIG_TLS_KEYS                                                                        \
+    {"min_version", CONFIG_KIND_STRING, config_apply_tls_version, CONFIG_TLS(min_version), 0, \
+     0, NULL},                                                                                 \
+    {"max_version", CONFIG_KIND_STRING, config_apply_tls_version, CONFIG_TLS(max_version), 0, \
+     0, NULL},                                                                                 \
+    {"ciphers", CONFIG_KIND_STRING, config_apply_tls_list, CONFIG_TLS(ciphers),                \
+     CONFIG_TLS_CIPHERS, 0, NULL},                                                             \
+    {"ciphersuites", CONFIG_KIND_STRING, config_apply_tls_list, CONFIG_TLS(ciphersuites),      \
+     CONFIG_TLS_CIPHERSUITES, 0, NULL},                                                        \
+    {"groups", CONFIG_KIND_STRING, config_apply_tls_list, CONFIG_TLS(groups),                  \
+     CONFIG_TLS_GROUPS, 0, NULL},                                                              \
+    {"sigalgs", CONFIG_KIND_STRING, config_apply_tls_list, CONFIG_TLS(sigalgs),                \
+     CONFIG_TLS_SIGALGS, 0, NULL},                                                             \
+    {"alpn", CONFIG_KIND_STRING, config_apply_alpn, CONFIG_TLS(alpn), 0, 0, NULL},             \
+    {"security_level", CONFIG_KIND_INT, config_apply_int, CONFIG_TLS(security_level), 0, 5,   \
+     NULL}
+
+static const struct config_key config_client_tls_keys[] = {CONFIG_TLS_KEYS};
+
+static const struct config_key config_upstream_tls_keys[] = {
+    CONFIG_TLS_KEYS,
+    {"verify", CONFIG_KIND_STRING, config_apply_verify, 0, 0, 0, NULL},
+    {"ca_file", CONFIG_KIND_STRING, config_apply_ca_file, 0, 0, 0, NULL},
+    {"on_verify_failure", CONFIG_KIND_STRING, config_apply_verify_failure, 0, 0, 0, NULL},
 };
 
 static const struct config_key config_log_keys[] = {
     {"text", CONFIG_KIND_STRING, config_apply_string, CONFIG_CFG(log_text), 0, 0, NULL},
     {"json", CONFIG_KIND_STRING, config_apply_string, CONFIG_CFG(log_json), 0, 0, NULL},
     {"level", CONFIG_KIND_STRING, config_apply_level, CONFIG_CFG(log_level), 0, 0, NULL},
-    {"keylog", CONFIG_KIND_STRING, NULL, 0, 0, 0, NULL},
+    {"keylog", CONFIG_KIND_STRING, config_apply_string, CONFIG_CFG(log_keylog), 0, 0, NULL},
+    {"content", CONFIG_KIND_INT, config_apply_size, CONFIG_CFG(content_max), 0,
+     CONFIG_CONTENT_MAX, NULL},
+};
+
+/* ca.dir, or ca.cert + ca.key with the optional rest; judged together in config_ca_check. */
+static const struct config_key config_ca_keys[] = {
+    {"dir", CONFIG_KIND_STRING, config_apply_path, CONFIG_CFG(ca_dir), 0, 0, NULL},
+    {"cert", CONFIG_KIND_STRING, config_apply_path, CONFIG_CFG(ca_cert), 0, 0, NULL},
+    {"key", CONFIG_KIND_STRING, config_apply_path, CONFIG_CFG(ca_key), 0, 0, NULL},
+    {"chain", CONFIG_KIND_STRING, config_apply_path, CONFIG_CFG(ca_chain), 0, 0, NULL},
+    {"untrusted_cert", CONFIG_KIND_STRING, config_apply_path, CONFIG_CFG(ca_untrusted_cert), 0,
+     0, NULL},
+    {"untrusted_key", CONFIG_KIND_STRING, config_apply_path, CONFIG_CFG(ca_untrusted_key), 0, 0,
+     NULL},
+    {"cache", CONFIG_KIND_INT, config_apply_size, CONFIG_CFG(forge_cache), CONFIG_FORGE_CACHE_MIN,
+     CONFIG_FORGE_CACHE_MAX, NULL},
 };
 
 static const struct config_key config_timeout_keys[] = {
@@ -773,6 +1183,17 @@ static const struct config_key config_limit_keys[] = {
 static const struct config_section config_listener_section = {
     " in listener", "", config_listener_keys, CONFIG_ARRAY_LEN(config_listener_keys),
 };
+static const struct config_section config_client_tls_section = {
+    " in client_tls", "client_tls.", config_client_tls_keys,
+    CONFIG_ARRAY_LEN(config_client_tls_keys),
+};
+static const struct config_section config_upstream_tls_section = {
+    " in upstream_tls", "upstream_tls.", config_upstream_tls_keys,
+    CONFIG_ARRAY_LEN(config_upstream_tls_keys),
+};
+static const struct config_section config_ca_section = {
+    " in ca", "ca.", config_ca_keys, CONFIG_ARRAY_LEN(config_ca_keys),
+};
 static const struct config_section config_log_section = {
     " in log", "log.", config_log_keys, CONFIG_ARRAY_LEN(config_log_keys),
 };
@@ -790,7 +1211,7 @@ static const struct config_key config_top_keys[] = {
     {"log", CONFIG_KIND_GROUP, config_apply_section, 0, 0, 0, &config_log_section},
     {"timeouts", CONFIG_KIND_GROUP, config_apply_section, 0, 0, 0, &config_timeout_section},
     {"limits", CONFIG_KIND_GROUP, config_apply_section, 0, 0, 0, &config_limit_section},
-    {"ca", CONFIG_KIND_GROUP, NULL, 0, 0, 0, NULL},
+    {"ca", CONFIG_KIND_GROUP, config_apply_ca, 0, 0, 0, &config_ca_section},
     {"control", CONFIG_KIND_GROUP, NULL, 0, 0, 0, NULL},
 };
 
@@ -916,6 +1337,60 @@ config_listener_name(struct config_load *ld, const config_setting_t *group,
         config_oom_at(ld, group);
 }
 
+static const struct config_choice *
+config_choice_named(const struct config_choice *table, size_t n, const char *name)
+{
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(table[i].name, name) == 0)
+            return &table[i];
+    return NULL;
+}
+
+/*
+ * One leg's group of a mitm listener (client_tls or upstream_tls): refused
+ * on other listeners, since nothing there would read it; otherwise each key
+ * is judged by the walker, then what depends on two keys.
+ */
+static void
+config_listener_tls(struct config_load *ld, const config_setting_t *group,
+                    const struct config_section *sec, bool mode_known,
+                    const struct tf_listener_conf *lc, struct tf_tls_settings *t)
+{
+    char a[16], b[16];
+
+    if (group == NULL || !mode_known)
+        return;
+    const char *name = config_setting_name(group);
+    if (lc->mode != TF_MODE_MITM) {
+        config_error_at(ld, group, "%s needs mode = \"mitm\"", name);
+        return;
+    }
+    config_walk(ld, sec, group, t);
+    if (t->min_version != 0 && t->max_version != 0 && t->min_version > t->max_version)
+        config_error_at(ld, config_setting_get_member(group, "min_version"),
+                        "\"%s.min_version\" (%s) is above \"%s.max_version\" (%s)", name,
+                        tf_fault_version_name(t->min_version, a, sizeof(a)), name,
+                        tf_fault_version_name(t->max_version, b, sizeof(b)));
+    if (sec != &config_upstream_tls_section)
+        return;
+
+    const config_setting_t *vs = config_setting_get_member(group, "verify");
+    const config_setting_t *fs = config_setting_get_member(group, "ca_file");
+    /* verify as written, or its default; NULL when it was refused already. */
+    const struct config_choice *verify =
+        vs == NULL ? &config_verifies[0]
+        : config_setting_type(vs) != CONFIG_TYPE_STRING
+            ? NULL
+            : config_choice_named(config_verifies, CONFIG_ARRAY_LEN(config_verifies),
+                                  config_setting_get_string(vs));
+    if (verify == NULL)
+        return;
+    if (verify->value == TF_VERIFY_FILE && fs == NULL)
+        config_error_at(ld, vs, "\"%s.verify\" = \"file\" needs \"%s.ca_file\"", name, name);
+    else if (verify->value != TF_VERIFY_FILE && fs != NULL)
+        config_error_at(ld, fs, "\"%s.ca_file\" is used only with verify = \"file\"", name);
+}
+
 /*
  * Judges one listener's collected settings, in the order a reader would:
  * name, route and mode first (they decide what else is required), then the
@@ -934,9 +1409,14 @@ config_listener_finish(struct config_load *ld, const config_setting_t *group,
     char q[CONFIG_QUOTE_MAX], q2[CONFIG_QUOTE_MAX];
     bool route_known = config_setting_get_member(group, "route") == NULL;
 
+    /* A mode of the wrong type was reported: what its groups need is anyone's guess. */
+    bool mode_known = d->mode != NULL || config_setting_get_member(group, "mode") == NULL;
+
     lc->line = (int)config_setting_source_line(group);
     lc->route = TF_ROUTE_FORWARD;
     lc->mode = TF_MODE_PASSTHROUGH;
+    config_tls_defaults(&lc->client_tls);
+    config_tls_defaults(&lc->upstream_tls);
     config_listener_name(ld, group, d, lc, index, position);
     const char *name = config_quote(q2, sizeof(q2), lc->name != NULL ? lc->name : "?");
 
@@ -951,7 +1431,13 @@ config_listener_finish(struct config_load *ld, const config_setting_t *group,
         c = config_choose(ld, d->mode, "mode", config_modes, CONFIG_ARRAY_LEN(config_modes));
         if (c != NULL)
             lc->mode = (enum tf_mode)c->value;
+        else
+            mode_known = false;
     }
+    config_listener_tls(ld, d->client_tls, &config_client_tls_section, mode_known, lc,
+                        &lc->client_tls);
+    config_listener_tls(ld, d->upstream_tls, &config_upstream_tls_section, mode_known, lc,
+                        &lc->upstream_tls);
 
     if (d->listen == NULL) {
         if (config_setting_get_member(group, "listen") == NULL)
@@ -1194,6 +1680,45 @@ config_fault_match(struct config_load *ld, const config_setting_t *ms, struct tf
     }
 }
 
+/*
+ * server-ciphers takes OpenSSL strings: whether OpenSSL takes them is
+ * known now, so it is said now.  key: the one just set, or NULL for all.
+ * Returns false with the reason in why.
+ */
+static bool
+config_fault_tls_strings(struct config_load *ld, const struct tf_fault_rule *rule,
+                         const char *key, char *why, size_t whylen)
+{
+    static const struct {
+        const char *key;
+        size_t offset;
+        enum config_tls_list kind;
+    } strings[] = {
+        {"ciphers", offsetof(struct tf_fault_args, ciphers), CONFIG_TLS_CIPHERS},
+        {"ciphersuites", offsetof(struct tf_fault_args, ciphersuites), CONFIG_TLS_CIPHERSUITES},
+    };
+    char q[CONFIG_QUOTE_MAX];
+
+    if (rule->def->id != TF_FAULT_SERVER_CIPHERS)
+        return true;
+    for (size_t i = 0; i < CONFIG_ARRAY_LEN(strings); i++) {
+        if (key != NULL && strcmp(key, strings[i].key) != 0)
+            continue;
+        const char *v = *(char *const *)((const char *)&rule->args + strings[i].offset);
+        if (v == NULL)
+            continue;
+        char bad[CONFIG_LINE_MAX];
+        int ok = config_tls_list_ok(ld, strings[i].kind, v, bad, sizeof(bad));
+        if (ok < 0)
+            return config_fail(why, whylen, "out of memory");
+        if (ok == 0)
+            return config_fail(why, whylen, "\"%s\": OpenSSL refuses \"%s\" (expected %s)",
+                               strings[i].key, config_quote(q, sizeof(q), bad),
+                               config_tls_list_hint[strings[i].kind]);
+    }
+    return true;
+}
+
 /* Each parameter beside "fault", in the order written. */
 static void
 config_fault_params(struct config_load *ld, const config_setting_t *group,
@@ -1248,6 +1773,8 @@ config_fault_params(struct config_load *ld, const config_setting_t *group,
         }
         if (!tf_fault_rule_set(rule, key, v, false, why, sizeof(why)))
             config_error_at(ld, m, "%s", why);
+        else if (!config_fault_tls_strings(ld, rule, key, why, sizeof(why)))
+            config_error_at(ld, m, "%s", why);
     }
 }
 
@@ -1275,9 +1802,17 @@ config_fault_rule(struct config_load *ld, const config_setting_t *group, size_t 
     }
     rule->line = (int)config_setting_source_line(group);
     /* Kept in the snapshot at once, so that it is freed whatever happens next. */
+    ld->rule_fault[cfg->n_faults] = config_setting_get_member(group, "fault");
     cfg->faults[cfg->n_faults++] = rule;
+    unsigned before = ld->err.count;
     config_fault_params(ld, group, rule);
     tf_fault_rule_complete(rule);
+    char why[CONFIG_LINE_MAX];
+    /* Parameters that were refused would only be reported twice. */
+    if (ld->err.count == before && !tf_fault_rule_check(rule, why, sizeof(why))) {
+        const config_setting_t *at = config_setting_get_member(group, "min");
+        config_error_at(ld, at != NULL ? at : group, "%s", why);
+    }
 }
 
 static void
@@ -1292,7 +1827,8 @@ config_apply_faults(struct config_load *ld, const config_setting_t *s,
     if (n == 0)
         return;
     cfg->faults = calloc((size_t)n, sizeof(*cfg->faults));
-    if (cfg->faults == NULL) {
+    ld->rule_fault = calloc((size_t)n, sizeof(*ld->rule_fault));
+    if (cfg->faults == NULL || ld->rule_fault == NULL) {
         config_oom_at(ld, s);
         return;
     }
@@ -1339,6 +1875,131 @@ config_check_fault_listeners(struct config_load *ld, const config_setting_t *roo
             config_error_at(ld, ls, "unknown listener \"%s\" in match; valid: %s",
                             config_quote(q, sizeof(q), v), names);
     }
+}
+
+/*
+ * A mitm fault acts on the forged certificate or the client-facing leg:
+ * a rule that can only meet passthrough listeners would never fire, which
+ * is a mistake to say, not a rule to keep quietly.
+ */
+static void
+config_check_mitm_faults(struct config_load *ld)
+{
+    const struct tf_config *cfg = ld->cfg;
+    bool any_mitm = false;
+
+    for (size_t i = 0; i < cfg->n_listeners; i++)
+        any_mitm = any_mitm || cfg->listeners[i].mode == TF_MODE_MITM;
+    for (size_t i = 0; i < cfg->n_faults; i++) {
+        const struct tf_fault_rule *rule = cfg->faults[i];
+        if (rule->def->mode != TF_FAULT_MODE_MITM || ld->rule_fault == NULL ||
+            ld->rule_fault[i] == NULL)
+            continue;
+        bool can_meet_mitm = any_mitm;
+        if (rule->match.listener != NULL) {
+            const struct tf_listener_conf *lc = tf_config_listener(cfg, rule->match.listener);
+            if (lc == NULL)
+                continue; /* an unknown listener was reported already */
+            can_meet_mitm = lc->mode == TF_MODE_MITM;
+        }
+        if (!can_meet_mitm)
+            config_error_at(ld, ld->rule_fault[i], "fault \"%s\" needs a listener with mode = "
+                            "\"mitm\"", rule->def->name);
+    }
+}
+
+/* ------------------------------------------------------------ the lab CA */
+
+/* The first mitm listener's mode setting, where a missing CA is reported; NULL: none. */
+static const config_setting_t *
+config_first_mitm(const config_setting_t *root)
+{
+    const config_setting_t *ls = config_setting_get_member(root, "listeners");
+    int n = ls != NULL && config_kind_matches(ls, CONFIG_KIND_LIST) ? config_setting_length(ls) : 0;
+
+    for (int i = 0; i < n; i++) {
+        const config_setting_t *elem = config_setting_get_elem(ls, (unsigned)i);
+        const config_setting_t *mode;
+        if (config_setting_is_group(elem) &&
+            (mode = config_setting_get_member(elem, "mode")) != NULL &&
+            config_setting_type(mode) == CONFIG_TYPE_STRING &&
+            strcmp(config_setting_get_string(mode), "mitm") == 0)
+            return mode;
+    }
+    return NULL;
+}
+
+/*
+ * The ca keys that depend on each other: ca.dir holds a whole CA, so it
+ * takes nothing else; ca.cert and ca.key come together, as do the two
+ * untrusted ones, and the optional files need ca.cert.  Returns true when
+ * the group is consistent.
+ */
+static bool
+config_ca_check(struct config_load *ld)
+{
+    static const char *const with_cert[] = {"cert", "key", "chain", "untrusted_cert",
+                                             "untrusted_key"};
+    static const char *const pairs[][2] = {{"cert", "key"},
+                                           {"key", "cert"},
+                                           {"untrusted_cert", "untrusted_key"},
+                                           {"untrusted_key", "untrusted_cert"}};
+    const config_setting_t *ca = ld->ca;
+    unsigned before = ld->err.count;
+
+    if (ca == NULL)
+        return true;
+    bool has_dir = config_setting_get_member(ca, "dir") != NULL;
+    bool has_pair = config_setting_get_member(ca, "cert") != NULL ||
+                    config_setting_get_member(ca, "key") != NULL;
+    for (size_t i = 0; i < CONFIG_ARRAY_LEN(with_cert); i++) {
+        const config_setting_t *s = config_setting_get_member(ca, with_cert[i]);
+        if (s == NULL)
+            continue;
+        if (has_dir)
+            config_error_at(ld, s, "ca.dir and ca.%s do not mix: a ca.dir holds the whole CA",
+                            with_cert[i]);
+        else if (!has_pair)
+            config_error_at(ld, s, "ca.%s needs ca.cert and ca.key", with_cert[i]);
+    }
+    if (has_dir || !has_pair)
+        return ld->err.count == before;
+    for (size_t i = 0; i < CONFIG_ARRAY_LEN(pairs); i++) {
+        const config_setting_t *s = config_setting_get_member(ca, pairs[i][0]);
+        if (s != NULL && config_setting_get_member(ca, pairs[i][1]) == NULL)
+            config_error_at(ld, s, "ca.%s needs ca.%s", pairs[i][0], pairs[i][1]);
+    }
+    return ld->err.count == before;
+}
+
+/*
+ * A mitm listener needs the lab CA, loaded now so that a bad key or a
+ * missing file is a -t error rather than a failed first connection.
+ * Without a mitm listener the CA is checked for consistency, not loaded.
+ */
+static void
+config_lab_ca(struct config_load *ld, const config_setting_t *root)
+{
+    struct tf_config *cfg = ld->cfg;
+    const config_setting_t *mitm = config_first_mitm(root);
+    bool consistent = config_ca_check(ld);
+
+    if (mitm == NULL)
+        return;
+    if (cfg->ca_dir == NULL && cfg->ca_cert == NULL) {
+        /* A ca group whose keys were refused was reported already. */
+        if (consistent && (ld->ca == NULL || (config_setting_get_member(ld->ca, "dir") == NULL &&
+                                              config_setting_get_member(ld->ca, "cert") == NULL)))
+            config_error_at(ld, mitm, "mode \"mitm\" needs a lab CA: " CONFIG_CA_HINT);
+        return;
+    }
+    if (!consistent || (cfg->ca_dir == NULL && cfg->ca_key == NULL))
+        return;
+    char why[CONFIG_LINE_MAX];
+    cfg->lab_ca = tf_lab_ca_load(cfg->ca_dir, cfg->ca_cert, cfg->ca_key, cfg->ca_chain,
+                                 cfg->ca_untrusted_cert, cfg->ca_untrusted_key, why, sizeof(why));
+    if (cfg->lab_ca == NULL)
+        config_error_at(ld, ld->ca, "%s", why);
 }
 
 /* ------------------------------------------------------------ entry points */
@@ -1396,6 +2057,14 @@ tf_config_load(const char *path, char *err, size_t errlen)
         goto done;
     }
 
+    /* Relative paths in the file (ca.dir, ca_file, ...) are taken from here. */
+    const char *slash = strrchr(ld.path, '/');
+    if (slash != NULL &&
+        (ld.dir = strndup(ld.path, slash == ld.path ? 1 : (size_t)(slash - ld.path))) == NULL) {
+        config_errors_add(&ld.err, "%s: out of memory", ld.path);
+        goto done;
+    }
+
     config_init(&lc);
     lc_ready = true;
     if (!config_include_from(&lc, ld.path)) {
@@ -1414,12 +2083,17 @@ tf_config_load(const char *path, char *err, size_t errlen)
     if (config_setting_get_member(config_root_setting(&lc), "listeners") == NULL)
         config_errors_add(&ld.err, "%s: at least one listener is required", ld.path);
     config_check_fault_listeners(&ld, config_root_setting(&lc));
+    config_check_mitm_faults(&ld);
+    config_lab_ca(&ld, config_root_setting(&lc));
 
 done:
     if (lc_ready)
         config_destroy(&lc);
     if (f != NULL)
         fclose(f);
+    SSL_CTX_free(ld.scratch);
+    free(ld.rule_fault);
+    free(ld.dir);
     if (ld.err.count > 0) {
         config_free(ld.cfg);
         return NULL;
@@ -1427,21 +2101,29 @@ done:
     return ld.cfg;
 }
 
-/* Contract in config.h.  The same checks as a file's listener, prefixed by the option. */
+/*
+ * Contract in config.h.  The same checks as a file's listener, prefixed by
+ * the option; every problem is reported, in the order of the options.
+ */
 struct tf_config *
-tf_config_quick(const char *listen, const char *upstream, const char *json,
-                const char *const *fault_specs, size_t n_faults, char *err, size_t errlen)
+tf_config_quick_opts(const struct tf_quick *q, char *err, size_t errlen)
 {
     struct config_errors e;
+    struct config_load ld;
     struct tf_config *cfg;
     struct tf_listener_conf *lc;
     char why[CONFIG_LINE_MAX];
     char host[CONFIG_HOST_MAX];
+    char qt[CONFIG_QUOTE_MAX];
+    bool mitm = false;
 
     config_errors_init(&e, err, errlen);
+    /* A load state without a file, for the helpers that try OpenSSL strings. */
+    memset(&ld, 0, sizeof(ld));
     cfg = config_new();
-    if (cfg == NULL || (cfg->listeners = calloc(1, sizeof(*cfg->listeners))) == NULL) {
-        config_errors_add(&e, "out of memory");
+    if (q == NULL || cfg == NULL ||
+        (cfg->listeners = calloc(1, sizeof(*cfg->listeners))) == NULL) {
+        config_errors_add(&e, q == NULL ? "no options" : "out of memory");
         goto done;
     }
     cfg->n_listeners = 1;
@@ -1449,36 +2131,69 @@ tf_config_quick(const char *listen, const char *upstream, const char *json,
     lc->route = TF_ROUTE_FORWARD;
     lc->mode = TF_MODE_PASSTHROUGH;
     lc->line = 0;
+    config_tls_defaults(&lc->client_tls);
+    config_tls_defaults(&lc->upstream_tls);
     if ((lc->name = strdup("listener1")) == NULL) {
         config_errors_add(&e, "out of memory");
         goto done;
     }
 
-    if (!config_parse_listen(listen, &lc->addr, &lc->addr_len, why, sizeof(why)))
+    if (!config_parse_listen(q->listen, &lc->addr, &lc->addr_len, why, sizeof(why)))
         config_errors_add(&e, "--listen: %s", why);
-    else if ((lc->listen = strdup(listen)) == NULL)
+    else if ((lc->listen = strdup(q->listen)) == NULL)
         config_errors_add(&e, "out of memory");
 
-    if (!config_parse_upstream(upstream, host, sizeof(host), &lc->upstream_port, why,
+    if (!config_parse_upstream(q->upstream, host, sizeof(host), &lc->upstream_port, why,
                                sizeof(why)))
         config_errors_add(&e, "--upstream: %s", why);
     else if ((lc->upstream_host = strdup(host)) == NULL)
         config_errors_add(&e, "out of memory");
 
-    if (json != NULL && *json == '\0')
+    if (q->mode != NULL) {
+        const struct config_choice *c =
+            config_choice_named(config_modes, CONFIG_ARRAY_LEN(config_modes), q->mode);
+        if (c == NULL)
+            config_errors_add(&e, "--mode: unknown mode \"%s\"; valid: passthrough, mitm",
+                              config_quote(qt, sizeof(qt), q->mode));
+        else
+            lc->mode = (enum tf_mode)c->value;
+        mitm = lc->mode == TF_MODE_MITM;
+    }
+
+    if (q->json != NULL && *q->json == '\0')
         config_errors_add(&e, "--json: must not be empty");
-    else if (json != NULL && (cfg->log_json = strdup(json)) == NULL)
+    else if (q->json != NULL && (cfg->log_json = strdup(q->json)) == NULL)
         config_errors_add(&e, "out of memory");
 
-    if (n_faults > 0 && (cfg->faults = calloc(n_faults, sizeof(*cfg->faults))) == NULL) {
+    if (q->keylog != NULL && *q->keylog == '\0')
+        config_errors_add(&e, "--keylog: must not be empty");
+    else if (q->keylog != NULL && !mitm)
+        config_errors_add(&e, "--keylog: only --mode mitm has keys to log");
+    else if (q->keylog != NULL && (cfg->log_keylog = strdup(q->keylog)) == NULL)
+        config_errors_add(&e, "out of memory");
+
+    if (q->ca_dir != NULL && *q->ca_dir == '\0')
+        config_errors_add(&e, "--ca: must not be empty");
+    else if (q->ca_dir != NULL && !mitm)
+        config_errors_add(&e, "--ca: the lab CA is for --mode mitm");
+    else if (q->ca_dir == NULL && mitm)
+        config_errors_add(&e, "--mode mitm needs a lab CA: set --ca DIR (make one with "
+                              "tlsfault --ca-init DIR)");
+    else if (q->ca_dir != NULL && (cfg->ca_dir = strdup(q->ca_dir)) == NULL)
+        config_errors_add(&e, "out of memory");
+    else if (q->ca_dir != NULL &&
+             (cfg->lab_ca = tf_lab_ca_load(cfg->ca_dir, NULL, NULL, NULL, NULL, NULL, why,
+                                           sizeof(why))) == NULL)
+        config_errors_add(&e, "--ca \"%s\": %s", q->ca_dir, why);
+
+    if (q->n_faults > 0 && (cfg->faults = calloc(q->n_faults, sizeof(*cfg->faults))) == NULL) {
         config_errors_add(&e, "out of memory");
         goto done;
     }
-    for (size_t i = 0; i < n_faults; i++) {
-        char q[CONFIG_QUOTE_MAX];
+    for (size_t i = 0; i < q->n_faults; i++) {
         char fallback[32];
-        const char *spec = fault_specs[i] != NULL ? fault_specs[i] : "";
-        const char *shown = config_quote(q, sizeof(q), spec);
+        const char *spec = q->faults[i] != NULL ? q->faults[i] : "";
+        const char *shown = config_quote(qt, sizeof(qt), spec);
 
         snprintf(fallback, sizeof(fallback), "fault%zu", i + 1);
         struct tf_fault_rule *rule = tf_fault_rule_parse_spec(spec, fallback, why, sizeof(why));
@@ -1493,10 +2208,16 @@ tf_config_quick(const char *listen, const char *upstream, const char *json,
                  tf_config_listener(cfg, rule->match.listener) == NULL)
             config_errors_add(&e, "--fault \"%s\": unknown listener \"%s\" in match; valid: %s",
                               shown, rule->match.listener, lc->name);
+        else if (rule->def->mode == TF_FAULT_MODE_MITM && lc->mode != TF_MODE_MITM)
+            config_errors_add(&e, "--fault \"%s\": fault \"%s\" needs --mode mitm", shown,
+                              rule->def->name);
+        else if (!config_fault_tls_strings(&ld, rule, NULL, why, sizeof(why)))
+            config_errors_add(&e, "--fault \"%s\": %s", shown, why);
         cfg->faults[cfg->n_faults++] = rule;
     }
 
 done:
+    SSL_CTX_free(ld.scratch);
     if (e.count > 0) {
         config_free(cfg);
         return NULL;

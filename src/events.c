@@ -8,6 +8,7 @@
  * exit, so a busy proxy does not pay a write(2) per event.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <stdarg.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -15,6 +16,7 @@
 #include <string.h>
 #include <sys/time.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "tlsfault/events.h"
 
@@ -24,6 +26,8 @@ struct tf_events {
     FILE *json;
     bool close_text;
     bool close_json;
+    FILE *keylog;             /* opened on first use: only mitm flows write to it */
+    bool keylog_failed;
 };
 
 static FILE *
@@ -78,6 +82,8 @@ tf_events_free(struct tf_events *ev)
         fclose(ev->text);
     if (ev->close_json)
         fclose(ev->json);
+    if (ev->keylog)
+        fclose(ev->keylog);
     pthread_mutex_destroy(&ev->lock);
     free(ev);
 }
@@ -90,6 +96,28 @@ tf_events_flush(struct tf_events *ev)
         fflush(ev->text);
     if (ev->json)
         fflush(ev->json);
+    if (ev->keylog)
+        fflush(ev->keylog);
+    pthread_mutex_unlock(&ev->lock);
+}
+
+void
+tf_events_keylog(struct tf_events *ev, const char *path, const char *line)
+{
+    pthread_mutex_lock(&ev->lock);
+    if (ev->keylog == NULL && !ev->keylog_failed) {
+        /* Session secrets: readable by the owner only, as SSLKEYLOGFILE users expect. */
+        int fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+        ev->keylog = fd >= 0 ? fdopen(fd, "a") : NULL;
+        if (ev->keylog == NULL) {
+            ev->keylog_failed = true;
+            fprintf(stderr, "tlsfault: warn: keylog %s: %s\n", path, strerror(errno));
+            if (fd >= 0)
+                close(fd);
+        }
+    }
+    if (ev->keylog != NULL)
+        fprintf(ev->keylog, "%s\n", line);
     pthread_mutex_unlock(&ev->lock);
 }
 

@@ -60,6 +60,9 @@
     P("record", TF_PARAM_UINT, "0", 0, 1000000000, record,                                     \
       "Nth record of dir, 1-based; 0: the first application_data record")
 
+#define SECONDS_PARAM(hp)                                                                      \
+    P("seconds", TF_PARAM_UINT64, "2592000", 1, 3153600000LL, seconds, hp)
+
 #define RECORD_BODY_MAX 16640 /* 2^14 + 256: the largest TLSCiphertext body (RFC 8446 §5.2) */
 
 const struct tf_fault_def tf_fault_catalogue[] = {
@@ -191,41 +194,56 @@ const struct tf_fault_def tf_fault_catalogue[] = {
      PARAMS(P("size", TF_PARAM_UINT, "16", 1, 16384, size, "largest record body"),
             DIR_PARAM("both"))},
 
-    /* ---- mitm: known names, refused until mitm mode exists */
-    {TF_FAULT_CERT_EXPIRED, "cert-expired", TF_FAULT_MODE_MITM, false,
-     "forges a leaf whose notAfter has passed", "certificate has expired (curl 60)",
+    /* ---- mitm: the forged certificate and the client-facing leg */
+    {TF_FAULT_CERT_EXPIRED, "cert-expired", TF_FAULT_MODE_MITM, true,
+     "forges the leaf with a notAfter `seconds` in the past (notBefore a year before it)",
+     "certificate has expired (curl 60)",
+     PARAMS(SECONDS_PARAM("how long ago the certificate expired"))},
+    {TF_FAULT_CERT_NOT_YET_VALID, "cert-not-yet-valid", TF_FAULT_MODE_MITM, true,
+     "forges the leaf with a notBefore `seconds` in the future",
+     "certificate is not yet valid (curl 60)",
+     PARAMS(SECONDS_PARAM("how far in the future the certificate starts"))},
+    {TF_FAULT_CERT_WRONG_HOST, "cert-wrong-host", TF_FAULT_MODE_MITM, true,
+     "forges the leaf for `host` instead of the upstream's names (subjectAltName and CN)",
+     "no alternative certificate subject name matches target host name (curl 60)",
+     PARAMS(P("host", TF_PARAM_STRING, "wrong.host.invalid", 0, 0, host,
+              "the name the certificate is for"))},
+    {TF_FAULT_CERT_SELF_SIGNED, "cert-self-signed", TF_FAULT_MODE_MITM, true,
+     "sends a leaf that signs itself, alone", "self-signed certificate (curl 60)",
      .n_params = 0},
-    {TF_FAULT_CERT_NOT_YET_VALID, "cert-not-yet-valid", TF_FAULT_MODE_MITM, false,
-     "forges a leaf whose notBefore is in the future", "certificate is not yet valid (curl 60)",
-     .n_params = 0},
-    {TF_FAULT_CERT_WRONG_HOST, "cert-wrong-host", TF_FAULT_MODE_MITM, false,
-     "forges a leaf for another host name",
-     "no alternative certificate subject name matches (curl 60)", .n_params = 0},
-    {TF_FAULT_CERT_SELF_SIGNED, "cert-self-signed", TF_FAULT_MODE_MITM, false,
-     "sends a self-signed leaf", "self-signed certificate (curl 60)", .n_params = 0},
-    {TF_FAULT_CERT_UNTRUSTED_ROOT, "cert-untrusted-root", TF_FAULT_MODE_MITM, false,
-     "signs the chain with a CA the client does not trust",
-     "self-signed certificate in certificate chain (curl 60)", .n_params = 0},
-    {TF_FAULT_CERT_NO_INTERMEDIATE, "cert-no-intermediate", TF_FAULT_MODE_MITM, false,
-     "sends the leaf without its intermediate",
+    {TF_FAULT_CERT_UNTRUSTED_ROOT, "cert-untrusted-root", TF_FAULT_MODE_MITM, true,
+     "signs the chain with the lab's second root, which clients do not trust",
      "unable to get local issuer certificate (curl 60)", .n_params = 0},
-    {TF_FAULT_CERT_WRONG_EKU, "cert-wrong-eku", TF_FAULT_MODE_MITM, false,
-     "forges a leaf without the serverAuth extended key usage",
+    {TF_FAULT_CERT_NO_INTERMEDIATE, "cert-no-intermediate", TF_FAULT_MODE_MITM, true,
+     "sends the leaf without its intermediate (the incomplete chain)",
+     "unable to get local issuer certificate (curl 60)", .n_params = 0},
+    {TF_FAULT_CERT_WRONG_EKU, "cert-wrong-eku", TF_FAULT_MODE_MITM, true,
+     "forges the leaf with extendedKeyUsage clientAuth only (no serverAuth)",
      "unsupported certificate purpose (curl 60)", .n_params = 0},
-    {TF_FAULT_CERT_SHA1, "cert-sha1", TF_FAULT_MODE_MITM, false,
-     "signs the leaf with SHA-1", "ca md too weak / insecure algorithm (curl 60)",
-     .n_params = 0},
-    {TF_FAULT_CERT_WEAK_KEY, "cert-weak-key", TF_FAULT_MODE_MITM, false,
+    {TF_FAULT_CERT_SHA1, "cert-sha1", TF_FAULT_MODE_MITM, true,
+     "signs the leaf with SHA-1 (sha1WithRSAEncryption / ecdsa-with-SHA1)",
+     "ca md too weak (curl 60)", .n_params = 0},
+    {TF_FAULT_CERT_WEAK_KEY, "cert-weak-key", TF_FAULT_MODE_MITM, true,
      "forges the leaf with a 1024-bit RSA key", "ee key too small (curl 60)", .n_params = 0},
-    {TF_FAULT_SERVER_VERSIONS, "server-versions", TF_FAULT_MODE_MITM, false,
-     "the client-facing leg accepts only the given versions",
-     "protocol version mismatch (alert protocol_version)", .n_params = 0},
-    {TF_FAULT_SERVER_CIPHERS, "server-ciphers", TF_FAULT_MODE_MITM, false,
-     "the client-facing leg accepts only the given cipher suites",
-     "no shared cipher (alert handshake_failure)", .n_params = 0},
-    {TF_FAULT_REQUIRE_SNI, "require-sni", TF_FAULT_MODE_MITM, false,
-     "refuses hellos without server_name", "alert unrecognized_name / missing_extension",
-     .n_params = 0},
+    {TF_FAULT_SERVER_VERSIONS, "server-versions", TF_FAULT_MODE_MITM, true,
+     "the client-facing leg accepts only the versions from min to max (security level 0 "
+     "there when below TLS 1.2)",
+     "alert protocol version / unsupported protocol (curl 35)",
+     PARAMS(P("min", TF_PARAM_VERSION, "TLS1.0", 0x0301, 0x0304, min_version,
+              "lowest version accepted"),
+            P("max", TF_PARAM_VERSION, "TLS1.0", 0x0301, 0x0304, version,
+              "highest version accepted"))},
+    {TF_FAULT_SERVER_CIPHERS, "server-ciphers", TF_FAULT_MODE_MITM, true,
+     "the client-facing leg accepts only the given suites (defaults: suites common clients "
+     "do not offer)",
+     "alert handshake failure (curl 35)",
+     PARAMS(P("ciphers", TF_PARAM_STRING, "AES128-CCM8", 0, 0, ciphers,
+              "TLS 1.2 and below: an OpenSSL cipher string"),
+            P("ciphersuites", TF_PARAM_STRING, "TLS_AES_128_CCM_8_SHA256", 0, 0, ciphersuites,
+              "TLS 1.3: OpenSSL ciphersuites, separated by ':'"))},
+    {TF_FAULT_REQUIRE_SNI, "require-sni", TF_FAULT_MODE_MITM, true,
+     "the client-facing leg refuses a ClientHello without server_name",
+     "alert unrecognized name (curl 35)", .n_params = 0},
 };
 
 const size_t tf_fault_catalogue_len = FAULT_ARRAY_LEN(tf_fault_catalogue);
@@ -681,6 +699,22 @@ fault_version_word(const char *v, uint16_t *out)
     return false;
 }
 
+bool
+tf_fault_parse_version(const char *text, uint16_t *out)
+{
+    return text != NULL && out != NULL && fault_version_word(text, out);
+}
+
+const char *
+tf_fault_version_name(uint16_t version, char *buf, size_t len)
+{
+    for (size_t i = 0; i < FAULT_ARRAY_LEN(fault_versions); i++)
+        if (fault_versions[i].version == version)
+            return fault_versions[i].name;
+    snprintf(buf, len, "0x%04x", version);
+    return buf;
+}
+
 static bool
 fault_parse_version(const struct tf_fault_param *p, const char *v, struct tf_fault_args *args,
                     char *err, size_t errlen)
@@ -693,9 +727,13 @@ fault_parse_version(const struct tf_fault_param *p, const char *v, struct tf_fau
                           "\"%s\" must be a version (SSL3.0, TLS1.0 to TLS1.3, or 0x0303), not "
                           "\"%s\"",
                           p->name, fault_quote(q, sizeof(q), v));
-    if (ver < p->min || ver > p->max)
-        return fault_fail(err, errlen, "\"%s\" must be between 0x%04llx and 0x%04llx, not \"%s\"",
-                          p->name, p->min, p->max, fault_quote(q, sizeof(q), v));
+    if (ver < p->min || ver > p->max) {
+        char lo[16], hi[16];
+        return fault_fail(err, errlen, "\"%s\" must be from %s to %s, not \"%s\"", p->name,
+                          tf_fault_version_name((uint16_t)p->min, lo, sizeof(lo)),
+                          tf_fault_version_name((uint16_t)p->max, hi, sizeof(hi)),
+                          fault_quote(q, sizeof(q), v));
+    }
     *(uint16_t *)((char *)args + p->offset) = ver;
     return true;
 }
@@ -937,6 +975,7 @@ tf_fault_print_catalogue(FILE *out)
 {
     char params[1024];
     int indent = FAULT_COL_NAME + FAULT_COL_MODE;
+    bool unavailable = false;
 
     fprintf(out, "%-*s%-*s%s\n%*s%s\n\n", FAULT_COL_NAME, "FAULT", FAULT_COL_MODE, "MODE",
             "PARAMETERS (DEFAULTS)", FAULT_INDENT_SEES, "", "what the client sees");
@@ -946,16 +985,21 @@ tf_fault_print_catalogue(FILE *out)
 
         snprintf(mode, sizeof(mode), "%s%s", tf_fault_mode_name(d->mode),
                  d->available ? "" : " (*)");
+        unavailable = unavailable || !d->available;
         fprintf(out, "%-*s%-*s", FAULT_COL_NAME, d->name, FAULT_COL_MODE, mode);
         fault_param_summary(d, params, sizeof(params));
         fault_print_wrapped(out, params, indent);
         fprintf(out, "%*s", FAULT_INDENT_SEES, "");
         fault_print_wrapped(out, d->client_sees, FAULT_INDENT_SEES);
     }
-    fputs("\n(*) needs mode mitm, which is not available in this version.\n"
+    if (unavailable)
+        fputs("\n(*) not available in this version.", out);
+    fputs("\n"
           "network faults act on bytes in any mode; passthrough faults act on clear TLS\n"
-          "records and handshake messages.  Use a fault with --fault NAME:key=value,... or\n"
-          "in the faults list of the configuration file; see tlsfault.conf(5).\n",
+          "records and handshake messages (on a mitm listener: the raw client leg); mitm\n"
+          "faults need a listener with mode \"mitm\" and act on the forged certificate or\n"
+          "the client-facing leg.  Use a fault with --fault NAME:key=value,... or in the\n"
+          "faults list of the configuration file; see tlsfault.conf(5).\n",
           out);
 }
 
@@ -970,6 +1014,9 @@ tf_fault_rule_free(struct tf_fault_rule *rule)
     free(rule->args.pattern);
     free(rule->args.fields);
     free(rule->args.bytes);
+    free(rule->args.host);
+    free(rule->args.ciphers);
+    free(rule->args.ciphersuites);
     free(rule->match.listener);
     free(rule->match.sni);
     free(rule);
@@ -1271,6 +1318,20 @@ tf_fault_rule_complete(struct tf_fault_rule *rule)
         rule->args.dir = tf_fault_usual_sender(rule->args.after);
 }
 
+bool
+tf_fault_rule_check(const struct tf_fault_rule *rule, char *err, size_t errlen)
+{
+    char a[16], b[16];
+
+    if (rule == NULL)
+        return fault_fail(err, errlen, "no rule");
+    if (rule->def->id == TF_FAULT_SERVER_VERSIONS && rule->args.min_version > rule->args.version)
+        return fault_fail(err, errlen, "\"min\" (%s) is above \"max\" (%s)",
+                          tf_fault_version_name(rule->args.min_version, a, sizeof(a)),
+                          tf_fault_version_name(rule->args.version, b, sizeof(b)));
+    return true;
+}
+
 /* ------------------------------------------------------------ the spec */
 
 /*
@@ -1386,6 +1447,8 @@ tf_fault_rule_parse_spec(const char *spec, const char *default_name, char *err, 
             goto fail;
     }
     tf_fault_rule_complete(rule);
+    if (!tf_fault_rule_check(rule, err, errlen))
+        goto fail;
     free(copy);
     return rule;
 fail:

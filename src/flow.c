@@ -39,6 +39,7 @@
 #include "tlsfault/inspect.h"
 #include "tlsfault/listener.h"
 #include "tlsfault/log.h"
+#include "tlsfault/mitm.h"
 #include "tlsfault/worker.h"
 
 enum tf_flow_state {
@@ -99,6 +100,11 @@ struct tf_flow {
     bool ending;               /* a fault ends the flow once outputs are flushed */
     struct tf_inject_result end;
     bool oom;
+    char end_reason[300];      /* why the flow ends, when not a fault's doing */
+    struct tf_mitm *mitm;      /* mitm mode: both legs terminated */
+    struct evbuffer *mid;      /* mitm: client bytes after the client leg's wire faults */
+    struct evbuffer *to_client;/* mitm: raw TLS for the client before its wire faults */
+    struct evbuffer *discard;  /* mitm: answers a wire fault would send "back" to our SSL */
     uint32_t rng;              /* jitter draws */
     enum tf_flow_state state;
     struct event *timer;
@@ -142,6 +148,14 @@ flow_emit(void *arg, const char *event, enum tf_dir dir, json_t *fields)
 {
     struct tf_flow *f = arg;
     tf_events_emit(f->w->events, f->id, event, tf_dir_name(dir), fields);
+}
+
+static void
+flow_keylog(void *arg, const char *line)
+{
+    struct tf_flow *f = arg;
+    if (f->cfg->log_keylog != NULL)
+        tf_events_keylog(f->w->events, f->cfg->log_keylog, line);
 }
 
 static void
@@ -273,13 +287,31 @@ tf_flow_accept(struct tf_worker *w, size_t listener_index, int fd, const struct 
 
     tf_events_emit(w->events, f->id, "flow_start", NULL,
                    json_pack("{s:s, s:s, s:s, s:s}", "listener", f->lc->name, "client",
-                             f->client_addr, "upstream", f->upstream, "mode", "passthrough"));
+                             f->client_addr, "upstream", f->upstream, "mode",
+                             f->lc->mode == TF_MODE_MITM ? "mitm" : "passthrough"));
 
     f->ins = tf_inspect_new(f->cfg->handshake_message_max, flow_emit, f);
     bool oom = false;
     if (f->ins != NULL)
         f->inj = tf_inject_new(f->cfg, f->lc->name, peer, f->ins, flow_emit, f, &oom);
     f->rng = (uint32_t)(f->id * 2654435761u) | 1u;
+    char mitm_err[256] = "";
+    if (f->ins != NULL && !oom && f->lc->mode == TF_MODE_MITM) {
+        struct tf_worker_tls *tls = tf_worker_tls(w, f->cfg, mitm_err, sizeof(mitm_err));
+        f->mid = evbuffer_new();
+        f->to_client = evbuffer_new();
+        f->discard = evbuffer_new();
+        if (tls != NULL && f->mid != NULL && f->to_client != NULL && f->discard != NULL)
+            f->mitm = tf_mitm_new(tls->ctx[listener_index], tls->forge, f->ins, f->inj,
+                                  flow_emit, flow_keylog, f);
+        if (f->mitm == NULL) {
+            if (mitm_err[0] == '\0')
+                snprintf(mitm_err, sizeof(mitm_err), "out of memory");
+            oom = true;
+        } else {
+            tf_inspect_set_quiet(f->ins, true);
+        }
+    }
     f->timer = evtimer_new(w->base, flow_timer_cb, f);
     f->client.bev = bufferevent_socket_new(w->base, fd, BEV_OPT_CLOSE_ON_FREE);
     if (f->client.bev == NULL)
@@ -287,7 +319,7 @@ tf_flow_accept(struct tf_worker *w, size_t listener_index, int fd, const struct 
     f->server.bev = bufferevent_socket_new(w->base, -1, BEV_OPT_CLOSE_ON_FREE);
     if (f->ins == NULL || oom || f->timer == NULL || f->client.bev == NULL ||
         f->server.bev == NULL) {
-        flow_close_with(f, "proxy", "error", "out of memory");
+        flow_close_with(f, "proxy", "error", mitm_err[0] ? mitm_err : "out of memory");
         return;
     }
     flow_set_nodelay(f->client.bev);
@@ -595,17 +627,30 @@ flow_fault_try_finish(struct tf_flow *f)
         evtimer_add(f->timer, &tv);
         return;
     }
-    char desc[600];
-    tf_inject_describe(f->inj, desc, sizeof(desc));
-    if (f->oom)
-        snprintf(desc, sizeof(desc), "out of memory");
+    char desc[600] = "";
+    const char *how = "fault";
+    if (f->inj != NULL)
+        tf_inject_describe(f->inj, desc, sizeof(desc));
+    if (f->oom || f->end_reason[0] != '\0') {
+        snprintf(desc, sizeof(desc), "%s", f->oom ? "out of memory" : f->end_reason);
+        how = "error";
+    }
     if (f->end.end == TF_INJECT_RESET) {
         if (f->end.to & TF_FAULT_PEER_CLIENT)
             flow_reset_socket(f->client.bev);
         if ((f->end.to & TF_FAULT_PEER_SERVER) && f->state != TF_FLOW_CONNECTING)
             flow_reset_socket(f->server.bev);
     }
-    flow_close_with(f, "proxy", "fault", desc);
+    flow_close_with(f, "proxy", how, desc);
+}
+
+/* Ends the flow once flushed, for a reason of the proxy's own (not a fault). */
+static void
+flow_end_soon(struct tf_flow *f, const char *reason)
+{
+    struct tf_inject_result res = { TF_INJECT_FIN, TF_FAULT_PEER_BOTH, NULL };
+    snprintf(f->end_reason, sizeof(f->end_reason), "%s", reason);
+    flow_fault_end(f, &res);
 }
 
 /* Memory ran out on the fault path: end the flow as a failed one would. */
@@ -664,6 +709,128 @@ flow_faults(struct tf_leg *leg, struct evbuffer *in, struct evbuffer *out)
     return true;
 }
 
+/* ------------------------------------------------------------ mitm */
+
+/* Where bytes read on leg go next: its pacing queue, or the peer's output. */
+static struct evbuffer *
+flow_sink(struct tf_leg *leg)
+{
+    return leg->shaper.on ? leg->shaper.held : bufferevent_get_output(leg->peer->bev);
+}
+
+/* After bytes went into leg's sink: pace them if a network fault says so. */
+static void
+flow_sink_added(struct tf_leg *leg, size_t before)
+{
+    if (!leg->shaper.on)
+        return;
+    size_t now = evbuffer_get_length(leg->shaper.held);
+    if (now > before && !flow_shaper_queue(leg, now - before)) {
+        flow_fault_oom(leg->flow);
+        return;
+    }
+    flow_shaper_release(leg);
+}
+
+/* Network faults for the bytes leg read; false when the flow is ending. */
+static bool
+flow_network_faults(struct tf_leg *leg)
+{
+    struct tf_flow *f = leg->flow;
+    struct tf_inject_result res;
+    struct tf_inject_shape shape;
+
+    if (f->inj == NULL)
+        return true;
+    tf_inject_network(f->inj, leg->dir, leg->bytes, &shape, &res);
+    if (res.end != TF_INJECT_GO_ON) {
+        flow_fault_end(f, &res);
+        return false;
+    }
+    if ((shape.stall || shape.delay_ms || shape.jitter_ms || shape.rate || shape.piece) &&
+        !flow_shaper_start(leg, &shape)) {
+        flow_fault_oom(f);
+        return false;
+    }
+    return true;
+}
+
+/* Raw TLS our client-side SSL wrote: the client leg's s2c wire faults, then out. */
+static void
+flow_mitm_to_client(struct tf_flow *f)
+{
+    struct tf_inject_result res;
+    if (evbuffer_get_length(f->to_client) == 0 || f->ending)
+        return;
+    if (!tf_inspect_idle(f->ins, TF_DIR_S2C))
+        flow_inspect(&f->server, f->to_client);
+    struct evbuffer *dst = flow_sink(&f->server);
+    size_t before = evbuffer_get_length(dst);
+    if (f->inj != NULL && tf_inject_wants(f->inj, TF_DIR_S2C)) {
+        tf_inject_feed(f->inj, TF_DIR_S2C, f->to_client, dst, f->discard, &res);
+        evbuffer_drain(f->discard, evbuffer_get_length(f->discard));
+        if (res.end != TF_INJECT_GO_ON) {
+            flow_fault_end(f, &res);
+            return;
+        }
+    } else {
+        evbuffer_add_buffer(dst, f->to_client);
+    }
+    flow_sink_added(&f->server, before);
+}
+
+static void
+flow_mitm_status(struct tf_flow *f, enum tf_mitm_status st)
+{
+    flow_mitm_to_client(f);
+    if (st == TF_MITM_FAILED && !f->ending)
+        flow_end_soon(f, tf_mitm_error(f->mitm));
+}
+
+static void
+flow_mitm_read(struct tf_leg *leg, struct evbuffer *in)
+{
+    struct tf_flow *f = leg->flow;
+    struct tf_inject_result res;
+    enum tf_mitm_status st;
+
+    if (leg->peer->shut || f->ending) {
+        evbuffer_drain(in, evbuffer_get_length(in));
+        return;
+    }
+    struct evbuffer *to_server = flow_sink(&f->client);
+    size_t before = evbuffer_get_length(to_server);
+    if (leg == &f->client) {
+        if (!tf_inspect_idle(f->ins, TF_DIR_C2S))
+            flow_inspect(leg, in);
+        if (!flow_network_faults(leg)) {
+            evbuffer_drain(in, evbuffer_get_length(in));
+            return;
+        }
+        to_server = flow_sink(&f->client);
+        before = evbuffer_get_length(to_server);
+        if (f->inj != NULL && tf_inject_wants(f->inj, TF_DIR_C2S)) {
+            tf_inject_feed(f->inj, TF_DIR_C2S, in, f->mid, bufferevent_get_output(leg->bev),
+                           &res);
+            if (res.end != TF_INJECT_GO_ON) {
+                flow_fault_end(f, &res);
+                return;
+            }
+        } else {
+            evbuffer_add_buffer(f->mid, in);
+        }
+        st = tf_mitm_from_client(f->mitm, f->mid, f->to_client, to_server);
+    } else {
+        if (!flow_network_faults(leg)) {
+            evbuffer_drain(in, evbuffer_get_length(in));
+            return;
+        }
+        st = tf_mitm_from_server(f->mitm, in, f->to_client, to_server);
+    }
+    flow_sink_added(&f->client, before);
+    flow_mitm_status(f, st);
+}
+
 static void
 flow_read_cb(struct bufferevent *bev, void *arg)
 {
@@ -677,17 +844,23 @@ flow_read_cb(struct bufferevent *bev, void *arg)
         return;
     leg->bytes += n;
     flow_now(f, &f->last_activity);
-    if (!tf_inspect_idle(f->ins, leg->dir))
-        flow_inspect(leg, in);
-    if (leg->peer->shut || f->ending) {
-        /* The other side already got our FIN, or a fault ends the flow. */
-        evbuffer_drain(in, n);
-        return;
+    if (f->mitm != NULL) {
+        flow_mitm_read(leg, in);
+        if (f->ending)
+            return;
+    } else {
+        if (!tf_inspect_idle(f->ins, leg->dir))
+            flow_inspect(leg, in);
+        if (leg->peer->shut || f->ending) {
+            /* The other side already got our FIN, or a fault ends the flow. */
+            evbuffer_drain(in, n);
+            return;
+        }
+        if (f->inj == NULL)
+            evbuffer_add_buffer(out, in);
+        else if (!flow_faults(leg, in, out))
+            return;
     }
-    if (f->inj == NULL)
-        evbuffer_add_buffer(out, in);
-    else if (!flow_faults(leg, in, out))
-        return;
     size_t queued = evbuffer_get_length(out);
     if (leg->shaper.on)
         queued += evbuffer_get_length(leg->shaper.held);
@@ -741,6 +914,13 @@ flow_connected(struct tf_flow *f)
     bufferevent_enable(f->server.bev, EV_READ | EV_WRITE);
     evtimer_del(f->timer);
     flow_arm_timer(f);
+    if (f->mitm != NULL) {
+        struct evbuffer *to_server = flow_sink(&f->client);
+        size_t before = evbuffer_get_length(to_server);
+        enum tf_mitm_status st = tf_mitm_upstream_connected(f->mitm, f->to_client, to_server);
+        flow_sink_added(&f->client, before);
+        flow_mitm_status(f, st);
+    }
     if (f->server.shut_pending)
         flow_shutdown_leg(&f->server);
 }
@@ -759,8 +939,15 @@ flow_event_cb(struct bufferevent *bev, short what, void *arg)
     if (what & BEV_EVENT_EOF) {
         /* Bytes that arrived with the FIN have been read already; pass the FIN on. */
         flow_read_cb(leg->bev, leg);
+        if (f->mitm != NULL && !f->ending) {
+            struct evbuffer *to_server = flow_sink(&f->client);
+            size_t before = evbuffer_get_length(to_server);
+            tf_mitm_eof(f->mitm, leg == &f->client, f->to_client, to_server);
+            flow_sink_added(&f->client, before);
+            flow_mitm_to_client(f);
+        }
         struct evbuffer *rest = bufferevent_get_input(leg->bev);
-        if (evbuffer_get_length(rest) > 0 && !f->ending && !leg->peer->shut)
+        if (f->mitm == NULL && evbuffer_get_length(rest) > 0 && !f->ending && !leg->peer->shut)
             evbuffer_add_buffer(leg->shaper.on ? leg->shaper.held
                                                : bufferevent_get_output(leg->peer->bev),
                                 rest);
@@ -803,7 +990,8 @@ flow_verdict(struct tf_flow *f, json_t *end, const char *closed_by, const char *
              const char *error)
 {
     char stage[96], summary[1200];
-    bool complete = tf_inspect_handshake_done(f->ins);
+    bool complete = f->mitm != NULL ? tf_mitm_handshake_done(f->mitm)
+                                    : tf_inspect_handshake_done(f->ins);
     const char *outcome;
     json_t *alerts = json_object_get(end, "alerts");
     const json_t *fatal = NULL;
@@ -836,6 +1024,10 @@ flow_verdict(struct tf_flow *f, json_t *end, const char *closed_by, const char *
             break;
         }
         snprintf(summary, sizeof(summary), "the %s did not speak TLS (%s)", who, kind);
+    } else if (f->mitm != NULL && strcmp(how, "error") == 0 && strcmp(closed_by, "proxy") == 0 &&
+               f->state != TF_FLOW_CONNECTING) {
+        outcome = complete ? "aborted" : "failed";
+        snprintf(summary, sizeof(summary), "%s", error ? error : "mitm failure");
     } else if (strcmp(closed_by, "proxy") == 0 && f->state == TF_FLOW_CONNECTING) {
         outcome = "failed";
         snprintf(summary, sizeof(summary), "could not reach the upstream %s: %s", f->upstream,
@@ -911,6 +1103,8 @@ flow_close_with(struct tf_flow *f, const char *closed_by, const char *how, const
         tf_inspect_summarize(f->ins, end);
     if (f->inj)
         tf_inject_summarize(f->inj, end);
+    if (f->mitm)
+        tf_mitm_summarize(f->mitm, end);
     if (f->ins)
         flow_verdict(f, end, closed_by, how, error);
     tf_events_emit(f->w->events, f->id, "flow_end", NULL, end);
@@ -930,6 +1124,13 @@ flow_close_with(struct tf_flow *f, const char *closed_by, const char *how, const
         event_free(f->timer);
     tf_inspect_free(f->ins);
     tf_inject_free(f->inj);
+    tf_mitm_free(f->mitm);
+    if (f->mid)
+        evbuffer_free(f->mid);
+    if (f->to_client)
+        evbuffer_free(f->to_client);
+    if (f->discard)
+        evbuffer_free(f->discard);
     flow_shaper_free(&f->client.shaper);
     flow_shaper_free(&f->server.shaper);
     struct tf_worker *w = f->w;

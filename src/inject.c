@@ -999,6 +999,35 @@ tf_inject_summarize(const struct tf_inject *inj, json_t *end)
         json_object_set_new(end, "faults", list);
 }
 
+void
+tf_inject_hello(struct tf_inject *inj, const char *sni)
+{
+    if (!inj->hello_decided)
+        inject_decide_hello(inj, true, sni);
+}
+
+const struct tf_fault_rule *
+tf_inject_mitm_rule(const struct tf_inject *inj, size_t i)
+{
+    size_t seen = 0;
+    for (size_t k = 0; k < inj->n_rules; k++) {
+        const struct inject_rule *r = &inj->rules[k];
+        if (r->state != INJECT_ACTIVE || r->rule->def->mode != TF_FAULT_MODE_MITM)
+            continue;
+        if (seen++ == i)
+            return r->rule;
+    }
+    return NULL;
+}
+
+void
+tf_inject_mitm_fired(struct tf_inject *inj, const struct tf_fault_rule *rule, const char *action)
+{
+    for (size_t k = 0; k < inj->n_rules; k++)
+        if (inj->rules[k].rule == rule)
+            inject_fire(inj, &inj->rules[k], TF_DIR_S2C, NULL, "%s", action);
+}
+
 bool
 tf_inject_damaged(const struct tf_inject *inj)
 {

@@ -64,6 +64,8 @@ struct tf_inspect {
     uint16_t client_max_version;
     char sni[256];
     bool has_sni;
+    bool client_hello_seen;
+    bool quiet;
     json_t *alerts;
     json_t *alpn_offered;
     char last_message[64];
@@ -117,6 +119,10 @@ tf_inspect_free(struct tf_inspect *ins)
 static void
 inspect_emit(struct inspect_dir *d, const char *event, json_t *fields)
 {
+    if (d->ins->quiet && strcmp(event, "non_tls") != 0) {
+        json_decref(fields);
+        return;
+    }
     d->ins->emit(d->ins->arg, event, d->dir, fields);
 }
 
@@ -196,6 +202,7 @@ inspect_message_cb(void *arg, uint8_t type, const uint8_t *body, size_t len)
         struct tf_client_hello_info info;
         memset(&info, 0, sizeof(info));
         tf_decode_client_hello(body, len, obj, &info);
+        ins->client_hello_seen = true;
         if (!ins->has_sni && info.has_sni) {
             ins->has_sni = true;
             snprintf(ins->sni, sizeof(ins->sni), "%s", info.sni);
@@ -409,6 +416,30 @@ bool
 tf_inspect_idle(const struct tf_inspect *ins, enum tf_dir dir)
 {
     return ins->d[dir].rec.stopped;
+}
+
+bool
+tf_inspect_client_hello_seen(const struct tf_inspect *ins)
+{
+    return ins->client_hello_seen;
+}
+
+const char *
+tf_inspect_sni(const struct tf_inspect *ins)
+{
+    return ins->has_sni ? ins->sni : NULL;
+}
+
+json_t *
+tf_inspect_alpn(const struct tf_inspect *ins)
+{
+    return ins->alpn_offered;
+}
+
+void
+tf_inspect_set_quiet(struct tf_inspect *ins, bool quiet)
+{
+    ins->quiet = quiet;
 }
 
 uint16_t

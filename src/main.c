@@ -24,6 +24,7 @@
 #include "tlsfault/config.h"
 #include "tlsfault/events.h"
 #include "tlsfault/fault.h"
+#include "tlsfault/forge.h"
 #include "tlsfault/listener.h"
 #include "tlsfault/log.h"
 #include "tlsfault/worker.h"
@@ -33,8 +34,10 @@
 
 static const char usage_text[] =
     "usage: tlsfault -c FILE [-t]\n"
-    "       tlsfault --listen ADDR:PORT --upstream HOST:PORT [--mode passthrough]\n"
-    "                [--fault SPEC]... [--json FILE] [--text FILE] [-t]\n"
+    "       tlsfault --listen ADDR:PORT --upstream HOST:PORT [--mode passthrough|mitm]\n"
+    "                [--ca DIR] [--keylog FILE] [--fault SPEC]... [--json FILE]\n"
+    "                [--text FILE] [-t]\n"
+    "       tlsfault --ca-init DIR\n"
     "       tlsfault --list-faults | --version | --help\n"
     "\n"
     "An inline TLS-inspecting proxy that logs every handshake message and\n"
@@ -47,13 +50,18 @@ static const char usage_text[] =
     "                         quick mode: forward to this server\n"
     "  -j, --json FILE        quick mode: JSON Lines event log (\"-\" for stdout)\n"
     "      --text FILE        quick mode: text event log (default stderr; \"none\" for off)\n"
-    "      --mode MODE        quick mode: how connections are carried; passthrough (the\n"
-    "                         default and, in this version, the only mode)\n"
+    "      --mode MODE        quick mode: how connections are carried: passthrough (the\n"
+    "                         default: nothing decrypted) or mitm (TLS terminated on both\n"
+    "                         legs with a certificate forged by the lab CA; needs --ca)\n"
+    "      --ca DIR           quick mode, mitm: the lab CA made by --ca-init\n"
+    "      --keylog FILE      quick mode, mitm: SSLKEYLOGFILE lines of both legs\n"
     "      --fault SPEC       quick mode: apply a fault rule; SPEC is NAME or\n"
     "                         NAME:key=value,key=value (the fault's parameters, the match\n"
     "                         keys listener, client, sni, nth, every, first, probability,\n"
     "                         seed, times, and name); repeat for more rules, which act in\n"
     "                         the order given.  e.g. --fault 'delay:ms=300,dir=s2c'\n"
+    "      --ca-init DIR      make a lab CA in DIR (created if missing; existing files are\n"
+    "                         never overwritten), say how to trust it, and exit\n"
     "      --list-faults      print the fault catalogue (names, modes, parameters with\n"
     "                         defaults, what the client sees) and exit\n"
     "  -w, --workers N        worker threads (default: one per CPU)\n"
@@ -269,6 +277,65 @@ out:
     return rc;
 }
 
+/*
+ * --ca-init: makes the lab CA and says what to do with it.  Exit 0, or 1
+ * with the reason (the directory holds a CA already, cannot be written).
+ */
+static int
+main_ca_init(const char *dir)
+{
+    char err[1024];
+
+    if (!tf_lab_ca_init(dir, err, sizeof(err))) {
+        fprintf(stderr, "tlsfault: %s\n", err);
+        return EXIT_RUNTIME;
+    }
+    printf("lab CA written to %s:\n"
+           "  %s/root.pem                  the root: the one certificate lab clients trust\n"
+           "  %s/intermediate.pem, .key    signs the forged certificates\n"
+           "  %s/untrusted-root.pem, ...   a second root no client trusts "
+           "(cert-untrusted-root)\n"
+           "How to trust root.pem (curl, openssl, gnutls-cli, Python, the system store):\n"
+           "  %s/README.txt\n"
+           "Then run:\n"
+           "  tlsfault --listen ADDR:PORT --upstream HOST:PORT --mode mitm --ca %s\n"
+           "or, in a configuration file: ca = { dir = \"%s\"; };\n"
+           "Keep the *.key files to yourself: they can impersonate any site to a client\n"
+           "that trusts root.pem.\n",
+           dir, dir, dir, dir, dir, dir, dir);
+    return fflush(stdout) == 0 ? 0 : EXIT_RUNTIME;
+}
+
+/* -t: the OK line, then what mitm needs: its listeners and the CA that loaded. */
+static void
+main_report_ok(const struct tf_config *cfg, const char *where)
+{
+    char rules[64] = "";
+    size_t n_mitm = 0;
+
+    if (cfg->n_faults > 0)
+        snprintf(rules, sizeof(rules), ", %zu fault rule%s", cfg->n_faults,
+                 cfg->n_faults == 1 ? "" : "s");
+    printf("%s: configuration OK (%zu listener%s%s)\n", where, cfg->n_listeners,
+           cfg->n_listeners == 1 ? "" : "s", rules);
+    for (size_t i = 0; i < cfg->n_listeners; i++) {
+        const struct tf_listener_conf *lc = &cfg->listeners[i];
+        if (lc->mode != TF_MODE_MITM)
+            continue;
+        n_mitm++;
+        printf("  mitm listener %s: %s -> %s:%u\n", lc->name, lc->listen, lc->upstream_host,
+               lc->upstream_port);
+    }
+    if (n_mitm > 0 && cfg->lab_ca != NULL) {
+        char subject[256] = "?";
+        X509 *root = tf_lab_ca_root(cfg->lab_ca);
+        if (root != NULL)
+            X509_NAME_oneline(X509_get_subject_name(root), subject, sizeof(subject));
+        printf("  lab CA loaded from %s; clients must trust %s\n",
+               cfg->ca_dir != NULL ? cfg->ca_dir : cfg->ca_cert, subject);
+    }
+}
+
 int
 main(int argc, char **argv)
 {
@@ -283,6 +350,9 @@ main(int argc, char **argv)
         { "log-level", required_argument, NULL, 'v' },
         { "mode", required_argument, NULL, 'm' },
         { "fault", required_argument, NULL, 'f' },
+        { "ca", required_argument, NULL, 'C' },
+        { "keylog", required_argument, NULL, 'K' },
+        { "ca-init", required_argument, NULL, 'I' },
         { "list-faults", no_argument, NULL, 'L' },
         { "version", no_argument, NULL, 'V' },
         { "help", no_argument, NULL, 'h' },
@@ -290,6 +360,7 @@ main(int argc, char **argv)
     };
     const char *config_path = NULL, *listen = NULL, *upstream = NULL, *json = NULL;
     const char *text = NULL, *level = NULL, *mode = NULL;
+    const char *ca_dir = NULL, *keylog = NULL, *ca_init = NULL;
     int workers = -1;
     bool test_only = false, list_faults = false;
     int c;
@@ -308,21 +379,10 @@ main(int argc, char **argv)
         switch (c) {
         case 'f': fault_specs[n_faults++] = optarg; break;
         case 'L': list_faults = true; break;
-        case 'm':
-            if (strcmp(optarg, "mitm") == 0) {
-                fprintf(stderr, "tlsfault: --mode mitm is not available in this version "
-                                "(valid: passthrough)\n");
-                free(fault_specs);
-                return EXIT_USAGE;
-            }
-            if (strcmp(optarg, "passthrough") != 0) {
-                fprintf(stderr, "tlsfault: --mode: unknown mode \"%s\" (valid: passthrough)\n",
-                        optarg);
-                free(fault_specs);
-                return EXIT_USAGE;
-            }
-            mode = optarg;
-            break;
+        case 'm': mode = optarg; break;
+        case 'C': ca_dir = optarg; break;
+        case 'K': keylog = optarg; break;
+        case 'I': ca_init = optarg; break;
         case 'c': config_path = optarg; break;
         case 't': test_only = true; break;
         case 'l': listen = optarg; break;
@@ -335,6 +395,7 @@ main(int argc, char **argv)
             long n = strtol(optarg, &end, 10);
             if (*end || n < 1 || n > 256) {
                 fprintf(stderr, "tlsfault: --workers: expected 1..256, got \"%s\"\n", optarg);
+                free(fault_specs);
                 return EXIT_USAGE;
             }
             workers = (int)n;
@@ -353,6 +414,16 @@ main(int argc, char **argv)
         free(fault_specs);
         return EXIT_USAGE;
     }
+    if (ca_init) {
+        free(fault_specs);
+        if (config_path || listen || upstream || json || text || mode || ca_dir || keylog ||
+            n_faults > 0 || list_faults || test_only || workers > 0 || level) {
+            fprintf(stderr, "tlsfault: --ca-init stands alone: make the CA first, then run with "
+                            "--ca DIR (or ca.dir in the file)\n");
+            return EXIT_USAGE;
+        }
+        return main_ca_init(ca_init);
+    }
     if (list_faults) {
         tf_fault_print_catalogue(stdout);
         free(fault_specs);
@@ -364,22 +435,31 @@ main(int argc, char **argv)
         free(fault_specs);
         return EXIT_USAGE;
     }
-    if (config_path && (listen || upstream || json || text || mode)) {
+    if (config_path && (listen || upstream || json || text || mode || ca_dir || keylog)) {
         fprintf(stderr, "tlsfault: -c and the quick-mode options (--listen, --upstream, --mode, "
-                        "--json, --text) do not mix\n");
+                        "--ca, --keylog, --json, --text) do not mix\n");
         free(fault_specs);
         return EXIT_USAGE;
     }
     if (config_path) {
         st.cfg = tf_config_load(config_path, err, sizeof(err));
-    } else if (listen || upstream || n_faults > 0 || mode) {
+    } else if (listen || upstream || n_faults > 0 || mode || ca_dir || keylog) {
         if (!listen || !upstream) {
             fprintf(stderr, "tlsfault: quick mode needs both --listen and --upstream\n");
             free(fault_specs);
             return EXIT_USAGE;
         }
-        st.cfg = tf_config_quick(listen, upstream, json, fault_specs, n_faults, err,
-                                 sizeof(err));
+        struct tf_quick q = {
+            .listen = listen,
+            .upstream = upstream,
+            .json = json,
+            .mode = mode,
+            .ca_dir = ca_dir,
+            .keylog = keylog,
+            .faults = fault_specs,
+            .n_faults = n_faults,
+        };
+        st.cfg = tf_config_quick_opts(&q, err, sizeof(err));
         if (st.cfg && text) {
             free(st.cfg->log_text);
             st.cfg->log_text = strdup(text);
@@ -395,13 +475,7 @@ main(int argc, char **argv)
         return EXIT_USAGE;
     }
     if (test_only) {
-        char rules[64] = "";
-        if (st.cfg->n_faults > 0)
-            snprintf(rules, sizeof(rules), ", %zu fault rule%s", st.cfg->n_faults,
-                     st.cfg->n_faults == 1 ? "" : "s");
-        printf("%s: configuration OK (%zu listener%s%s)\n",
-               config_path ? config_path : "quick mode", st.cfg->n_listeners,
-               st.cfg->n_listeners == 1 ? "" : "s", rules);
+        main_report_ok(st.cfg, config_path ? config_path : "quick mode");
         tf_config_unref(st.cfg);
         return 0;
     }
@@ -411,6 +485,7 @@ main(int argc, char **argv)
         int l = tf_log_parse_level(level);
         if (l < 0) {
             fprintf(stderr, "tlsfault: --log-level: expected error, warn, info or debug\n");
+            tf_config_unref(st.cfg);
             return EXIT_USAGE;
         }
         tf_log_set_level((enum tf_log_level)l);

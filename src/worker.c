@@ -15,6 +15,8 @@
 #include <string.h>
 
 #include "tlsfault/config.h"
+#include "tlsfault/forge.h"
+#include "tlsfault/mitm.h"
 #include "tlsfault/flow.h"
 #include "tlsfault/listener.h"
 #include "tlsfault/log.h"
@@ -159,10 +161,63 @@ tf_worker_post_drain(struct tf_worker *w)
     event_active(w->mail_event, EV_READ, 0);
 }
 
+static void
+worker_tls_free(struct tf_worker_tls *t)
+{
+    for (size_t i = 0; t->ctx != NULL && i < t->cfg->n_listeners; i++)
+        tf_mitm_ctx_free(t->ctx[i]);
+    free(t->ctx);
+    tf_forge_free(t->forge);
+    tf_config_unref(t->cfg);
+    free(t);
+}
+
+struct tf_worker_tls *
+tf_worker_tls(struct tf_worker *w, struct tf_config *cfg, char *err, size_t errlen)
+{
+    for (struct tf_worker_tls *t = w->tls; t != NULL; t = t->next)
+        if (t->cfg == cfg)
+            return t;
+    struct tf_worker_tls *t = calloc(1, sizeof(*t));
+    if (t == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    t->cfg = tf_config_ref(cfg);
+    t->ctx = calloc(cfg->n_listeners, sizeof(*t->ctx));
+    if (t->ctx == NULL) {
+        snprintf(err, errlen, "out of memory");
+        worker_tls_free(t);
+        return NULL;
+    }
+    t->forge = tf_forge_new(cfg->lab_ca, cfg->forge_cache ? cfg->forge_cache : 1024, err, errlen);
+    if (t->forge == NULL) {
+        worker_tls_free(t);
+        return NULL;
+    }
+    for (size_t i = 0; i < cfg->n_listeners; i++) {
+        if (cfg->listeners[i].mode != TF_MODE_MITM)
+            continue;
+        t->ctx[i] = tf_mitm_ctx_new(cfg, i, err, errlen);
+        if (t->ctx[i] == NULL) {
+            worker_tls_free(t);
+            return NULL;
+        }
+    }
+    t->next = w->tls;
+    w->tls = t;
+    return t;
+}
+
 void
 tf_worker_release(struct tf_worker *w)
 {
     tf_flow_close_all(w, "shutdown");
+    while (w->tls != NULL) {
+        struct tf_worker_tls *t = w->tls;
+        w->tls = t->next;
+        worker_tls_free(t);
+    }
     for (size_t i = 0; i < w->n_listeners; i++)
         if (w->listeners[i])
             evconnlistener_free(w->listeners[i]);

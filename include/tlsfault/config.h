@@ -17,12 +17,41 @@
 
 #include "tlsfault/fault.h"
 
+struct tf_lab_ca;
+
 enum tf_route {
     TF_ROUTE_FORWARD = 1, /* every connection goes to the listener's upstream */
 };
 
 enum tf_mode {
     TF_MODE_PASSTHROUGH = 1, /* bytes relayed as they are, handshakes decoded on the way */
+    TF_MODE_MITM = 2,        /* TLS terminated on both legs with a forged certificate */
+};
+
+/* Upstream certificate verification in mitm mode. */
+enum tf_verify {
+    TF_VERIFY_NONE = 0,      /* lab default: any upstream certificate is taken */
+    TF_VERIFY_SYSTEM,        /* the system trust store */
+    TF_VERIFY_FILE,          /* the CA file in ca_file */
+};
+
+/*
+ * TLS settings of one leg in mitm mode; NULL / 0: OpenSSL's defaults.
+ * Versions are wire codes (0x0301 TLS 1.0 ... 0x0304 TLS 1.3).
+ */
+struct tf_tls_settings {
+    uint16_t min_version;
+    uint16_t max_version;
+    char *ciphers;        /* TLS 1.2 and below, OpenSSL cipher string */
+    char *ciphersuites;   /* TLS 1.3, OpenSSL ciphersuites string */
+    char *groups;         /* "X25519:P-256" */
+    char *sigalgs;        /* "ECDSA+SHA256:RSA-PSS+SHA256" */
+    char *alpn;           /* "h2,http/1.1": offered (upstream) or accepted (client leg) */
+    int security_level;   /* -1: default; 0 allows TLS 1.0/1.1, SHA-1, small keys */
+    /* upstream leg only */
+    enum tf_verify verify;
+    char *ca_file;        /* with TF_VERIFY_FILE */
+    bool forge_on_verify_failure; /* false: close the client; true: forge anyway, mark it */
 };
 
 struct tf_listener_conf {
@@ -34,6 +63,8 @@ struct tf_listener_conf {
     enum tf_mode mode;
     char *upstream_host;          /* name or address literal, without brackets */
     uint16_t upstream_port;
+    struct tf_tls_settings client_tls;   /* mitm: the leg towards the client */
+    struct tf_tls_settings upstream_tls; /* mitm: the leg towards the server */
     int line;                     /* where the listener starts in the file; 0 in quick mode */
 };
 
@@ -54,6 +85,18 @@ struct tf_config {
     size_t buffer_max;            /* per direction, before reading from the sender pauses */
     struct tf_fault_rule **faults; /* in the order written; see fault.h */
     size_t n_faults;
+    /* mitm: the lab CA (ca.dir, or ca.cert + ca.key [+ ca.chain, ca.untrusted_*]) */
+    char *ca_dir;
+    char *ca_cert;
+    char *ca_key;
+    char *ca_chain;
+    char *ca_untrusted_cert;
+    char *ca_untrusted_key;
+    size_t forge_cache;           /* forged chains cached per worker */
+    struct tf_lab_ca *lab_ca;     /* loaded when a listener is mitm; owned by the snapshot */
+    char *log_keylog;             /* SSLKEYLOGFILE lines of both mitm legs; NULL: none */
+    size_t content_max;           /* mitm: log decrypted data up to this many bytes per
+                                   * direction and flow; 0: off */
 };
 
 /*
@@ -63,13 +106,25 @@ struct tf_config {
  */
 struct tf_config *tf_config_load(const char *path, char *err, size_t errlen);
 
+/* The quick mode's command line. */
+struct tf_quick {
+    const char *listen;
+    const char *upstream;
+    const char *json;            /* may be NULL */
+    const char *mode;            /* "passthrough" (NULL) or "mitm" */
+    const char *ca_dir;          /* mitm: directory made by --ca-init */
+    const char *keylog;          /* may be NULL */
+    const char *const *faults;   /* --fault specs ("NAME[:k=v,...]") */
+    size_t n_faults;
+};
+
 /*
- * The quick mode: one forward listener; json may be NULL; fault_specs are
- * --fault arguments ("NAME[:k=v,...]"), n_faults of them.
+ * One forward listener from the command line, with the file's defaults
+ * for everything else.  With mode "mitm" the lab CA in ca_dir is loaded
+ * (into lab_ca) now.  On failure returns NULL with every problem in err,
+ * one per line, each naming its option ("--listen: ...", "--fault \"SPEC\": ...").
  */
-struct tf_config *tf_config_quick(const char *listen, const char *upstream, const char *json,
-                                  const char *const *fault_specs, size_t n_faults, char *err,
-                                  size_t errlen);
+struct tf_config *tf_config_quick_opts(const struct tf_quick *q, char *err, size_t errlen);
 
 struct tf_config *tf_config_ref(struct tf_config *cfg);
 void tf_config_unref(struct tf_config *cfg);

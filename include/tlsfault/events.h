@@ -35,6 +35,12 @@ void tf_events_free(struct tf_events *ev);
 void tf_events_emit(struct tf_events *ev, uint64_t flow, const char *event, const char *dir,
                     json_t *fields);
 
+/*
+ * Appends one SSLKEYLOGFILE line to path (opened 0600 on first use; later
+ * calls keep writing to that file).
+ */
+void tf_events_keylog(struct tf_events *ev, const char *path, const char *line);
+
 /* Flushes buffered lines to their files. */
 void tf_events_flush(struct tf_events *ev);
 

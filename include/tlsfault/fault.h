@@ -50,7 +50,7 @@ enum tf_fault_id {
     TF_FAULT_TRUNCATE,
     TF_FAULT_DUPLICATE,
     TF_FAULT_FRAGMENT,
-    /* mitm: listed so that configurations name them, refused in this version */
+    /* mitm: the forged certificate and the client-facing leg's settings */
     TF_FAULT_CERT_EXPIRED,
     TF_FAULT_CERT_NOT_YET_VALID,
     TF_FAULT_CERT_WRONG_HOST,
@@ -69,7 +69,7 @@ enum tf_fault_id {
 enum tf_fault_mode {
     TF_FAULT_MODE_NETWORK,     /* "any": acts on bytes, whatever they are */
     TF_FAULT_MODE_PASSTHROUGH, /* acts on clear TLS records and messages */
-    TF_FAULT_MODE_MITM,        /* needs mitm mode (not in this version) */
+    TF_FAULT_MODE_MITM,        /* needs a listener with mode "mitm" */
 };
 
 /* Direction a fault watches or acts on. */
@@ -104,7 +104,9 @@ struct tf_fault_args {
     unsigned pause_ms;        /* slice: pause between pieces */
     uint8_t level;            /* alert: 1 warning, 2 fatal */
     uint8_t description;      /* alert description code */
-    uint16_t version;         /* downgrade: highest offered; record-version-too-high: value */
+    uint16_t version;         /* downgrade: highest offered; record-version-too-high: value;
+                               * server-versions: highest accepted */
+    uint16_t min_version;     /* server-versions: lowest accepted */
     bool remove_extension;    /* downgrade: drop supported_versions instead of editing it */
     char *pattern;            /* strip-ciphers: fnmatch globs separated by ':' or ',' */
     char *fields;             /* record-version-too-high: "record", "hello" or "both" */
@@ -117,6 +119,10 @@ struct tf_fault_args {
     unsigned keep;            /* truncate: bytes of the record kept (0: half) */
     bool then_close;          /* truncate: FIN after the cut record */
     unsigned times;           /* duplicate: extra copies */
+    uint64_t seconds;         /* cert-expired / cert-not-yet-valid: how far off */
+    char *host;               /* cert-wrong-host: the name the certificate is for */
+    char *ciphers;            /* server-ciphers: OpenSSL cipher string (TLS 1.2 and below) */
+    char *ciphersuites;       /* server-ciphers: OpenSSL ciphersuites string (TLS 1.3) */
 };
 
 /* Which flows a rule applies to; zero/NULL fields match everything. */
@@ -200,6 +206,17 @@ void tf_fault_names(char *buf, size_t len);
 /* "network", "passthrough", "mitm" */
 const char *tf_fault_mode_name(enum tf_fault_mode mode);
 
+/*
+ * Reads a TLS version as fault parameters write it: "TLS1.2", "tls1.3",
+ * "TLS 1.2", "1.2", "SSL3.0" or four hex digits ("0x0303").  *out is
+ * written only on success.  The configuration's min_version/max_version
+ * use it too, so that versions are spelt the same everywhere.
+ */
+bool tf_fault_parse_version(const char *text, uint16_t *out);
+
+/* "TLS1.2" for 0x0303 (SSL3.0 to TLS1.3), else "0x0305" written into buf. */
+const char *tf_fault_version_name(uint16_t version, char *buf, size_t len);
+
 /* Prints the catalogue as --list-faults shows it. */
 void tf_fault_print_catalogue(FILE *out);
 
@@ -235,6 +252,14 @@ bool tf_fault_rule_set_match(struct tf_fault_rule *rule, const char *key, const 
  * loader call it; whoever builds a rule key by key calls it last.
  */
 void tf_fault_rule_complete(struct tf_fault_rule *rule);
+
+/*
+ * Checks what no single parameter can: that the parameters of a complete
+ * rule agree with each other (server-versions: min not above max).
+ * Returns false with the reason in err.  tf_fault_rule_parse_spec and the
+ * configuration loader call it after tf_fault_rule_complete.
+ */
+bool tf_fault_rule_check(const struct tf_fault_rule *rule, char *err, size_t errlen);
 
 /* The side that usually sends a handshake message of this type (client_hello: c2s). */
 enum tf_fault_dir tf_fault_usual_sender(int hs_type);

@@ -81,6 +81,19 @@ void tf_inject_feed(struct tf_inject *inj, enum tf_dir dir, struct evbuffer *in,
 void tf_inject_network(struct tf_inject *inj, enum tf_dir dir, uint64_t bytes,
                        struct tf_inject_shape *shape, struct tf_inject_result *res);
 
+/*
+ * mitm: decides the rules that wait for the SNI, if the ClientHello did not
+ * pass through here (sni NULL: the hello had none).
+ */
+void tf_inject_hello(struct tf_inject *inj, const char *sni);
+
+/* mitm: the i-th rule of mode mitm that applies to this flow, or NULL past the last. */
+const struct tf_fault_rule *tf_inject_mitm_rule(const struct tf_inject *inj, size_t i);
+
+/* mitm: reports that rule acted ("fault" event, flow_end's list). */
+void tf_inject_mitm_fired(struct tf_inject *inj, const struct tf_fault_rule *rule,
+                          const char *action);
+
 /* Adds "faults": [{rule, fault, action}] to a flow_end object, if any fired. */
 void tf_inject_summarize(const struct tf_inject *inj, json_t *end);
 

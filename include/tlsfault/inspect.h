@@ -57,6 +57,17 @@ bool tf_inspect_idle(const struct tf_inspect *ins, enum tf_dir dir);
 uint16_t tf_inspect_version(const struct tf_inspect *ins);
 bool tf_inspect_hello_retry(const struct tf_inspect *ins);
 
+/* The first ClientHello: seen yet, its SNI (NULL if none), its ALPN list (borrowed; may be NULL). */
+bool tf_inspect_client_hello_seen(const struct tf_inspect *ins);
+const char *tf_inspect_sni(const struct tf_inspect *ins);
+json_t *tf_inspect_alpn(const struct tf_inspect *ins);
+
+/*
+ * Quiet: only "non_tls" events are emitted (mitm mode reports the
+ * handshake from OpenSSL's side and keeps the inspector for its state).
+ */
+void tf_inspect_set_quiet(struct tf_inspect *ins, bool quiet);
+
 /* True once both handshakes are complete (as far as a bystander can tell). */
 bool tf_inspect_handshake_done(const struct tf_inspect *ins);
 

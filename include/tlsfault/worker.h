@@ -21,6 +21,20 @@ struct tf_events;
 struct tf_flow;
 struct evdns_base;
 struct evconnlistener;
+struct tf_forge;
+struct tf_mitm_ctx;
+
+/*
+ * mitm material made for one snapshot: the worker's forge (keys, cache)
+ * and the SSL contexts of each listener.  Kept until the worker ends,
+ * because flows started under an older snapshot still use theirs.
+ */
+struct tf_worker_tls {
+    struct tf_config *cfg;          /* holds a reference */
+    struct tf_forge *forge;
+    struct tf_mitm_ctx **ctx;       /* per listener; NULL for passthrough ones */
+    struct tf_worker_tls *next;
+};
 
 struct tf_worker {
     int index;
@@ -32,6 +46,7 @@ struct tf_worker {
     struct evconnlistener **listeners; /* one per cfg->listeners entry, same order */
     size_t n_listeners;
     TAILQ_HEAD(, tf_flow) flows;
+    struct tf_worker_tls *tls;      /* newest first */
     unsigned live_flows;
     bool draining;
     struct event *grace_timer;
@@ -64,6 +79,13 @@ void tf_worker_post_config(struct tf_worker *w, struct tf_config *cfg);
 
 /* From the main thread: stop accepting, finish live flows within the grace period, exit. */
 void tf_worker_post_drain(struct tf_worker *w);
+
+/*
+ * The mitm material for cfg (made on first use): its forge and the SSL
+ * contexts of listener index.  NULL with the reason in err.
+ */
+struct tf_worker_tls *tf_worker_tls(struct tf_worker *w, struct tf_config *cfg, char *err,
+                                    size_t errlen);
 
 /* After the thread has exited: frees everything the worker owns. */
 void tf_worker_release(struct tf_worker *w);

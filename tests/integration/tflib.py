@@ -1325,3 +1325,170 @@ def www_page_core(page):
             continue  # compared apart (resumption is per connection)
         out.append(line)
     return "\n".join(out)
+
+
+# ------------------------------------------------------------------ raw capture (bytes on the wire)
+
+class RawCapture:
+    """Captures the TCP payload of some ports on lo with tshark, so a test
+    can compare the exact bytes of two legs of a proxied connection.
+
+    start: the constructor returns once tshark has shown a probe segment
+    (the capture is live).  finish() returns {(srcport, dstport): bytes},
+    each direction of each connection reassembled by sequence number."""
+
+    def __init__(self, ports, duration=30):
+        self.ports = [ports] if isinstance(ports, int) else list(ports)
+        self.probe = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.probe.bind(("127.0.0.1", 0))
+        self.probe.listen(16)
+        self.probe_port = self.probe.getsockname()[1]
+        add_cleanup(self.probe.close)
+        bpf = " or ".join("tcp port %d" % p for p in self.ports + [self.probe_port])
+        argv = ["tshark", "-i", "lo", "-f", bpf, "-l", "-n", "-a", "duration:%d" % duration,
+                "-Y", "tcp.len > 0", "-T", "fields", "-e", "tcp.srcport", "-e", "tcp.dstport",
+                "-e", "tcp.seq", "-e", "tcp.payload"]
+        self.proc = Proc(argv, name="tshark")
+        if not self.proc.wait_for(r"Capture started|Capturing on", stream="err", timeout=15):
+            err = self.proc.err
+            self.proc.kill()
+            raise RuntimeError("tshark did not start: %s" % err)
+        marker = r"(?m)^\d+\t%d\t" % self.probe_port
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", self.probe_port), timeout=2) as c:
+                    c.sendall(b"probe")
+            except OSError:
+                pass
+            if self.proc.wait_for(marker, stream="out", timeout=0.3):
+                break
+            if time.monotonic() > deadline or not self.proc.alive():
+                err = self.proc.err
+                self.proc.kill()
+                raise RuntimeError("tshark never saw its probe: %s" % err[-1000:])
+        self.probe.close()
+
+    def finish(self, settle=0.3):
+        time.sleep(settle)
+        self.proc.send_signal(signal.SIGINT)
+        rc = self.proc.wait(10)
+        if rc is None:
+            self.proc.kill()
+        elif self.proc in _procs:
+            _procs.remove(self.proc)
+        streams = {}
+        for line in self.proc.out.splitlines():
+            f = line.split("\t")
+            if len(f) < 4 or not f[0].isdigit() or not f[1].isdigit():
+                continue
+            sp, dp = int(f[0]), int(f[1])
+            if self.probe_port in (sp, dp):
+                continue
+            try:
+                seq = int(f[2])
+                data = bytes.fromhex(f[3].replace(":", ""))
+            except ValueError:
+                continue
+            buf = streams.setdefault((sp, dp), bytearray())
+            off = max(seq - 1, 0)            # relative sequence numbers start at 1
+            if len(buf) < off + len(data):
+                buf.extend(b"\0" * (off + len(data) - len(buf)))
+            buf[off:off + len(data)] = data
+        return {k: bytes(v) for k, v in streams.items()}
+
+
+def streams_between(streams, port):
+    """From RawCapture.finish(): (bytes sent to port, bytes sent from port)
+    of the connection to the listening port.  Several connections: the one
+    that carried the most bytes."""
+    best = (b"", b"")
+    for (sp, dp), data in streams.items():
+        if dp != port:
+            continue
+        back = streams.get((port, sp), b"")
+        if len(data) + len(back) > len(best[0]) + len(best[1]):
+            best = (data, back)
+    return best
+
+
+def tls_records(data):
+    """Splits a byte stream into TLS records: a list of
+    (content_type, version, body).  Stops at the first bytes that are not a
+    whole record (their count is in the last item as (None, None, rest))."""
+    out = []
+    i = 0
+    while i + 5 <= len(data):
+        ct = data[i]
+        ver = (data[i + 1] << 8) | data[i + 2]
+        n = (data[i + 3] << 8) | data[i + 4]
+        if ct not in (20, 21, 22, 23, 24) or i + 5 + n > len(data):
+            break
+        out.append((ct, ver, data[i + 5:i + 5 + n]))
+        i += 5 + n
+    if i < len(data):
+        out.append((None, None, data[i:]))
+    return out
+
+
+def ssl_error_text(e):
+    """A short description of a Python client's exception: class name and,
+    for ssl errors, the reason or the verification message."""
+    if e is None:
+        return "ok"
+    name = type(e).__name__
+    if isinstance(e, ssl.SSLCertVerificationError):
+        return "%s: %s" % (name, e.verify_message)
+    if isinstance(e, ssl.SSLError):
+        return "%s: %s" % (name, e.reason or (e.args[-1] if e.args else ""))
+    if isinstance(e, OSError) and e.strerror:
+        return "%s: %s" % (name, e.strerror)
+    return "%s: %s" % (name, e) if str(e) else name
+
+
+# ------------------------------------------------------------------ lab CA (mitm)
+
+class LabCA:
+    """A lab CA made by `tlsfault --ca-init DIR`, once per run (one per test
+    script): root.pem (what the lab's clients trust), intermediate.pem (signs
+    the forged leaves) and untrusted-root.pem (fault cert-untrusted-root),
+    with their keys.  For mitm listeners: --mode mitm --ca DIR, or
+    ca = { dir = "DIR"; } in a configuration file."""
+
+    _instance = None
+
+    @classmethod
+    def get(cls):
+        if cls._instance is None:
+            cls._instance = cls(os.path.join(tmpdir(), "lab-ca"))
+        return cls._instance
+
+    def __init__(self, d):
+        self.dir = d
+        p = lambda n: os.path.join(d, n)  # noqa: E731
+        self.root = p("root.pem")
+        self.intermediate = p("intermediate.pem")
+        self.untrusted_root = p("untrusted-root.pem")
+        if not os.path.exists(self.root):
+            self.init(d)
+
+    @staticmethod
+    def init(d):
+        """Makes a lab CA in d with tlsfault --ca-init; raises on failure."""
+        r = run([TF_BIN, "--ca-init", d], timeout=60)
+        if r.rc != 0 or not os.path.exists(os.path.join(d, "root.pem")):
+            raise RuntimeError("tlsfault --ca-init %s failed: %s" % (d, r.describe()))
+        return d
+
+    def mitm_args(self):
+        """The quick-mode arguments of a mitm listener signing with this CA."""
+        return ["--mode", "mitm", "--ca", self.dir]
+
+    def client_context(self, min_version=None, max_version=None):
+        """A Python client context trusting root.pem only."""
+        ctx = ssl.create_default_context(cafile=self.root)
+        if min_version:
+            ctx.minimum_version = min_version
+        if max_version:
+            ctx.maximum_version = max_version
+        return ctx

@@ -7,6 +7,11 @@
  * (every default included), as is the shipped conf/tlsfault.conf.  Also:
  * quick mode, host:port splitting, the error buffer's truncation and the
  * reference count.  Fixtures are found under $TF_SRCDIR (default ".").
+ *
+ * mitm needs a lab CA: the group setup makes one with tf_lab_ca_init in a
+ * temporary "lab" directory (lab/lab-ca), and fixtures marked lab are
+ * copied there before loading, so that their relative ca.dir = "lab-ca"
+ * is found the way a user's would be: from the file's own directory.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -16,12 +21,15 @@
 
 #include <arpa/inet.h>
 #include <dirent.h>
+#include <ftw.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "tlsfault/config.h"
+#include "tlsfault/forge.h"
 
 #define ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
 #define FIXTURE_DIR "tests/unit/fixtures/config"
@@ -45,6 +53,68 @@ test_fixture(char *buf, size_t n, const char *name)
 {
     int w = snprintf(buf, n, "%s/" FIXTURE_DIR "/%s", test_srcdir(), name);
     assert_true(w > 0 && (size_t)w < n);
+}
+
+/* ------------------------------------------------------------ the lab */
+
+static char lab_dir[256];    /* made by the group setup; holds lab-ca/ */
+static char lab_ca_dir[300]; /* lab_dir/lab-ca */
+
+static int
+lab_setup(void **state)
+{
+    char err[512];
+
+    (void)state;
+    snprintf(lab_dir, sizeof(lab_dir), "%s/tlsfault-test-config-XXXXXX",
+             getenv("TMPDIR") != NULL ? getenv("TMPDIR") : "/tmp");
+    if (mkdtemp(lab_dir) == NULL)
+        return -1;
+    snprintf(lab_ca_dir, sizeof(lab_ca_dir), "%s/lab-ca", lab_dir);
+    if (!tf_lab_ca_init(lab_ca_dir, err, sizeof(err))) {
+        fprintf(stderr, "lab CA: %s\n", err);
+        return -1;
+    }
+    return 0;
+}
+
+static int
+lab_remove_cb(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+    (void)st;
+    (void)flag;
+    (void)ftw;
+    return remove(path);
+}
+
+static int
+lab_teardown(void **state)
+{
+    (void)state;
+    if (lab_dir[0] != '\0')
+        nftw(lab_dir, lab_remove_cb, 16, FTW_DEPTH | FTW_PHYS);
+    return 0;
+}
+
+/* Copies fixture name into the lab; buf gets the copy's path. */
+static void
+test_lab_fixture(char *buf, size_t n, const char *name)
+{
+    char src[1024];
+    char data[16384];
+
+    test_fixture(src, sizeof(src), name);
+    FILE *in = fopen(src, "r");
+    assert_non_null(in);
+    size_t len = fread(data, 1, sizeof(data), in);
+    assert_true(len < sizeof(data));
+    fclose(in);
+    int w = snprintf(buf, n, "%s/%s", lab_dir, name);
+    assert_true(w > 0 && (size_t)w < n);
+    FILE *out = fopen(buf, "w");
+    assert_non_null(out);
+    assert_int_equal(fwrite(data, 1, len, out), len);
+    assert_int_equal(fclose(out), 0);
 }
 
 static struct tf_config *
@@ -91,6 +161,23 @@ test_assert_v6(const struct tf_listener_conf *lc, const char *addr, uint16_t por
     assert_int_equal(test_port(lc), port);
 }
 
+/* A leg nobody configured: OpenSSL's defaults, no upstream verification. */
+static void
+test_assert_tls_defaults(const struct tf_tls_settings *t)
+{
+    assert_int_equal(t->min_version, 0);
+    assert_int_equal(t->max_version, 0);
+    assert_null(t->ciphers);
+    assert_null(t->ciphersuites);
+    assert_null(t->groups);
+    assert_null(t->sigalgs);
+    assert_null(t->alpn);
+    assert_int_equal(t->security_level, -1);
+    assert_int_equal(t->verify, TF_VERIFY_NONE);
+    assert_null(t->ca_file);
+    assert_false(t->forge_on_verify_failure);
+}
+
 /* ------------------------------------------------------------ bad fixtures */
 
 /*
@@ -103,6 +190,13 @@ struct bad_case {
     const char *expected;
 };
 
+/* mitm_*.conf are loaded from a copy in the lab, beside lab-ca/. */
+static bool
+test_in_lab(const char *fixture)
+{
+    return strncmp(fixture, "mitm_", 5) == 0;
+}
+
 static struct bad_case bad_cases[] = {
     /* libconfig's own errors */
     {"syntax_error.conf", "FILE:2: syntax error"},
@@ -111,16 +205,17 @@ static struct bad_case bad_cases[] = {
     /* keys */
     {"unknown_key.conf",
      "FILE:7: unknown key \"upstreem\" in listener; valid keys: name, listen, route, upstream, "
-     "mode"},
+     "mode, client_tls, upstream_tls"},
     {"unknown_key_top.conf",
      "FILE:2: unknown key \"listener\" at top level; valid keys: workers, listeners, faults, log, "
-     "timeouts, limits"},
-    {"unknown_key_log.conf", "FILE:3: unknown key \"file\" in log; valid keys: text, json, level"},
+     "timeouts, limits, ca"},
+    {"unknown_key_log.conf",
+     "FILE:3: unknown key \"file\" in log; valid keys: text, json, level, keylog, content"},
     {"unknown_key_timeouts.conf",
      "FILE:3: unknown key \"read\" in timeouts; valid keys: connect, handshake, idle, grace"},
     {"unknown_key_limits.conf",
      "FILE:3: unknown key \"records\" in limits; valid keys: handshake_message_max, buffer"},
-    {"reserved_key.conf", "FILE:3: \"log.keylog\" is not available in this version"},
+    {"reserved_key.conf", "FILE:3: \"control\" is not available in this version"},
     /* types */
     {"wrong_type_int.conf", "FILE:2: \"workers\" must be an integer"},
     {"wrong_type_number.conf", "FILE:3: \"timeouts.idle\" must be a number"},
@@ -137,9 +232,10 @@ static struct bad_case bad_cases[] = {
      "close, slice, drop-server-hello, reset-after-client-hello, close-after-client-hello, "
      "alert, plaintext-response, downgrade, strip-ciphers, strip-sni, strip-alpn, "
      "record-version-too-high, strip-intermediates, append-bytes, corrupt, truncate, "
-     "duplicate, fragment"},
-    {"fault_mitm.conf",
-     "FILE:4: fault \"cert-expired\" needs mode mitm, which is not available in this version"},
+     "duplicate, fragment, cert-expired, cert-not-yet-valid, cert-wrong-host, cert-self-signed, "
+     "cert-untrusted-root, cert-no-intermediate, cert-wrong-eku, cert-sha1, cert-weak-key, "
+     "server-versions, server-ciphers, require-sni"},
+    {"fault_mitm.conf", "FILE:4: fault \"cert-expired\" needs a listener with mode = \"mitm\""},
     {"fault_unknown_param.conf",
      "FILE:7: unknown parameter \"dri\" for fault \"delay\"; valid: ms, jitter, dir, "
      "after_bytes, name, fault, match"},
@@ -199,9 +295,7 @@ static struct bad_case bad_cases[] = {
     {"route_unavailable.conf",
      "FILE:3: route \"sni\" is not available in this version; valid: forward"},
     {"route_unknown.conf", "FILE:3: unknown route \"bogus\"; valid: forward"},
-    {"mode_unavailable.conf",
-     "FILE:3: mode \"mitm\" is not available in this version; valid: passthrough"},
-    {"mode_unknown.conf", "FILE:3: unknown mode \"transparent\"; valid: passthrough"},
+    {"mode_unknown.conf", "FILE:3: unknown mode \"transparent\"; valid: passthrough, mitm"},
     /* required settings and names */
     {"no_listen.conf", "FILE:3: listener \"listener1\" has no \"listen\" address"},
     {"no_upstream.conf",
@@ -249,15 +343,92 @@ static struct bad_case bad_cases[] = {
     {"multiple_errors.conf",
      "FILE:2: \"workers\" must be between 0 and 256, not -1\n"
      "FILE:8: unknown key \"colour\" in listener; valid keys: name, listen, route, upstream, "
-     "mode\n"
+     "mode, client_tls, upstream_tls\n"
      "FILE:6: listen \"127.0.0.1\": missing port (expected host:port or [v6]:port)\n"
      "FILE:11: listener name \"lab\" is already used (line 4)\n"
-     "FILE:13: mode \"mitm\" is not available in this version; valid: passthrough\n"
      "FILE:10: listener \"lab\" has no \"upstream\" (required for route \"forward\")\n"
      "FILE:16: unknown log level \"loud\"; valid: error, warn, info, debug\n"
      "FILE:17: \"timeouts.idle\" must be greater than 0 seconds, not 0\n"
      "FILE:17: \"timeouts.grace\" must be a number\n"
-     "FILE:18: \"limits.buffer\" must be between 4096 and 1073741824, not 10"},
+     "FILE:18: \"limits.buffer\" must be between 4096 and 1073741824, not 10\n"
+     "FILE:13: mode \"mitm\" needs a lab CA: set ca.dir (make one with tlsfault --ca-init DIR)"},
+    /* mitm: the legs' settings, the lab CA, the mitm faults */
+    {"mitm_no_ca.conf",
+     "FILE:3: mode \"mitm\" needs a lab CA: set ca.dir (make one with tlsfault --ca-init DIR)"},
+    {"tls_needs_mitm.conf",
+     "FILE:6: client_tls needs mode = \"mitm\"\n"
+     "FILE:7: upstream_tls needs mode = \"mitm\"\n"
+     "FILE:13: upstream_tls needs mode = \"mitm\""},
+    {"ca_mixed.conf",
+     "FILE:5: ca.dir and ca.cert do not mix: a ca.dir holds the whole CA\n"
+     "FILE:6: ca.dir and ca.chain do not mix: a ca.dir holds the whole CA"},
+    {"ca_pairs.conf",
+     "FILE:4: ca.cert needs ca.key\n"
+     "FILE:5: ca.untrusted_key needs ca.untrusted_cert"},
+    {"ca_alone.conf",
+     "FILE:4: ca.chain needs ca.cert and ca.key\n"
+     "FILE:5: ca.untrusted_cert needs ca.cert and ca.key\n"
+     "FILE:6: ca.untrusted_key needs ca.cert and ca.key"},
+    {"ca_keys.conf",
+     "FILE:4: unknown key \"root\" in ca; valid keys: dir, cert, key, chain, untrusted_cert, "
+     "untrusted_key, cache\n"
+     "FILE:5: \"ca.cache\" must be between 0 and 1048576, not -1\n"
+     "FILE:6: \"ca.dir\" must not be empty\n"
+     "FILE:7: \"ca.cert\" must be a string\n"
+     "FILE:7: ca.dir and ca.cert do not mix: a ca.dir holds the whole CA"},
+    {"log_mitm_keys.conf",
+     "FILE:4: \"log.keylog\" must not be empty\n"
+     "FILE:5: \"log.content\" must be between 0 and 16777216, not 16777217"},
+    {"mitm_tls_bad.conf",
+     "FILE:8: \"client_tls.min_version\" must be TLS1.0, TLS1.1, TLS1.2 or TLS1.3 (\"1.2\" and "
+     "\"0x0303\" work too), not \"SSL3.0\"\n"
+     "FILE:9: \"client_tls.max_version\" must be TLS1.0, TLS1.1, TLS1.2 or TLS1.3 (\"1.2\" and "
+     "\"0x0303\" work too), not \"TLS1.4\"\n"
+     "FILE:10: \"client_tls.ciphers\": OpenSSL refuses \"NO-SUCH-CIPHER\" (expected an OpenSSL "
+     "cipher string for TLS 1.2 and below, such as \"ECDHE+AESGCM:!aNULL\"; see openssl ciphers "
+     "-v)\n"
+     "FILE:11: \"client_tls.ciphersuites\": OpenSSL refuses \"TLS_NO_SUCH_SUITE\" (expected TLS "
+     "1.3 suites separated by \":\", such as \"TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384\")\n"
+     "FILE:12: \"client_tls.groups\": OpenSSL refuses \"X25519:P-999\" (expected groups "
+     "separated by \":\", such as \"X25519:P-256\")\n"
+     "FILE:13: \"client_tls.sigalgs\": OpenSSL refuses \"ECDSA+MD4\" (expected signature "
+     "algorithms separated by \":\", such as \"ECDSA+SHA256:RSA-PSS+SHA256\")\n"
+     "FILE:14: \"client_tls.alpn\" must be protocol names separated by commas, such as "
+     "\"h2,http/1.1\", not \"h2,,http/1.1\"\n"
+     "FILE:15: \"client_tls.security_level\" must be between 0 and 5, not 6\n"
+     "FILE:16: unknown key \"verify\" in client_tls; valid keys: min_version, max_version, "
+     "ciphers, ciphersuites, groups, sigalgs, alpn, security_level\n"
+     "FILE:21: \"upstream_tls.alpn\" must be protocol names separated by commas, such as "
+     "\"h2,http/1.1\", not \"h2, http/1.1\"\n"
+     "FILE:22: unknown verify \"maybe\"; valid: none, system, file\n"
+     "FILE:23: unknown on_verify_failure \"ignore\"; valid: close, forge\n"
+     "FILE:24: \"upstream_tls.security_level\" must be an integer\n"
+     "FILE:19: \"upstream_tls.min_version\" (TLS1.3) is above \"upstream_tls.max_version\" "
+     "(TLS1.2)"},
+    {"mitm_verify.conf",
+     "FILE:8: \"upstream_tls.verify\" = \"file\" needs \"upstream_tls.ca_file\"\n"
+     "FILE:15: \"upstream_tls.ca_file\" is used only with verify = \"file\"\n"
+     "FILE:22: \"upstream_tls.ca_file\" \"@DIR@/no-such-ca.pem\": cannot read: No such file or "
+     "directory\n"
+     "FILE:29: \"upstream_tls.ca_file\" \"@DIR@/lab-ca/README.txt\": no PEM certificate in it\n"
+     "FILE:36: \"upstream_tls.ca_file\" \"@DIR@/lab-ca\": cannot read: Is a directory"},
+    {"mitm_ca_bad.conf",
+     "FILE:5: lab CA: cannot read @DIR@/no-such-ca/root.pem: No such file or directory"},
+    {"mitm_ca_files_bad.conf", "FILE:5: lab CA: ca.key does not match ca.cert"},
+    {"mitm_fault_listener.conf",
+     "FILE:11: unknown listener \"nope\" in match; valid: raw, lab\n"
+     "FILE:8: fault \"cert-wrong-host\" needs a listener with mode = \"mitm\"\n"
+     "FILE:14: fault \"server-versions\" needs a listener with mode = \"mitm\""},
+    {"mitm_fault_bad.conf",
+     "FILE:6: \"min\" (TLS1.3) is above \"max\" (TLS1.2)\n"
+     "FILE:7: \"max\" must be from TLS1.0 to TLS1.3, not \"SSL3.0\"\n"
+     "FILE:8: \"ciphers\": OpenSSL refuses \"NOPE\" (expected an OpenSSL cipher string for TLS 1.2 "
+     "and below, such as \"ECDHE+AESGCM:!aNULL\"; see openssl ciphers -v)\n"
+     "FILE:8: \"ciphersuites\": OpenSSL refuses \"TLS_NOPE\" (expected TLS 1.3 suites separated "
+     "by \":\", such as \"TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384\")\n"
+     "FILE:9: \"seconds\" must be between 1 and 3153600000, not 0\n"
+     "FILE:10: \"host\" must not be empty\n"
+     "FILE:11: unknown parameter \"seconds\" for fault \"cert-sha1\"; valid: name, fault, match"},
 };
 
 /* Fixtures that must load; the tests below check what they mean. */
@@ -266,16 +437,33 @@ static const char *const good_fixtures[] = {
     "good_two_listeners.conf",
     "good_include.conf",
     "good_faults.conf",
+    "good_mitm.conf",
+    "good_mitm_files.conf",
+    "good_ca_unused.conf",
 };
 
-/* Replaces "FILE" at the start of each line of tmpl with path. */
+/*
+ * Replaces "FILE" at the start of each line of tmpl with path, and "@DIR@"
+ * anywhere with the directory of path.
+ */
 static void
 test_expand(char *out, size_t n, const char *tmpl, const char *path)
 {
     size_t used = 0;
     bool line_start = true;
+    const char *slash = strrchr(path, '/');
+    int dirlen = slash != NULL ? (int)(slash - path) : 1;
+    const char *dir = slash != NULL ? path : ".";
 
     for (const char *p = tmpl; *p != '\0';) {
+        if (strncmp(p, "@DIR@", 5) == 0) {
+            int w = snprintf(out + used, n - used, "%.*s", dirlen, dir);
+            assert_true(w > 0 && (size_t)w < n - used);
+            used += (size_t)w;
+            p += 5;
+            line_start = false;
+            continue;
+        }
         if (line_start && strncmp(p, "FILE", 4) == 0) {
             int w = snprintf(out + used, n - used, "%s", path);
             assert_true(w > 0 && (size_t)w < n - used);
@@ -299,7 +487,10 @@ test_bad_fixture(void **state)
     const struct bad_case *c = *state;
     char path[1024], want[8192], err[8192];
 
-    test_fixture(path, sizeof(path), c->fixture);
+    if (test_in_lab(c->fixture))
+        test_lab_fixture(path, sizeof(path), c->fixture);
+    else
+        test_fixture(path, sizeof(path), c->fixture);
     test_expand(want, sizeof(want), c->expected, path);
     struct tf_config *cfg = tf_config_load(path, err, sizeof(err));
     if (cfg != NULL) {
@@ -374,6 +565,19 @@ test_defaults(void **state)
     assert_string_equal(lc->upstream_host, "127.0.0.1");
     assert_int_equal(lc->upstream_port, 4433);
     assert_int_equal(lc->line, 2);
+    test_assert_tls_defaults(&lc->client_tls);
+    test_assert_tls_defaults(&lc->upstream_tls);
+    /* mitm settings keep their defaults, and nothing is loaded without a mitm listener. */
+    assert_null(cfg->ca_dir);
+    assert_null(cfg->ca_cert);
+    assert_null(cfg->ca_key);
+    assert_null(cfg->ca_chain);
+    assert_null(cfg->ca_untrusted_cert);
+    assert_null(cfg->ca_untrusted_key);
+    assert_int_equal(cfg->forge_cache, 1024);
+    assert_null(cfg->lab_ca);
+    assert_null(cfg->log_keylog);
+    assert_int_equal(cfg->content_max, 0);
     tf_config_unref(cfg);
 }
 
@@ -511,6 +715,151 @@ test_faults(void **state)
     tf_config_unref(cfg); /* ASan: the rules go with the snapshot */
 }
 
+/* Every key of both legs, the lab CA by directory, and the mitm faults. */
+static void
+test_mitm(void **state)
+{
+    char path[1024], want[1100];
+    const struct tf_fault_rule *r;
+
+    (void)state;
+    test_lab_fixture(path, sizeof(path), "good_mitm.conf");
+    struct tf_config *cfg = test_load_good(path);
+
+    assert_int_equal(cfg->n_listeners, 3);
+    const struct tf_listener_conf *lab = &cfg->listeners[0];
+    assert_string_equal(lab->name, "lab");
+    assert_int_equal(lab->mode, TF_MODE_MITM);
+    assert_int_equal(lab->client_tls.min_version, 0x0301);
+    assert_int_equal(lab->client_tls.max_version, 0x0303);
+    assert_string_equal(lab->client_tls.ciphers, "DEFAULT:@SECLEVEL=0");
+    assert_string_equal(lab->client_tls.ciphersuites, "TLS_AES_128_GCM_SHA256");
+    assert_string_equal(lab->client_tls.groups, "X25519:P-256");
+    assert_string_equal(lab->client_tls.sigalgs, "ECDSA+SHA256:RSA-PSS+SHA256:RSA+SHA1");
+    assert_string_equal(lab->client_tls.alpn, "h2,http/1.1");
+    assert_int_equal(lab->client_tls.security_level, 0);
+    assert_int_equal(lab->client_tls.verify, TF_VERIFY_NONE);
+    assert_int_equal(lab->upstream_tls.min_version, 0x0303);
+    assert_int_equal(lab->upstream_tls.max_version, 0x0304);
+    assert_null(lab->upstream_tls.ciphers);
+    assert_string_equal(lab->upstream_tls.alpn, "http/1.1");
+    assert_int_equal(lab->upstream_tls.security_level, -1);
+    assert_int_equal(lab->upstream_tls.verify, TF_VERIFY_FILE);
+    snprintf(want, sizeof(want), "%s/root.pem", lab_ca_dir); /* from the file's directory */
+    assert_string_equal(lab->upstream_tls.ca_file, want);
+    assert_true(lab->upstream_tls.forge_on_verify_failure);
+
+    const struct tf_listener_conf *raw = &cfg->listeners[1];
+    assert_int_equal(raw->mode, TF_MODE_PASSTHROUGH);
+    test_assert_tls_defaults(&raw->client_tls);
+    test_assert_tls_defaults(&raw->upstream_tls);
+
+    const struct tf_listener_conf *dflt = &cfg->listeners[2];
+    assert_int_equal(dflt->mode, TF_MODE_MITM);
+    test_assert_tls_defaults(&dflt->client_tls); /* client_tls = { } */
+    assert_int_equal(dflt->upstream_tls.verify, TF_VERIFY_SYSTEM);
+    assert_null(dflt->upstream_tls.ca_file);
+    assert_false(dflt->upstream_tls.forge_on_verify_failure);
+
+    assert_string_equal(cfg->ca_dir, lab_ca_dir);
+    assert_null(cfg->ca_cert);
+    assert_int_equal(cfg->forge_cache, 64);
+    assert_non_null(cfg->lab_ca);
+    assert_non_null(tf_lab_ca_root(cfg->lab_ca));
+    assert_string_equal(cfg->log_keylog, "keys.log"); /* a log path: from the working directory */
+    assert_int_equal(cfg->content_max, 4096);
+
+    assert_int_equal(cfg->n_faults, 9);
+    r = cfg->faults[0];
+    assert_int_equal(r->def->id, TF_FAULT_CERT_EXPIRED);
+    assert_int_equal(r->args.seconds, 86400);
+    r = cfg->faults[1];
+    assert_int_equal(r->def->id, TF_FAULT_CERT_NOT_YET_VALID);
+    assert_int_equal(r->args.seconds, 2592000);
+    r = cfg->faults[2];
+    assert_string_equal(r->args.host, "other.lab.test");
+    r = cfg->faults[3];
+    assert_int_equal(r->args.min_version, 0x0302);
+    assert_int_equal(r->args.version, 0x0302);
+    r = cfg->faults[4];
+    assert_string_equal(r->args.ciphers, "AES256-SHA");
+    assert_string_equal(r->args.ciphersuites, "TLS_AES_128_CCM_8_SHA256");
+    r = cfg->faults[5];
+    assert_int_equal(r->def->id, TF_FAULT_REQUIRE_SNI);
+    r = cfg->faults[7];
+    assert_int_equal(r->def->id, TF_FAULT_DROP_SERVER_HELLO); /* passthrough fault, mitm listener */
+    tf_config_unref(cfg); /* ASan: the CA and the legs' strings go with the snapshot */
+}
+
+/* The lab CA as files, resolved against the file's directory, and loaded. */
+static void
+test_mitm_ca_files(void **state)
+{
+    char path[1024], want[1100];
+
+    (void)state;
+    test_lab_fixture(path, sizeof(path), "good_mitm_files.conf");
+    struct tf_config *cfg = test_load_good(path);
+    assert_null(cfg->ca_dir);
+    snprintf(want, sizeof(want), "%s/intermediate.pem", lab_ca_dir);
+    assert_string_equal(cfg->ca_cert, want);
+    snprintf(want, sizeof(want), "%s/intermediate.key", lab_ca_dir);
+    assert_string_equal(cfg->ca_key, want);
+    snprintf(want, sizeof(want), "%s/root.pem", lab_ca_dir);
+    assert_string_equal(cfg->ca_chain, want);
+    snprintf(want, sizeof(want), "%s/untrusted-intermediate.pem", lab_ca_dir);
+    assert_string_equal(cfg->ca_untrusted_cert, want);
+    snprintf(want, sizeof(want), "%s/untrusted-intermediate.key", lab_ca_dir);
+    assert_string_equal(cfg->ca_untrusted_key, want);
+    assert_non_null(cfg->lab_ca);
+    assert_int_equal(cfg->n_faults, 1);
+    tf_config_unref(cfg);
+}
+
+/* Without a mitm listener the ca group is checked, resolved and not loaded. */
+static void
+test_ca_unused(void **state)
+{
+    char path[1024], want[1100];
+
+    (void)state;
+    test_fixture(path, sizeof(path), "good_ca_unused.conf");
+    struct tf_config *cfg = test_load_good(path);
+    snprintf(want, sizeof(want), "%s/" FIXTURE_DIR "/ca/lab.pem", test_srcdir());
+    assert_string_equal(cfg->ca_cert, want);
+    assert_string_equal(cfg->ca_key, "/etc/tlsfault/lab.key"); /* absolute: as written */
+    assert_int_equal(cfg->forge_cache, 0);
+    assert_null(cfg->lab_ca);
+    tf_config_unref(cfg);
+}
+
+/* conf/mitm.conf, beside a CA made the way its comment says (ca.dir = "lab-ca"). */
+static void
+test_shipped_mitm_conf(void **state)
+{
+    char src[1024], path[1024];
+
+    (void)state;
+    test_path(src, sizeof(src), "conf/mitm.conf");
+    FILE *in = fopen(src, "r");
+    if (in == NULL)
+        fail_msg("%s: cannot open", src);
+    fclose(in);
+    /* The lab holds lab-ca/: a copy of the file there finds it. */
+    snprintf(path, sizeof(path), "%s/mitm.conf", lab_dir);
+    char cmd[2200];
+    snprintf(cmd, sizeof(cmd), "cp '%s' '%s'", src, path);
+    assert_int_equal(system(cmd), 0);
+    struct tf_config *cfg = test_load_good(path);
+    bool any_mitm = false;
+    for (size_t i = 0; i < cfg->n_listeners; i++)
+        any_mitm = any_mitm || cfg->listeners[i].mode == TF_MODE_MITM;
+    assert_true(any_mitm);
+    assert_string_equal(cfg->ca_dir, lab_ca_dir);
+    assert_non_null(cfg->lab_ca);
+    tf_config_unref(cfg);
+}
+
 /* @include resolves against the including file's directory, wherever the test runs. */
 static void
 test_include(void **state)
@@ -626,14 +975,29 @@ test_error_buffer(void **state)
 
 /* ------------------------------------------------------------ quick mode */
 
+/* The passthrough quick mode's options, as main() passes them. */
+static struct tf_config *
+quick(const char *listen, const char *upstream, const char *json, const char *const *faults,
+      size_t n_faults, char *err, size_t errlen)
+{
+    struct tf_quick q = {
+        .listen = listen,
+        .upstream = upstream,
+        .json = json,
+        .faults = faults,
+        .n_faults = n_faults,
+    };
+    return tf_config_quick_opts(&q, err, errlen);
+}
+
 static void
 test_quick_good(void **state)
 {
     char err[1024];
 
     (void)state;
-    struct tf_config *cfg = tf_config_quick("127.0.0.1:8443", "origin.lab.test:443", NULL, NULL,
-                                            0, err, sizeof(err));
+    struct tf_config *cfg = quick("127.0.0.1:8443", "origin.lab.test:443", NULL, NULL, 0, err,
+                                  sizeof(err));
     assert_non_null(cfg);
     assert_null(cfg->path);
     assert_int_equal(atomic_load(&cfg->refs), 1);
@@ -660,7 +1024,7 @@ test_quick_good(void **state)
     assert_int_equal(cfg->buffer_max, 262144);
     tf_config_unref(cfg);
 
-    cfg = tf_config_quick("[::]:8443", "[::1]:4433", "events.jsonl", NULL, 0, err, sizeof(err));
+    cfg = quick("[::]:8443", "[::1]:4433", "events.jsonl", NULL, 0, err, sizeof(err));
     assert_non_null(cfg);
     test_assert_v6(&cfg->listeners[0], "::", 8443);
     assert_string_equal(cfg->listeners[0].upstream_host, "::1");
@@ -677,24 +1041,24 @@ test_quick_bad(void **state)
     (void)state;
     /* Both problems, in argument order. */
     assert_null(
-        tf_config_quick("127.0.0.1", "origin.lab.test", NULL, NULL, 0, err, sizeof(err)));
+        quick("127.0.0.1", "origin.lab.test", NULL, NULL, 0, err, sizeof(err)));
     assert_string_equal(err, "--listen: missing port (expected host:port or [v6]:port)\n"
                              "--upstream: missing port (expected host:port or [v6]:port)");
 
     assert_null(
-        tf_config_quick("localhost:8443", "127.0.0.1:4433", NULL, NULL, 0, err, sizeof(err)));
+        quick("localhost:8443", "127.0.0.1:4433", NULL, NULL, 0, err, sizeof(err)));
     assert_string_equal(err, "--listen: \"localhost\" is not a numeric IP address (a listener "
                              "binds to an address, not a host name)");
 
     assert_null(
-        tf_config_quick("127.0.0.1:8443", "bad host:443", NULL, NULL, 0, err, sizeof(err)));
+        quick("127.0.0.1:8443", "bad host:443", NULL, NULL, 0, err, sizeof(err)));
     assert_string_equal(err, "--upstream: \"bad host\" is not a valid host name");
 
     assert_null(
-        tf_config_quick("127.0.0.1:8443", "127.0.0.1:4433", "", NULL, 0, err, sizeof(err)));
+        quick("127.0.0.1:8443", "127.0.0.1:4433", "", NULL, 0, err, sizeof(err)));
     assert_string_equal(err, "--json: must not be empty");
 
-    assert_null(tf_config_quick(NULL, NULL, NULL, NULL, 0, err, sizeof(err)));
+    assert_null(quick(NULL, NULL, NULL, NULL, 0, err, sizeof(err)));
     assert_string_equal(err, "--listen: empty address (expected host:port or [v6]:port)\n"
                              "--upstream: empty address (expected host:port or [v6]:port)");
 }
@@ -711,8 +1075,8 @@ test_quick_faults(void **state)
     char err[2048];
 
     (void)state;
-    struct tf_config *cfg = tf_config_quick("127.0.0.1:8443", "127.0.0.1:4433", NULL, good,
-                                            ARRAY_LEN(good), err, sizeof(err));
+    struct tf_config *cfg =
+        quick("127.0.0.1:8443", "127.0.0.1:4433", NULL, good, ARRAY_LEN(good), err, sizeof(err));
     if (cfg == NULL)
         fail_msg("quick mode with faults refused: %s", err);
     assert_int_equal(cfg->n_faults, 3);
@@ -735,8 +1099,8 @@ test_quick_faults(void **state)
         "stall",
         "stall:listener=lab",
     };
-    assert_null(tf_config_quick("127.0.0.1", "127.0.0.1:4433", NULL, bad, ARRAY_LEN(bad), err,
-                                sizeof(err)));
+    assert_null(quick("127.0.0.1", "127.0.0.1:4433", NULL, bad, ARRAY_LEN(bad), err,
+                      sizeof(err)));
     assert_string_equal(
         err,
         "--listen: missing port (expected host:port or [v6]:port)\n"
@@ -744,9 +1108,10 @@ test_quick_faults(void **state)
         "bandwidth, stall, reset, close, slice, drop-server-hello, reset-after-client-hello, "
         "close-after-client-hello, alert, plaintext-response, downgrade, strip-ciphers, "
         "strip-sni, strip-alpn, record-version-too-high, strip-intermediates, append-bytes, "
-        "corrupt, truncate, duplicate, fragment\n"
-        "--fault \"cert-expired\": fault \"cert-expired\" needs mode mitm, which is not "
-        "available in this version\n"
+        "corrupt, truncate, duplicate, fragment, cert-expired, cert-not-yet-valid, "
+        "cert-wrong-host, cert-self-signed, cert-untrusted-root, cert-no-intermediate, "
+        "cert-wrong-eku, cert-sha1, cert-weak-key, server-versions, server-ciphers, require-sni\n"
+        "--fault \"cert-expired\": fault \"cert-expired\" needs --mode mitm\n"
         "--fault \"delay:dri=5\": unknown parameter \"dri\" for fault \"delay\"; valid: ms, "
         "jitter, dir, after_bytes, name, listener, client, sni, nth, every, first, probability, "
         "seed, times\n"
@@ -754,10 +1119,97 @@ test_quick_faults(void **state)
         "--fault \"stall:listener=lab\": unknown listener \"lab\" in match; valid: listener1");
 
     /* No faults: NULL is fine. */
-    cfg = tf_config_quick("127.0.0.1:8443", "127.0.0.1:4433", NULL, NULL, 0, err, sizeof(err));
+    cfg = quick("127.0.0.1:8443", "127.0.0.1:4433", NULL, NULL, 0, err, sizeof(err));
     assert_non_null(cfg);
     assert_int_equal(cfg->n_faults, 0);
     tf_config_unref(cfg);
+}
+
+/* --mode mitm: the lab CA from --ca, loaded now; --keylog; the mitm faults. */
+static void
+test_quick_mitm(void **state)
+{
+    static const char *const faults[] = {
+        "cert-expired:seconds=60",
+        "server-versions:min=TLS1.2,max=TLS1.2",
+        "corrupt",
+    };
+    char err[2048];
+
+    (void)state;
+    struct tf_quick q = {
+        .listen = "127.0.0.1:8443",
+        .upstream = "origin.lab.test:443",
+        .mode = "mitm",
+        .ca_dir = lab_ca_dir,
+        .keylog = "keys.log",
+        .faults = faults,
+        .n_faults = ARRAY_LEN(faults),
+    };
+    struct tf_config *cfg = tf_config_quick_opts(&q, err, sizeof(err));
+    if (cfg == NULL)
+        fail_msg("quick mitm refused: %s", err);
+    assert_int_equal(cfg->listeners[0].mode, TF_MODE_MITM);
+    test_assert_tls_defaults(&cfg->listeners[0].client_tls);
+    test_assert_tls_defaults(&cfg->listeners[0].upstream_tls);
+    assert_string_equal(cfg->ca_dir, lab_ca_dir);
+    assert_non_null(cfg->lab_ca);
+    assert_int_equal(cfg->forge_cache, 1024);
+    assert_string_equal(cfg->log_keylog, "keys.log");
+    assert_int_equal(cfg->n_faults, 3);
+    assert_int_equal(cfg->faults[0]->args.seconds, 60);
+    assert_int_equal(cfg->faults[1]->args.min_version, 0x0303);
+    tf_config_unref(cfg);
+
+    /* mode "passthrough" spelt out is the default. */
+    q = (struct tf_quick){.listen = "127.0.0.1:8443", .upstream = "h:1", .mode = "passthrough"};
+    cfg = tf_config_quick_opts(&q, err, sizeof(err));
+    assert_non_null(cfg);
+    assert_int_equal(cfg->listeners[0].mode, TF_MODE_PASSTHROUGH);
+    assert_null(cfg->lab_ca);
+    tf_config_unref(cfg);
+
+    /* Every problem, in the order of the options. */
+    static const char *const bad_faults[] = {
+        "server-versions:min=1.3,max=1.2",
+        "server-ciphers:ciphersuites=TLS_NOPE",
+    };
+    q = (struct tf_quick){.listen = "127.0.0.1:8443", .upstream = "h:1", .mode = "mitm",
+                          .faults = bad_faults, .n_faults = ARRAY_LEN(bad_faults)};
+    assert_null(tf_config_quick_opts(&q, err, sizeof(err)));
+    assert_string_equal(
+        err, "--mode mitm needs a lab CA: set --ca DIR (make one with tlsfault --ca-init DIR)\n"
+             "--fault \"server-versions:min=1.3,max=1.2\": \"min\" (TLS1.3) is above \"max\" "
+             "(TLS1.2)\n"
+             "--fault \"server-ciphers:ciphersuites=TLS_NOPE\": \"ciphersuites\": OpenSSL refuses "
+             "\"TLS_NOPE\" (expected TLS 1.3 suites separated by \":\", such as "
+             "\"TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384\")");
+
+    q = (struct tf_quick){.listen = "127.0.0.1:8443", .upstream = "h:1", .mode = "tls",
+                          .ca_dir = lab_ca_dir, .keylog = "k.log"};
+    assert_null(tf_config_quick_opts(&q, err, sizeof(err)));
+    assert_string_equal(err, "--mode: unknown mode \"tls\"; valid: passthrough, mitm\n"
+                             "--keylog: only --mode mitm has keys to log\n"
+                             "--ca: the lab CA is for --mode mitm");
+
+    q = (struct tf_quick){.listen = "127.0.0.1:8443", .upstream = "h:1", .mode = "mitm",
+                          .ca_dir = "", .keylog = ""};
+    assert_null(tf_config_quick_opts(&q, err, sizeof(err)));
+    assert_string_equal(err, "--keylog: must not be empty\n"
+                             "--ca: must not be empty");
+
+    char missing[400], want[1200];
+    snprintf(missing, sizeof(missing), "%s/no-such-ca", lab_dir);
+    q = (struct tf_quick){.listen = "127.0.0.1:8443", .upstream = "h:1", .mode = "mitm",
+                          .ca_dir = missing};
+    assert_null(tf_config_quick_opts(&q, err, sizeof(err)));
+    snprintf(want, sizeof(want),
+             "--ca \"%s\": lab CA: cannot read %s/root.pem: No such file or directory", missing,
+             missing);
+    assert_string_equal(err, want);
+
+    assert_null(tf_config_quick_opts(NULL, err, sizeof(err)));
+    assert_string_equal(err, "no options");
 }
 
 /* ------------------------------------------------------------ host:port */
@@ -890,13 +1342,18 @@ main(void)
         cmocka_unit_test(test_two_listeners),
         cmocka_unit_test(test_faults),
         cmocka_unit_test(test_include),
+        cmocka_unit_test(test_mitm),
+        cmocka_unit_test(test_mitm_ca_files),
+        cmocka_unit_test(test_ca_unused),
         cmocka_unit_test(test_shipped_conf),
+        cmocka_unit_test(test_shipped_mitm_conf),
         cmocka_unit_test(test_missing_file),
         cmocka_unit_test(test_directory),
         cmocka_unit_test(test_error_buffer),
         cmocka_unit_test(test_quick_good),
         cmocka_unit_test(test_quick_bad),
         cmocka_unit_test(test_quick_faults),
+        cmocka_unit_test(test_quick_mitm),
         cmocka_unit_test(test_split_good),
         cmocka_unit_test(test_split_bad),
         cmocka_unit_test(test_split_host_buffer),
@@ -915,5 +1372,5 @@ main(void)
             .initial_state = &bad_cases[i],
         };
     }
-    return cmocka_run_group_tests_name("config", tests, NULL, NULL);
+    return cmocka_run_group_tests_name("config", tests, lab_setup, lab_teardown);
 }

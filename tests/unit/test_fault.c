@@ -82,8 +82,8 @@ test_catalogue_consistent(void **state)
         assert_non_null(d->client_sees);
         assert_true(strlen(d->help) > 0 && strlen(d->client_sees) > 0);
         assert_ptr_equal(tf_fault_find(d->name), d);
-        /* Only mitm faults wait for a later version. */
-        assert_int_equal(d->available, d->mode != TF_FAULT_MODE_MITM);
+        /* Every fault of the catalogue is available in this version, mitm ones included. */
+        assert_true(d->available);
         assert_true(d->n_params <= TF_FAULT_MAX_PARAMS);
         for (size_t j = 0; j < i; j++)
             if (strcmp(tf_fault_catalogue[j].name, d->name) == 0)
@@ -233,6 +233,130 @@ test_catalogue_default_values(void **state)
     assert_int_equal(r->args.size, 16);
     assert_int_equal(r->args.dir, TF_FAULT_DIR_BOTH);
     tf_fault_rule_free(r);
+
+    /* mitm */
+    r = rule_of("cert-expired");
+    assert_int_equal(r->args.seconds, 2592000); /* 30 days */
+    tf_fault_rule_free(r);
+
+    r = rule_of("cert-not-yet-valid");
+    assert_int_equal(r->args.seconds, 2592000);
+    tf_fault_rule_free(r);
+
+    r = rule_of("cert-wrong-host");
+    assert_string_equal(r->args.host, "wrong.host.invalid");
+    tf_fault_rule_free(r);
+
+    r = rule_of("server-versions");
+    assert_int_equal(r->args.min_version, 0x0301);
+    assert_int_equal(r->args.version, 0x0301);
+    tf_fault_rule_free(r);
+
+    r = rule_of("server-ciphers");
+    assert_string_equal(r->args.ciphers, "AES128-CCM8");
+    assert_string_equal(r->args.ciphersuites, "TLS_AES_128_CCM_8_SHA256");
+    tf_fault_rule_free(r);
+
+    static const char *const bare[] = {"cert-self-signed", "cert-untrusted-root",
+                                       "cert-no-intermediate", "cert-wrong-eku", "cert-sha1",
+                                       "cert-weak-key", "require-sni"};
+    for (size_t i = 0; i < ARRAY_LEN(bare); i++) {
+        const struct tf_fault_def *d = tf_fault_find(bare[i]);
+        assert_non_null(d);
+        assert_int_equal(d->mode, TF_FAULT_MODE_MITM);
+        assert_int_equal(d->n_params, 0);
+    }
+}
+
+/* What the client sees, as docs/faults.md and the integration tests say it. */
+static void
+test_catalogue_mitm_client_sees(void **state)
+{
+    static const struct {
+        const char *name, *sees;
+    } cases[] = {
+        {"cert-expired", "certificate has expired (curl 60)"},
+        {"cert-not-yet-valid", "certificate is not yet valid (curl 60)"},
+        {"cert-wrong-host",
+         "no alternative certificate subject name matches target host name (curl 60)"},
+        {"cert-self-signed", "self-signed certificate (curl 60)"},
+        {"cert-untrusted-root", "unable to get local issuer certificate (curl 60)"},
+        {"cert-no-intermediate", "unable to get local issuer certificate (curl 60)"},
+        {"cert-wrong-eku", "unsupported certificate purpose (curl 60)"},
+        {"cert-sha1", "ca md too weak (curl 60)"},
+        {"cert-weak-key", "ee key too small (curl 60)"},
+        {"server-versions", "alert protocol version / unsupported protocol (curl 35)"},
+        {"server-ciphers", "alert handshake failure (curl 35)"},
+        {"require-sni", "alert unrecognized name (curl 35)"},
+    };
+    size_t n_mitm = 0;
+
+    (void)state;
+    for (size_t i = 0; i < tf_fault_catalogue_len; i++)
+        n_mitm += tf_fault_catalogue[i].mode == TF_FAULT_MODE_MITM;
+    assert_int_equal(n_mitm, ARRAY_LEN(cases));
+    for (size_t i = 0; i < ARRAY_LEN(cases); i++) {
+        const struct tf_fault_def *d = tf_fault_find(cases[i].name);
+        assert_non_null(d);
+        assert_int_equal(d->mode, TF_FAULT_MODE_MITM);
+        assert_string_equal(d->client_sees, cases[i].sees);
+    }
+}
+
+/* The mitm faults' parameters, and what only the whole rule can judge. */
+static void
+test_values_mitm(void **state)
+{
+    char err[256], buf[16];
+    uint16_t v = 0;
+
+    (void)state;
+    struct tf_fault_rule *r = spec_ok("cert-expired:seconds=1");
+    assert_int_equal(r->args.seconds, 1);
+    tf_fault_rule_free(r);
+    r = spec_ok("cert-not-yet-valid:seconds=3153600000");
+    assert_int_equal(r->args.seconds, 3153600000ULL);
+    tf_fault_rule_free(r);
+    r = spec_ok("cert-wrong-host:host=other.lab.test,sni=*.lab.test");
+    assert_string_equal(r->args.host, "other.lab.test");
+    assert_string_equal(r->match.sni, "*.lab.test");
+    tf_fault_rule_free(r);
+    r = spec_ok("server-versions:min=1.2,max=0x0304");
+    assert_int_equal(r->args.min_version, 0x0303);
+    assert_int_equal(r->args.version, 0x0304);
+    assert_true(tf_fault_rule_check(r, err, sizeof(err)));
+    /* A setter judges one value; the check judges the pair. */
+    set_ok(r, "min", "TLS1.3");
+    set_ok(r, "max", "TLS1.1");
+    assert_false(tf_fault_rule_check(r, err, sizeof(err)));
+    assert_string_equal(err, "\"min\" (TLS1.3) is above \"max\" (TLS1.1)");
+    tf_fault_rule_free(r);
+    r = spec_ok("server-versions:min=TLS1.0,max=TLS1.0");
+    assert_true(tf_fault_rule_check(r, err, sizeof(err)));
+    tf_fault_rule_free(r);
+    /* Cipher strings hold ':' and '!': only the first ':' ends the fault's name. */
+    r = spec_ok("server-ciphers:ciphers=AES256-SHA:!aNULL,ciphersuites=TLS_AES_256_GCM_SHA384");
+    assert_string_equal(r->args.ciphers, "AES256-SHA:!aNULL");
+    assert_string_equal(r->args.ciphersuites, "TLS_AES_256_GCM_SHA384");
+    tf_fault_rule_free(r);
+    r = spec_ok("require-sni:listener=lab");
+    assert_int_equal(r->def->id, TF_FAULT_REQUIRE_SNI);
+    assert_true(tf_fault_rule_check(r, NULL, 0));
+    tf_fault_rule_free(r);
+    assert_false(tf_fault_rule_check(NULL, err, sizeof(err)));
+
+    /* The version words the configuration's min_version/max_version share. */
+    assert_true(tf_fault_parse_version("TLS1.2", &v));
+    assert_int_equal(v, 0x0303);
+    assert_true(tf_fault_parse_version("0x0304", &v));
+    assert_int_equal(v, 0x0304);
+    assert_false(tf_fault_parse_version("TLS1.4", &v));
+    assert_int_equal(v, 0x0304); /* untouched on failure */
+    assert_false(tf_fault_parse_version(NULL, &v));
+    assert_false(tf_fault_parse_version("1.2", NULL));
+    assert_string_equal(tf_fault_version_name(0x0301, buf, sizeof(buf)), "TLS1.0");
+    assert_string_equal(tf_fault_version_name(0x0300, buf, sizeof(buf)), "SSL3.0");
+    assert_string_equal(tf_fault_version_name(0x7f1c, buf, sizeof(buf)), "0x7f1c");
 }
 
 static void
@@ -244,9 +368,9 @@ test_catalogue_names(void **state)
     tf_fault_names(buf, sizeof(buf));
     assert_non_null(
         strstr(buf, "delay, bandwidth, stall, reset, close, slice, drop-server-hello, "));
-    assert_non_null(strstr(buf, ", fragment"));
-    assert_null(strstr(buf, "cert-expired")); /* not available: not offered */
-    assert_int_equal(buf[strlen(buf) - 1], 't');
+    assert_non_null(strstr(buf, ", fragment, cert-expired, "));
+    assert_non_null(strstr(buf, ", server-ciphers, require-sni"));
+    assert_int_equal(buf[strlen(buf) - 1], 'i');
     tf_fault_names(small, sizeof(small));
     assert_int_equal(strlen(small), sizeof(small) - 1); /* cut, terminated */
     tf_fault_names(NULL, 0);
@@ -280,8 +404,16 @@ test_catalogue_print(void **state)
     }
     assert_non_null(strstr(text, "\ndelay                     network      ms=1000 jitter=0 "
                                  "dir=both after_bytes=0\n"));
-    assert_non_null(strstr(text, "\ncert-expired              mitm (*)     (no parameters)\n"));
+    assert_non_null(strstr(text, "\ncert-expired              mitm         seconds=2592000\n"));
+    assert_non_null(strstr(text, "\ncert-self-signed          mitm         (no parameters)\n"));
+    assert_non_null(strstr(text, "\nserver-versions           mitm         min=TLS1.0 max=TLS1.0\n"));
+    /* Too long for one line: the second parameter wraps into the column. */
+    assert_non_null(strstr(text, "\nserver-ciphers            mitm         ciphers=AES128-CCM8\n"
+                                 "                                       "
+                                 "ciphersuites=TLS_AES_128_CCM_8_SHA256\n"));
     assert_non_null(strstr(text, "dir=auto"));
+    assert_null(strstr(text, "(*)")); /* nothing waits for a later version */
+    assert_non_null(strstr(text, "mitm\nfaults need a listener with mode \"mitm\""));
     for (char *line = text; *line != '\0';) {
         char *nl = strchr(line, '\n');
         assert_non_null(nl);
@@ -392,11 +524,29 @@ test_spec_bad(void **state)
          "slice, drop-server-hello, reset-after-client-hello, close-after-client-hello, alert, "
          "plaintext-response, downgrade, strip-ciphers, strip-sni, strip-alpn, "
          "record-version-too-high, strip-intermediates, append-bytes, corrupt, truncate, "
-         "duplicate, fragment"},
-        {"cert-expired",
-         "fault \"cert-expired\" needs mode mitm, which is not available in this version"},
+         "duplicate, fragment, cert-expired, cert-not-yet-valid, cert-wrong-host, "
+         "cert-self-signed, cert-untrusted-root, cert-no-intermediate, cert-wrong-eku, cert-sha1, "
+         "cert-weak-key, server-versions, server-ciphers, require-sni"},
         {"server-versions:versions=TLS1.2",
-         "fault \"server-versions\" needs mode mitm, which is not available in this version"},
+         "unknown parameter \"versions\" for fault \"server-versions\"; valid: min, max, name, "
+         "listener, client, sni, nth, every, first, probability, seed, times"},
+        {"server-versions:min=TLS1.3,max=TLS1.2", "\"min\" (TLS1.3) is above \"max\" (TLS1.2)"},
+        {"server-versions:min=TLS1.3", "\"min\" (TLS1.3) is above \"max\" (TLS1.0)"},
+        {"server-versions:max=SSL3.0", "\"max\" must be from TLS1.0 to TLS1.3, not \"SSL3.0\""},
+        {"server-versions:min=0x0305", "\"min\" must be from TLS1.0 to TLS1.3, not \"0x0305\""},
+        {"cert-expired:seconds=0", "\"seconds\" must be between 1 and 3153600000, not 0"},
+        {"cert-expired:seconds=3153600001",
+         "\"seconds\" must be between 1 and 3153600000, not 3153600001"},
+        {"cert-not-yet-valid:seconds=1d", "\"seconds\" must be an integer, not \"1d\""},
+        {"cert-wrong-host:host=", "\"host\" must not be empty"},
+        {"server-ciphers:ciphers=", "\"ciphers\" must not be empty"},
+        {"server-ciphers:ciphersuites=", "\"ciphersuites\" must not be empty"},
+        {"cert-sha1:seconds=1",
+         "unknown parameter \"seconds\" for fault \"cert-sha1\"; valid: name, listener, client, "
+         "sni, nth, every, first, probability, seed, times"},
+        {"require-sni:host=a",
+         "unknown parameter \"host\" for fault \"require-sni\"; valid: name, listener, client, "
+         "sni, nth, every, first, probability, seed, times"},
         {"delay:", "expected key=value after \"delay:\""},
         {"delay:ms", "expected key=value, not \"ms\""},
         {"delay:=5", "expected key=value, not \"=5\""},
@@ -425,8 +575,7 @@ test_spec_bad(void **state)
         {"truncate:then_close=maybe", "\"then_close\" must be true or false, not \"maybe\""},
         {"downgrade:version=TLS1.4",
          "\"version\" must be a version (SSL3.0, TLS1.0 to TLS1.3, or 0x0303), not \"TLS1.4\""},
-        {"downgrade:version=0x0305",
-         "\"version\" must be between 0x0300 and 0x0304, not \"0x0305\""},
+        {"downgrade:version=0x0305", "\"version\" must be from SSL3.0 to TLS1.3, not \"0x0305\""},
         {"alert:description=bogus",
          "\"description\" must be an alert name (handshake_failure, protocol_version, "
          "internal_error, ...) or a number 0-255, not \"bogus\""},
@@ -1083,6 +1232,7 @@ main(void)
         cmocka_unit_test(test_catalogue_consistent),
         cmocka_unit_test(test_catalogue_defaults_parse),
         cmocka_unit_test(test_catalogue_default_values),
+        cmocka_unit_test(test_catalogue_mitm_client_sees),
         cmocka_unit_test(test_catalogue_names),
         cmocka_unit_test(test_catalogue_print),
         cmocka_unit_test(test_spec_good),
@@ -1092,6 +1242,7 @@ main(void)
         cmocka_unit_test(test_values_alert_and_hs),
         cmocka_unit_test(test_values_numbers_and_bools),
         cmocka_unit_test(test_values_bytes_and_positions),
+        cmocka_unit_test(test_values_mitm),
         cmocka_unit_test(test_match_everything),
         cmocka_unit_test(test_match_listener),
         cmocka_unit_test(test_match_client_cidr),
