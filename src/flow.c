@@ -100,6 +100,7 @@ struct tf_flow {
     bool ending;               /* a fault ends the flow once outputs are flushed */
     struct tf_inject_result end;
     bool oom;
+    bool lingering;            /* FIN sent; waiting for the peers' own before closing */
     char end_reason[300];      /* why the flow ends, when not a fault's doing */
     struct tf_mitm *mitm;      /* mitm mode: both legs terminated */
     struct evbuffer *mid;      /* mitm: client bytes after the client leg's wire faults */
@@ -116,6 +117,8 @@ struct tf_flow {
     const char *first_closer;  /* side that sent the first FIN */
     TAILQ_ENTRY(tf_flow) link;
 };
+
+#define FLOW_LINGER_MS 2000
 
 static atomic_uint_fast64_t flow_next_id = 1;
 
@@ -627,6 +630,28 @@ flow_fault_try_finish(struct tf_flow *f)
         evtimer_add(f->timer, &tv);
         return;
     }
+    if (f->end.end == TF_INJECT_FIN && !f->lingering) {
+        /*
+         * FIN now, close later: a socket closed with unread bytes in its
+         * receive queue sends RST instead, and the peer must see a FIN.
+         * Reading resumes (and discards) until both peers close or the
+         * linger time is up.
+         */
+        f->lingering = true;
+        for (struct tf_leg *leg = &f->client; leg; leg = leg == &f->client ? &f->server : NULL) {
+            if (leg == &f->server && f->state == TF_FLOW_CONNECTING)
+                continue;
+            if (!leg->shut) {
+                leg->shut = true;
+                shutdown(bufferevent_getfd(leg->bev), SHUT_WR);
+            }
+            if (!leg->eof)
+                bufferevent_enable(leg->bev, EV_READ);
+        }
+        struct timeval tv = { FLOW_LINGER_MS / 1000, (FLOW_LINGER_MS % 1000) * 1000 };
+        evtimer_add(f->timer, &tv);
+        return;
+    }
     char desc[600] = "";
     const char *how = "fault";
     if (f->inj != NULL)
@@ -880,7 +905,8 @@ flow_write_cb(struct bufferevent *bev, void *arg)
     size_t left = evbuffer_get_length(bufferevent_get_output(bev));
 
     if (f->ending) {
-        flow_fault_try_finish(f);
+        if (!f->lingering)
+            flow_fault_try_finish(f);
         return;
     }
     if (leg->peer->shaper.on)
@@ -934,6 +960,15 @@ flow_event_cb(struct bufferevent *bev, short what, void *arg)
 
     if (what & BEV_EVENT_CONNECTED) {
         flow_connected(f);
+        return;
+    }
+    if (f->lingering) {
+        if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR)) {
+            leg->eof = true;
+            bufferevent_disable(leg->bev, EV_READ);
+            if (f->client.eof && (f->server.eof || f->state == TF_FLOW_CONNECTING))
+                flow_fault_try_finish(f);
+        }
         return;
     }
     if (what & BEV_EVENT_EOF) {
