@@ -85,6 +85,8 @@ struct tf_mitm {
     bool has_sni;
     uint8_t alpn_selected[256];
     size_t alpn_selected_len;
+    uint64_t data_bytes[2];     /* plaintext seen per direction */
+    size_t content_logged[2];   /* of which logged as "data" events */
     char error[MITM_ERROR_MAX];
 };
 
@@ -664,6 +666,40 @@ mitm_upstream_step(struct tf_mitm *m, struct evbuffer *to_client, struct evbuffe
 
 /* ------------------------------------------------------------ plaintext */
 
+/*
+ * log.content: the first content_max bytes of each direction's plaintext
+ * as "data" events, readable text and hex side by side.
+ */
+static void
+mitm_log_content(struct tf_mitm *m, enum tf_dir dir, const uint8_t *p, size_t n)
+{
+    size_t max = m->ctx->cfg->content_max;
+    uint64_t offset = m->data_bytes[dir];
+    m->data_bytes[dir] += n;
+    if (max == 0 || m->content_logged[dir] >= max)
+        return;
+    size_t take = max - m->content_logged[dir];
+    if (take > n)
+        take = n;
+    m->content_logged[dir] += take;
+    char *text = malloc(take * 4 + 1), *hex = malloc(take * 2 + 1);
+    if (text != NULL && hex != NULL) {
+        tf_record_preview(p, take, take, text, take * 4 + 1);
+        for (size_t i = 0; i < take; i++)
+            snprintf(hex + 2 * i, 3, "%02x", p[i]);
+        hex[2 * take] = '\0';
+        json_t *obj = json_pack("{s:s, s:I, s:I, s:s, s:s}", "leg",
+                                dir == TF_DIR_C2S ? "client" : "upstream", "offset",
+                                (json_int_t)offset, "length", (json_int_t)take, "text", text,
+                                "hex", hex);
+        if (take < n)
+            json_object_set_new(obj, "truncated", json_true());
+        m->emit(m->arg, "data", dir, obj);
+    }
+    free(text);
+    free(hex);
+}
+
 /* Reads all plaintext from one SSL and writes it into the other. */
 static enum tf_mitm_status
 mitm_pump(struct tf_mitm *m, SSL *from, SSL *to, BIO *to_out, struct evbuffer *out,
@@ -675,6 +711,7 @@ mitm_pump(struct tf_mitm *m, SSL *from, SSL *to, BIO *to_out, struct evbuffer *o
         ERR_clear_error();
         int n = SSL_read(from, buf, sizeof(buf));
         if (n > 0) {
+            mitm_log_content(m, from == m->client ? TF_DIR_C2S : TF_DIR_S2C, buf, (size_t)n);
             if (SSL_write(to, buf, n) <= 0)
                 return mitm_fail(m, "cannot pass data on to the %s: %s",
                                  to == m->client ? "client" : "upstream", mitm_ssl_error());

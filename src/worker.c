@@ -56,6 +56,23 @@ worker_start_drain(struct tf_worker *w)
     evtimer_add(w->grace_timer, &tv);
 }
 
+/*
+ * Makes the mitm material (leaf keys: tens of milliseconds) before the
+ * first connection needs it.  A failure is only logged: flows then say why.
+ */
+static void
+worker_prepare_tls(struct tf_worker *w)
+{
+    char err[256];
+    for (size_t i = 0; i < w->cfg->n_listeners; i++) {
+        if (w->cfg->listeners[i].mode != TF_MODE_MITM)
+            continue;
+        if (tf_worker_tls(w, w->cfg, err, sizeof(err)) == NULL)
+            tf_log_warn("worker %d: mitm: %s", w->index, err);
+        return;
+    }
+}
+
 static void
 worker_mail_cb(evutil_socket_t fd, short what, void *arg)
 {
@@ -75,6 +92,7 @@ worker_mail_cb(evutil_socket_t fd, short what, void *arg)
         /* Live flows keep their own reference to the old snapshot. */
         tf_config_unref(w->cfg);
         w->cfg = cfg;
+        worker_prepare_tls(w);
     }
     if (drain)
         worker_start_drain(w);
@@ -114,6 +132,7 @@ tf_worker_init(struct tf_worker *w, int index, struct tf_config *cfg, struct tf_
         snprintf(err, errlen, "worker %d: out of memory", index);
         return false;
     }
+    worker_prepare_tls(w);
     for (size_t i = 0; i < cfg->n_listeners; i++) {
         w->listeners[i] = tf_listener_attach(w, i, fds[i]);
         if (w->listeners[i] == NULL) {
