@@ -1042,10 +1042,12 @@ flow_verdict(struct tf_flow *f, json_t *end, const char *closed_by, const char *
     }
     if (strcmp(how, "fault") == 0) {
         outcome = complete ? "aborted" : "failed";
-        snprintf(summary, sizeof(summary), "%s %s: %s",
-                 complete ? "connection ended by a fault after the handshake"
-                          : "handshake ended by a fault",
-                 stage, error ? error : "");
+        if (complete)
+            snprintf(summary, sizeof(summary), "connection ended by a fault after the handshake: %s",
+                     error ? error : "");
+        else
+            snprintf(summary, sizeof(summary), "handshake ended by a fault %s: %s", stage,
+                     error ? error : "");
     } else if (json_object_get(end, "non_tls")) {
         outcome = "failed";
         json_t *nt = json_object_get(end, "non_tls");

@@ -108,7 +108,16 @@ tf_worker_init(struct tf_worker *w, int index, struct tf_config *cfg, struct tf_
     w->cfg = tf_config_ref(cfg);
     TAILQ_INIT(&w->flows);
     pthread_mutex_init(&w->mail_lock, NULL);
-    w->base = event_base_new();
+    /*
+     * Precise timers: Linux's coarse monotonic clock ticks every few
+     * milliseconds, which would stretch slice pauses and short delays.
+     */
+    struct event_config *ec = event_config_new();
+    if (ec != NULL) {
+        event_config_set_flag(ec, EVENT_BASE_FLAG_PRECISE_TIMER);
+        w->base = event_base_new_with_config(ec);
+        event_config_free(ec);
+    }
     if (w->base == NULL) {
         snprintf(err, errlen, "worker %d: cannot create an event base", index);
         return false;

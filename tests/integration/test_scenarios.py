@@ -4,12 +4,19 @@ Every conf/scenarios/*.conf must pass `tlsfault -c FILE -t` (exit 0); a copy
 with a typo in a fault name must be refused (exit 2) with FILE:LINE pointing
 at the misspelt `fault = ...` line.  Each scenario is also run for real (its
 listener moved to a free port and its upstream to a local openssl s_server):
-every rule in it must fire, and curl must exit with the code the file's
-leading comment says it does."""
+every rule in it must fire, and the curl command of the comment's "Run it"
+part must exit with the code the comment's "curl:" line says.
+
+The files are checked as copies in one directory of the test's own, beside
+a lab CA made there with `tlsfault --ca-init` (mitm scenarios name
+ca.dir = "lab-ca", taken from the file's directory).  In the curl command,
+--cacert .../lab-ca/root.pem becomes that lab CA's root, any other --cacert
+the test PKI's root, port 8443 the proxy's port, and --max-time the test's."""
 
 import glob
 import os
 import re
+import shlex
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -36,6 +43,31 @@ def scenario_files():
     return sorted(glob.glob(os.path.join(TF_SRCDIR, "conf", "scenarios", "*.conf")))
 
 
+_workdir = None
+
+
+def workdir():
+    """The directory the copies live in, with a lab CA in lab-ca/."""
+    global _workdir
+    if _workdir is None:
+        d = os.path.join(tflib.tmpdir(), "scenarios")
+        os.makedirs(d, exist_ok=True)
+        r = run([TF_BIN, "--ca-init", os.path.join(d, "lab-ca")], timeout=60)
+        if r.rc != 0:
+            sys.stderr.write("tlsfault --ca-init failed: %s\n" % r.describe())
+        _workdir = d
+    return _workdir
+
+
+def copy_of(path, prefix=""):
+    dst = os.path.join(workdir(), prefix + os.path.basename(path))
+    with open(path) as f, open(dst, "w") as g:
+        g.write(f.read())
+    return dst
+
+
+
+
 def typo(name):
     """A plausible slip: the name with one letter dropped (drop-server-helo)."""
     i = max(i for i, ch in enumerate(name) if ch.isalpha() and i > 0)
@@ -53,7 +85,7 @@ def leading_comment(text):
 
 def check_file(tap, path):
     base = os.path.basename(path)
-    r = run([TF_BIN, "-c", path, "-t"], timeout=20)
+    r = run([TF_BIN, "-c", copy_of(path), "-t"], timeout=20)
     tap.ok(r.rc == 0, "%s: tlsfault -c FILE -t exits 0" % base, r.describe())
     text = open(path).read()
     m = FAULT_LINE_RX.search(text)
@@ -63,13 +95,47 @@ def check_file(tap, path):
     line = text.count("\n", 0, m.start()) + 1
     bad_name = typo(m.group(2))
     mutated = text[:m.start()] + m.group(1) + bad_name + m.group(3) + text[m.end():]
-    mpath = tflib.write_file("typo-" + base, mutated)
+    mpath = os.path.join(workdir(), "typo-" + base)
+    with open(mpath, "w") as f:
+        f.write(mutated)
     r = run([TF_BIN, "-c", mpath, "-t"], timeout=20)
     want = r"(?m)^%s:%d: .*%s.*unknown" % (re.escape(mpath), line, re.escape('"%s"' % bad_name))
     tap.ok(r.rc == 2 and re.search(want, r.err) is not None,
            "%s with fault \"%s\": exit 2 and %s:%d names it" % (base, bad_name,
                                                                   os.path.basename(mpath), line),
            "want stderr matching /%s/\n%s" % (want, r.describe()))
+
+
+def curl_command(comment, port, max_time):
+    """The curl command of the comment's "Run it" part, pointed at port,
+    with the test's CA files and max_time.  None if there is none."""
+    lines = comment.splitlines()
+    for i, line in enumerate(lines):
+        m = re.match(r"#\s+(curl\s.*)$", line)
+        if not m:
+            continue
+        cmd = m.group(1).strip()
+        while cmd.endswith("\\") and i + 1 < len(lines):
+            i += 1
+            cmd = cmd[:-1] + " " + lines[i].lstrip("#").strip()
+        args = shlex.split(cmd)[1:]
+        out = ["curl", "-sS", "--max-time", str(max_time)]
+        j = 0
+        while j < len(args):
+            a = args[j]
+            if a == "--max-time":
+                j += 2
+                continue
+            if a == "--cacert" and j + 1 < len(args):
+                ca = (os.path.join(workdir(), "lab-ca", "root.pem")
+                      if args[j + 1].endswith("lab-ca/root.pem") else PKI.get().ca)
+                out += [a, ca]
+                j += 2
+                continue
+            out.append(a.replace(":8443", ":%d" % port))
+            j += 1
+        return out
+    return None
 
 
 def live_config(path, upstream):
@@ -85,7 +151,10 @@ def live_config(path, upstream):
     if (n1, n2, n3) != (1, 1, 1):
         raise RuntimeError("%s: expected one listen, upstream and json setting, got %r" % (
             path, (n1, n2, n3)))
-    return tflib.write_file("live-%s.conf" % name, text)
+    live = os.path.join(workdir(), "live-%s.conf" % name)
+    with open(live, "w") as f:
+        f.write(text)
+    return live
 
 
 def run_live(tap, path, servers):
@@ -99,13 +168,15 @@ def run_live(tap, path, servers):
     srv = servers["1.2" if name in TLS12_ORIGIN else "any"]
     proxy = Tlsfault(config=live_config(path, srv.addr), name="scen-" + name)
     try:
-        pki = PKI.get()
         max_time = HANG_MAX_TIME if want_rc == 28 else CURL_MAX_TIME
-        r = run(["curl", "-sS", "--cacert", pki.ca, "--resolve",
-                 "lab.test:%d:127.0.0.1" % proxy.port, "--max-time", str(max_time),
-                 "https://lab.test:%d/" % proxy.port], timeout=max_time + 10)
+        argv = curl_command(comment, proxy.port, max_time)
+        if argv is None:
+            tap.ok(False, "%s live: the comment shows how to run curl" % base)
+            tap.ok(False, "%s live: every rule fires" % base)
+            return
+        r = run(argv, timeout=max_time + 10)
         tap.ok(want_rc is not None and r.rc == want_rc,
-               "%s live: curl exits %r as the file's comment says" % (base, want_rc),
+               "%s live: the comment's curl command exits %r as it says" % (base, want_rc),
                "comment: %r\n%s" % (m.group(0) if m else None, r.describe(800)))
         ends = proxy.events.new_flow_ends(0, 1, timeout=10)
         evs = proxy.events.all()

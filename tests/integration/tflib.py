@@ -1492,3 +1492,53 @@ class LabCA:
         if max_version:
             ctx.maximum_version = max_version
         return ctx
+
+
+class PcapCapture:
+    """tshark writing a pcap file of some ports on lo (for a later
+    `tshark -r FILE -o tls.keylog_file:...`).  The constructor returns once
+    tshark has shown a probe connection's SYN (the capture is live);
+    finish() stops it and returns the file's path."""
+
+    def __init__(self, ports, path, duration=30):
+        self.ports = [ports] if isinstance(ports, int) else list(ports)
+        self.path = path
+        self.probe = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.probe.bind(("127.0.0.1", 0))
+        self.probe.listen(16)
+        self.probe_port = self.probe.getsockname()[1]
+        add_cleanup(self.probe.close)
+        bpf = " or ".join("tcp port %d" % p for p in self.ports + [self.probe_port])
+        # -P: print a summary of each packet while writing the file.
+        argv = ["tshark", "-i", "lo", "-f", bpf, "-n", "-l", "-P", "-w", path,
+                "-a", "duration:%d" % duration]
+        self.proc = Proc(argv, name="tshark")
+        if not self.proc.wait_for(r"Capture started|Capturing on", stream="err", timeout=15):
+            err = self.proc.err
+            self.proc.kill()
+            raise RuntimeError("tshark did not start: %s" % err)
+        marker = r"\b%d\b" % self.probe_port
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", self.probe_port), timeout=2):
+                    pass
+            except OSError:
+                pass
+            if self.proc.wait_for(marker, stream="out", timeout=0.3):
+                break
+            if time.monotonic() > deadline or not self.proc.alive():
+                err = self.proc.err
+                self.proc.kill()
+                raise RuntimeError("tshark never saw its probe: %s" % err[-1000:])
+        self.probe.close()
+
+    def finish(self, settle=0.3):
+        time.sleep(settle)
+        self.proc.send_signal(signal.SIGINT)
+        rc = self.proc.wait(10)
+        if rc is None:
+            self.proc.kill()
+        elif self.proc in _procs:
+            _procs.remove(self.proc)
+        return self.path
