@@ -296,7 +296,7 @@ tf_flow_accept(struct tf_worker *w, size_t listener_index, int fd, const struct 
     f->ins = tf_inspect_new(f->cfg->handshake_message_max, flow_emit, f);
     bool oom = false;
     if (f->ins != NULL)
-        f->inj = tf_inject_new(f->cfg, f->lc->name, peer, f->ins, flow_emit, f, &oom);
+        f->inj = tf_inject_new(f->cfg, f->lc->name, peer, NULL, f->ins, flow_emit, f, &oom);
     f->rng = (uint32_t)(f->id * 2654435761u) | 1u;
     char mitm_err[256] = "";
     if (f->ins != NULL && !oom && f->lc->mode == TF_MODE_MITM) {
@@ -1102,6 +1102,13 @@ flow_verdict(struct tf_flow *f, json_t *end, const char *closed_by, const char *
                  strcmp(how, "fin") == 0     ? "closed the connection"
                  : strcmp(how, "reset") == 0 ? "reset the connection"
                                              : (error ? error : "failed"));
+    }
+    if (f->mitm != NULL) {
+        char note[300];
+        tf_mitm_describe(f->mitm, note, sizeof(note));
+        size_t used = strlen(summary);
+        if (note[0] != '\0' && used < sizeof(summary))
+            snprintf(summary + used, sizeof(summary) - used, "; %s", note);
     }
     if (f->inj != NULL && strcmp(how, "fault") != 0) {
         char desc[600];

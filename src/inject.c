@@ -82,6 +82,7 @@ struct tf_inject {
     bool ended;
     char listener[128];
     struct sockaddr_storage client;
+    struct sockaddr_storage dest;  /* original destination; family 0 when unknown */
     uint8_t record[INJECT_RECORD_MAX];
 };
 
@@ -178,9 +179,9 @@ inject_where_message(uint8_t type)
 
 struct tf_inject *
 tf_inject_new(struct tf_config *cfg, const char *listener, const struct sockaddr *client,
-              struct tf_inspect *ins, tf_inspect_emit_fn emit, void *arg, bool *oom)
+              const struct sockaddr *dest, struct tf_inspect *ins, tf_inspect_emit_fn emit, void *arg, bool *oom)
 {
-    struct tf_fault_flow_info info = { listener, client };
+    struct tf_fault_flow_info info = { listener, client, dest };
     struct tf_inject *inj = NULL;
 
     *oom = false;
@@ -214,6 +215,11 @@ tf_inject_new(struct tf_config *cfg, const char *listener, const struct sockaddr
         size_t n = client->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6)
                                                  : sizeof(struct sockaddr_in);
         memcpy(&inj->client, client, n);
+    }
+    if (dest != NULL) {
+        size_t n = dest->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6)
+                                               : sizeof(struct sockaddr_in);
+        memcpy(&inj->dest, dest, n);
     }
     return inj;
 }
@@ -339,7 +345,9 @@ tf_inject_wants(const struct tf_inject *inj, enum tf_dir dir)
 static void
 inject_decide_hello(struct tf_inject *inj, bool sni_known, const char *sni)
 {
-    struct tf_fault_flow_info info = { inj->listener, (const struct sockaddr *)&inj->client };
+    struct tf_fault_flow_info info = { inj->listener, (const struct sockaddr *)&inj->client,
+                                       inj->dest.ss_family ? (const struct sockaddr *)&inj->dest
+                                                           : NULL };
     inj->hello_decided = true;
     for (size_t i = 0; i < inj->n_rules; i++) {
         struct inject_rule *r = &inj->rules[i];

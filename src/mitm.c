@@ -85,6 +85,8 @@ struct tf_mitm {
     bool has_sni;
     uint8_t alpn_selected[256];
     size_t alpn_selected_len;
+    bool client_done;           /* handshake finished on the client leg */
+    bool upstream_done;
     uint64_t data_bytes[2];     /* plaintext seen per direction */
     size_t content_logged[2];   /* of which logged as "data" events */
     char error[MITM_ERROR_MAX];
@@ -249,7 +251,10 @@ mitm_decode_message(const SSL *ssl, uint8_t type, const uint8_t *body, size_t le
                     json_t *obj, const char **name)
 {
     bool tls13 = SSL_version(ssl) == TLS1_3_VERSION;
-    const SSL_CIPHER *c = SSL_get_current_cipher(ssl);
+    /* During the handshake the suite being agreed is the pending one. */
+    const SSL_CIPHER *c = SSL_get_pending_cipher(ssl);
+    if (c == NULL)
+        c = SSL_get_current_cipher(ssl);
     uint16_t suite = c ? (uint16_t)(SSL_CIPHER_get_id(c) & 0xffff) : 0;
     struct tf_server_hello_info sh;
 
@@ -535,8 +540,9 @@ mitm_flow_faults(struct tf_mitm *m, struct tf_cert_fault *cf,
             SSL_set_max_proto_version(m->client, a->version);
             if (a->min_version && a->min_version < TLS1_2_VERSION)
                 SSL_set_security_level(m->client, 0);
-            snprintf(action, sizeof(action), "the client leg accepts only 0x%04x..0x%04x",
-                     a->min_version, a->version);
+            snprintf(action, sizeof(action), "the client leg accepts only %s to %s",
+                     tf_names_version(a->min_version) ? tf_names_version(a->min_version) : "?",
+                     tf_names_version(a->version) ? tf_names_version(a->version) : "?");
             tf_inject_mitm_fired(m->inj, r, action);
             break;
         case TF_FAULT_SERVER_CIPHERS:
@@ -612,8 +618,10 @@ mitm_start_client(struct tf_mitm *m, X509 *upstream_leaf, struct evbuffer *to_cl
     mitm_drain(m->client_out, to_client);
     if (r <= 0 && SSL_get_error(m->client, r) != SSL_ERROR_WANT_READ)
         return mitm_fail(m, "client handshake failed: %s", mitm_ssl_error());
-    if (r == 1)
+    if (r == 1) {
         m->stage = MITM_RELAY;
+        m->client_done = true;
+    }
     return TF_MITM_OK;
 }
 
@@ -644,6 +652,7 @@ mitm_upstream_step(struct tf_mitm *m, struct evbuffer *to_client, struct evbuffe
             return TF_MITM_OK;
         return mitm_mirror_upstream_failure(m, to_client, mitm_ssl_error());
     }
+    m->upstream_done = true;
     const unsigned char *alpn = NULL;
     unsigned alpn_len = 0;
     SSL_get0_alpn_selected(m->upstream, &alpn, &alpn_len);
@@ -781,6 +790,7 @@ tf_mitm_from_client(struct tf_mitm *m, struct evbuffer *in, struct evbuffer *to_
             return mitm_fail(m, "client handshake failed: %s", mitm_ssl_error());
         }
         m->stage = MITM_RELAY;
+        m->client_done = true;
         return mitm_pump(m, m->client, m->upstream, m->up_out, to_server, &closed);
     }
     case MITM_RELAY:
@@ -857,7 +867,16 @@ tf_mitm_raw(const struct tf_mitm *m)
 bool
 tf_mitm_handshake_done(const struct tf_mitm *m)
 {
-    return m->stage == MITM_RELAY;
+    return m->client_done && m->upstream_done;
+}
+
+void
+tf_mitm_describe(const struct tf_mitm *m, char *buf, size_t len)
+{
+    buf[0] = '\0';
+    if (m->verify_failed && m->forged)
+        snprintf(buf, len, "the upstream certificate failed verification (%s); forged anyway",
+                 X509_verify_cert_error_string(m->verify_result));
 }
 
 const char *
@@ -867,16 +886,20 @@ tf_mitm_error(const struct tf_mitm *m)
 }
 
 static json_t *
-mitm_leg_summary(SSL *ssl)
+mitm_leg_summary(SSL *ssl, bool done)
 {
     json_t *o = json_object();
-    if (ssl == NULL || !SSL_is_init_finished(ssl)) {
+    if (ssl == NULL || !done) {
         json_object_set_new(o, "handshake", json_string("incomplete"));
         return o;
     }
     json_object_set_new(o, "handshake", json_string("complete"));
-    json_object_set_new(o, "version", json_string(SSL_get_version(ssl)));
-    const SSL_CIPHER *c = SSL_get_current_cipher(ssl);
+    const char *v = tf_names_version((uint16_t)SSL_version(ssl));
+    json_object_set_new(o, "version", json_string(v ? v : SSL_get_version(ssl)));
+    /* During the handshake the suite being agreed is the pending one. */
+    const SSL_CIPHER *c = SSL_get_pending_cipher(ssl);
+    if (c == NULL)
+        c = SSL_get_current_cipher(ssl);
     if (c != NULL) {
         const char *std = SSL_CIPHER_standard_name(c);
         json_object_set_new(o, "cipher_suite", json_string(std ? std : SSL_CIPHER_get_name(c)));
@@ -893,8 +916,8 @@ void
 tf_mitm_summarize(const struct tf_mitm *m, json_t *end)
 {
     json_t *o = json_object();
-    json_object_set_new(o, "client_leg", mitm_leg_summary(m->client));
-    json_t *up = mitm_leg_summary(m->upstream);
+    json_object_set_new(o, "client_leg", mitm_leg_summary(m->client, m->client_done));
+    json_t *up = mitm_leg_summary(m->upstream, m->upstream_done);
     if (m->upstream != NULL && m->stage != MITM_UPSTREAM)
         json_object_set_new(up, "verify",
                             json_string(m->ctx->lc->upstream_tls.verify == TF_VERIFY_NONE
@@ -906,4 +929,7 @@ tf_mitm_summarize(const struct tf_mitm *m, json_t *end)
     if (m->stage == MITM_RAW)
         json_object_set_new(o, "relayed_raw", json_true());
     json_object_set_new(end, "mitm", o);
+    /* What the client's TLS did, not what a bystander on its leg guessed. */
+    json_object_set_new(end, "handshake",
+                        json_string(tf_mitm_handshake_done(m) ? "complete" : "incomplete"));
 }

@@ -21,6 +21,10 @@ struct tf_lab_ca;
 
 enum tf_route {
     TF_ROUTE_FORWARD = 1, /* every connection goes to the listener's upstream */
+    TF_ROUTE_SNI,         /* to the ClientHello's server name, on upstream_port */
+    TF_ROUTE_REDIRECT,    /* netfilter REDIRECT: the original destination (SO_ORIGINAL_DST) */
+    TF_ROUTE_TPROXY,      /* netfilter TPROXY: the accepted socket's local address */
+    TF_ROUTE_CONNECT,     /* explicit HTTP/1.1 CONNECT proxy */
 };
 
 enum tf_mode {
@@ -61,8 +65,16 @@ struct tf_listener_conf {
     socklen_t addr_len;
     enum tf_route route;
     enum tf_mode mode;
-    char *upstream_host;          /* name or address literal, without brackets */
-    uint16_t upstream_port;
+    char *upstream_host;          /* forward: name or address literal, without brackets */
+    uint16_t upstream_port;       /* forward; sni: the port names are connected on */
+    char **allow;                 /* sni: host-name globs; connect: "host-glob:port" or
+                                   * "host-glob" (any port); NULL: everything allowed */
+    size_t n_allow;
+    char *default_host;           /* sni: where a hello without SNI goes; NULL: close */
+    uint16_t default_port;
+    bool spoof_source;            /* tproxy: the upstream socket keeps the client's address */
+    uint32_t mark;                /* SO_MARK on upstream sockets (0: none); default from
+                                   * the top-level `mark` */
     struct tf_tls_settings client_tls;   /* mitm: the leg towards the client */
     struct tf_tls_settings upstream_tls; /* mitm: the leg towards the server */
     int line;                     /* where the listener starts in the file; 0 in quick mode */
@@ -97,6 +109,7 @@ struct tf_config {
     char *log_keylog;             /* SSLKEYLOGFILE lines of both mitm legs; NULL: none */
     size_t content_max;           /* mitm: log decrypted data up to this many bytes per
                                    * direction and flow; 0: off */
+    uint32_t mark;                /* SO_MARK for every upstream socket unless a listener says */
 };
 
 /*

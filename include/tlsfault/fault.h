@@ -137,6 +137,9 @@ struct tf_fault_match {
     double probability;           /* 0..1; default 1 */
     uint64_t seed;                /* probability draws are a function of seed and ordinal */
     uint64_t times;               /* fires on at most this many flows in total; 0: no limit */
+    struct sockaddr_storage dest; /* original destination CIDR (redirect/tproxy/connect) ... */
+    unsigned dest_prefix;         /* ... family 0: any */
+    uint16_t dest_port;           /* 0: any */
 };
 
 struct tf_fault_def;
@@ -280,6 +283,7 @@ struct tf_fault_rule *tf_fault_rule_parse_spec(const char *spec, const char *def
 struct tf_fault_flow_info {
     const char *listener;
     const struct sockaddr *client;
+    const struct sockaddr *dest;  /* the original destination when known, else NULL */
 };
 
 /*

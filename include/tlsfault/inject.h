@@ -54,12 +54,14 @@ struct tf_inject_shape {
 };
 
 /*
- * Decides which rules of cfg apply to a new flow.  Returns NULL when none
+ * Decides which rules of cfg apply to a new flow (dest: its original
+ * destination, NULL when the route has none).  Returns NULL when none
  * can (the common case: the flow then never calls here again) or when
  * memory is short (*oom set).  emit/arg receive the "fault" events.
  */
 struct tf_inject *tf_inject_new(struct tf_config *cfg, const char *listener,
-                                const struct sockaddr *client, struct tf_inspect *ins,
+                                const struct sockaddr *client, const struct sockaddr *dest,
+                                struct tf_inspect *ins,
                                 tf_inspect_emit_fn emit, void *arg, bool *oom);
 void tf_inject_free(struct tf_inject *inj);
 

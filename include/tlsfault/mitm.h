@@ -71,6 +71,9 @@ bool tf_mitm_raw(const struct tf_mitm *m);
 bool tf_mitm_handshake_done(const struct tf_mitm *m);
 const char *tf_mitm_error(const struct tf_mitm *m);
 
+/* What a verdict should add: "the upstream certificate failed verification (...); forged anyway" or "". */
+void tf_mitm_describe(const struct tf_mitm *m, char *buf, size_t len);
+
 /* Adds "mitm": {client leg and upstream leg: version, suite, alpn, verify, forged} to end. */
 void tf_mitm_summarize(const struct tf_mitm *m, json_t *end);
 

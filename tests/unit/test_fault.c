@@ -896,7 +896,7 @@ static enum tf_fault_decision
 decide_from(struct tf_fault_rule *r, const char *listener, const char *client)
 {
     struct sockaddr_storage ss = addr_of(client);
-    struct tf_fault_flow_info info = {listener, (const struct sockaddr *)&ss};
+    struct tf_fault_flow_info info = {listener, (const struct sockaddr *)&ss, NULL};
     return tf_fault_rule_decide(r, &info, false, NULL);
 }
 
@@ -907,7 +907,7 @@ test_match_everything(void **state)
     struct tf_fault_rule *r = rule_of("stall");
     for (int i = 0; i < 5; i++)
         assert_int_equal(decide_from(r, "lab", "192.0.2.1"), TF_FAULT_YES);
-    struct tf_fault_flow_info none = {NULL, NULL};
+    struct tf_fault_flow_info none = {NULL, NULL, NULL};
     assert_int_equal(tf_fault_rule_decide(r, &none, false, NULL), TF_FAULT_YES);
     assert_int_equal(tf_fault_rule_decide(r, NULL, true, "x"), TF_FAULT_YES);
     assert_int_equal(atomic_load(&r->seen), 7);
@@ -972,12 +972,12 @@ test_match_client_cidr(void **state)
 
     struct tf_fault_rule *r = rule_of("stall");
     set_ok(r, "client", "10.0.0.0/8");
-    struct tf_fault_flow_info no_addr = {"lab", NULL};
+    struct tf_fault_flow_info no_addr = {"lab", NULL, NULL};
     assert_int_equal(tf_fault_rule_decide(r, &no_addr, false, NULL), TF_FAULT_NO);
     struct sockaddr_storage unix_like;
     memset(&unix_like, 0, sizeof(unix_like));
     unix_like.ss_family = AF_UNIX;
-    struct tf_fault_flow_info odd = {"lab", (const struct sockaddr *)&unix_like};
+    struct tf_fault_flow_info odd = {"lab", (const struct sockaddr *)&unix_like, NULL};
     assert_int_equal(tf_fault_rule_decide(r, &odd, false, NULL), TF_FAULT_NO);
     set_bad(r, "client", "fd00::1/64",
             "\"client\" \"fd00::1/64\" has bits set past the /64 prefix (did you mean "
@@ -999,7 +999,7 @@ test_match_sni(void **state)
 {
     (void)state;
     struct tf_fault_rule *r = rule_of("stall");
-    struct tf_fault_flow_info info = {"lab", NULL};
+    struct tf_fault_flow_info info = {"lab", NULL, NULL};
 
     set_ok(r, "sni", "*.lab.test");
     /* Before the ClientHello: later, and nothing counted. */
@@ -1037,7 +1037,7 @@ test_match_sni(void **state)
 static void
 decide_run(struct tf_fault_rule *r, int n, char *out)
 {
-    struct tf_fault_flow_info info = {"lab", NULL};
+    struct tf_fault_flow_info info = {"lab", NULL, NULL};
     for (int i = 0; i < n; i++)
         out[i] = tf_fault_rule_decide(r, &info, false, NULL) == TF_FAULT_YES ? 'Y' : 'N';
     out[n] = '\0';
@@ -1121,7 +1121,7 @@ test_match_probability(void **state)
         char spec[64];
         snprintf(spec, sizeof(spec), "stall:probability=%g", ps[i]);
         struct tf_fault_rule *r = spec_ok(spec);
-        struct tf_fault_flow_info info = {"lab", NULL};
+        struct tf_fault_flow_info info = {"lab", NULL, NULL};
         int yes = 0;
         for (int n = 0; n < 10000; n++)
             yes += tf_fault_rule_decide(r, &info, false, NULL) == TF_FAULT_YES;
@@ -1169,7 +1169,7 @@ static void *
 race_main(void *arg)
 {
     struct race *rc = arg;
-    struct tf_fault_flow_info info = {"lab", NULL};
+    struct tf_fault_flow_info info = {"lab", NULL, NULL};
 
     pthread_barrier_wait(rc->start);
     for (int i = 0; i < DECIDES; i++)
