@@ -49,6 +49,7 @@
 
 #include "tlsfault/cursor.h"
 #include "tlsfault/decode.h"
+#include "tlsfault/handshake.h"
 #include "tlsfault/names.h"
 
 /* Extension types this file decodes (IANA "TLS ExtensionType Values"). */
@@ -1653,4 +1654,54 @@ tf_decode_alert(const uint8_t *body, size_t len, json_t *obj)
     if (len != 2)
         return decode_fail(&d, "alert", "length %zu, expected 2", len);
     return true;
+}
+
+bool
+tf_decode_handshake(uint8_t type, const uint8_t *body, size_t len, bool tls13,
+                    uint16_t cipher_suite, json_t *obj, struct tf_client_hello_info *ch,
+                    struct tf_server_hello_info *sh, const char **name, char *name_buf,
+                    size_t name_len)
+{
+    struct tf_server_hello_info sh_local;
+    bool ok = true;
+
+    *name = tf_names_handshake_type(type);
+    if (*name == NULL) {
+        snprintf(name_buf, name_len, "unknown(%u)", type);
+        *name = name_buf;
+    }
+    switch (type) {
+    case TF_HS_CLIENT_HELLO:
+        ok = tf_decode_client_hello(body, len, obj, ch);
+        break;
+    case TF_HS_SERVER_HELLO: /* or a HelloRetryRequest */
+        if (sh == NULL)
+            sh = &sh_local;
+        memset(sh, 0, sizeof(*sh));
+        ok = tf_decode_server_hello(body, len, obj, sh);
+        if (ok && sh->hello_retry_request)
+            *name = "hello_retry_request";
+        break;
+    case TF_HS_CERTIFICATE:
+        ok = tf_decode_certificate(body, len, tls13, obj);
+        break;
+    case TF_HS_CERTIFICATE_STATUS:
+        ok = tf_decode_certificate_status(body, len, obj);
+        break;
+    case TF_HS_SERVER_KEY_EXCHANGE:
+        ok = tf_decode_server_key_exchange(body, len, cipher_suite, obj);
+        break;
+    case TF_HS_CERTIFICATE_REQUEST:
+        ok = tf_decode_certificate_request(body, len, tls13, obj);
+        break;
+    case TF_HS_CLIENT_KEY_EXCHANGE:
+        ok = tf_decode_client_key_exchange(body, len, obj);
+        break;
+    case TF_HS_NEW_SESSION_TICKET:
+        ok = tf_decode_new_session_ticket(body, len, obj);
+        break;
+    default:
+        break;
+    }
+    return ok;
 }

@@ -189,63 +189,40 @@ inspect_message_cb(void *arg, uint8_t type, const uint8_t *body, size_t len)
     struct inspect_dir *d = arg;
     struct tf_inspect *ins = d->ins;
     bool tls13 = ins->version == TLS13;
-    const char *name = tf_names_handshake_type(type);
+    const char *name;
     char unknown[16];
     json_t *obj = json_object();
+    struct tf_client_hello_info ch;
+    struct tf_server_hello_info sh;
 
-    if (name == NULL) {
-        snprintf(unknown, sizeof(unknown), "unknown(%u)", type);
-        name = unknown;
-    }
+    memset(&ch, 0, sizeof(ch));
+    memset(&sh, 0, sizeof(sh));
+    bool ok = tf_decode_handshake(type, body, len, tls13, ins->cipher_suite, obj, &ch, &sh, &name,
+                                  unknown, sizeof(unknown));
     switch (type) {
     case TF_HS_CLIENT_HELLO: {
-        struct tf_client_hello_info info;
-        memset(&info, 0, sizeof(info));
-        tf_decode_client_hello(body, len, obj, &info);
         ins->client_hello_seen = true;
-        if (!ins->has_sni && info.has_sni) {
+        if (!ins->has_sni && ch.has_sni) {
             ins->has_sni = true;
-            snprintf(ins->sni, sizeof(ins->sni), "%s", info.sni);
+            snprintf(ins->sni, sizeof(ins->sni), "%s", ch.sni);
         }
-        if (info.max_version > ins->client_max_version)
-            ins->client_max_version = info.max_version;
+        if (ch.max_version > ins->client_max_version)
+            ins->client_max_version = ch.max_version;
         json_t *alpn = json_object_get(obj, "alpn");
         if (alpn && !ins->alpn_offered)
             ins->alpn_offered = json_incref(alpn);
         break;
     }
-    case TF_HS_SERVER_HELLO: {
-        struct tf_server_hello_info info;
-        memset(&info, 0, sizeof(info));
-        if (tf_decode_server_hello(body, len, obj, &info)) {
-            if (info.hello_retry_request)
-                name = "hello_retry_request";
-            inspect_server_hello(d, &info);
-        }
+    case TF_HS_SERVER_HELLO:
+        if (ok)
+            inspect_server_hello(d, &sh);
         break;
-    }
     case TF_HS_CERTIFICATE:
         if (d->dir == TF_DIR_S2C)
             ins->server_flight_full = true;
-        tf_decode_certificate(body, len, tls13, obj);
-        break;
-    case TF_HS_CERTIFICATE_STATUS:
-        tf_decode_certificate_status(body, len, obj);
-        break;
-    case TF_HS_SERVER_KEY_EXCHANGE:
-        tf_decode_server_key_exchange(body, len, ins->cipher_suite, obj);
-        break;
-    case TF_HS_CERTIFICATE_REQUEST:
-        tf_decode_certificate_request(body, len, tls13, obj);
         break;
     case TF_HS_SERVER_HELLO_DONE:
         ins->server_flight_full = true;
-        break;
-    case TF_HS_CLIENT_KEY_EXCHANGE:
-        tf_decode_client_key_exchange(body, len, obj);
-        break;
-    case TF_HS_NEW_SESSION_TICKET:
-        tf_decode_new_session_ticket(body, len, obj);
         break;
     default:
         break;

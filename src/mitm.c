@@ -247,50 +247,6 @@ mitm_dir(const struct tf_mitm *m, const SSL *ssl, int write_p)
 }
 
 static void
-mitm_decode_message(const SSL *ssl, uint8_t type, const uint8_t *body, size_t len,
-                    json_t *obj, const char **name)
-{
-    bool tls13 = SSL_version(ssl) == TLS1_3_VERSION;
-    /* During the handshake the suite being agreed is the pending one. */
-    const SSL_CIPHER *c = SSL_get_pending_cipher(ssl);
-    if (c == NULL)
-        c = SSL_get_current_cipher(ssl);
-    uint16_t suite = c ? (uint16_t)(SSL_CIPHER_get_id(c) & 0xffff) : 0;
-    struct tf_server_hello_info sh;
-
-    switch (type) {
-    case TF_HS_CLIENT_HELLO:
-        tf_decode_client_hello(body, len, obj, NULL);
-        break;
-    case TF_HS_SERVER_HELLO:
-        memset(&sh, 0, sizeof(sh));
-        if (tf_decode_server_hello(body, len, obj, &sh) && sh.hello_retry_request)
-            *name = "hello_retry_request";
-        break;
-    case TF_HS_CERTIFICATE:
-        tf_decode_certificate(body, len, tls13, obj);
-        break;
-    case TF_HS_CERTIFICATE_STATUS:
-        tf_decode_certificate_status(body, len, obj);
-        break;
-    case TF_HS_SERVER_KEY_EXCHANGE:
-        tf_decode_server_key_exchange(body, len, suite, obj);
-        break;
-    case TF_HS_CERTIFICATE_REQUEST:
-        tf_decode_certificate_request(body, len, tls13, obj);
-        break;
-    case TF_HS_CLIENT_KEY_EXCHANGE:
-        tf_decode_client_key_exchange(body, len, obj);
-        break;
-    case TF_HS_NEW_SESSION_TICKET:
-        tf_decode_new_session_ticket(body, len, obj);
-        break;
-    default:
-        break;
-    }
-}
-
-static void
 mitm_msg_cb(int write_p, int version, int content_type, const void *buf, size_t len, SSL *ssl,
             void *arg)
 {
@@ -304,14 +260,17 @@ mitm_msg_cb(int write_p, int version, int content_type, const void *buf, size_t 
     enum tf_dir dir = mitm_dir(m, ssl, write_p);
     if (content_type == SSL3_RT_HANDSHAKE && len >= TF_HS_HEADER_LEN) {
         uint8_t type = p[0];
-        const char *name = tf_names_handshake_type(type);
+        const char *name;
         char unknown[16];
-        if (name == NULL) {
-            snprintf(unknown, sizeof(unknown), "unknown(%u)", type);
-            name = unknown;
-        }
         json_t *obj = json_object();
-        mitm_decode_message(ssl, type, p + TF_HS_HEADER_LEN, len - TF_HS_HEADER_LEN, obj, &name);
+        /* During the handshake the suite being agreed is the pending one. */
+        const SSL_CIPHER *c = SSL_get_pending_cipher(ssl);
+        if (c == NULL)
+            c = SSL_get_current_cipher(ssl);
+        uint16_t suite = c ? (uint16_t)(SSL_CIPHER_get_id(c) & 0xffff) : 0;
+        tf_decode_handshake(type, p + TF_HS_HEADER_LEN, len - TF_HS_HEADER_LEN,
+                            SSL_version(ssl) == TLS1_3_VERSION, suite, obj, NULL, NULL, &name,
+                            unknown, sizeof(unknown));
         json_object_set_new(obj, "type", json_string(name));
         json_object_set_new(obj, "length", json_integer((json_int_t)(len - TF_HS_HEADER_LEN)));
         json_object_set_new(obj, "leg", json_string(mitm_leg_name(m, ssl)));

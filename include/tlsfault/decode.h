@@ -103,4 +103,17 @@ bool tf_decode_new_session_ticket(const uint8_t *body, size_t len, json_t *obj);
 /* An alert record's body: level, description (names); false unless 2 bytes. */
 bool tf_decode_alert(const uint8_t *body, size_t len, json_t *obj);
 
+/*
+ * Any handshake message by type: calls the decoder above that fits (types
+ * without one add nothing).  tls13 and cipher_suite pick the layouts that
+ * depend on them; ch / sh (may be NULL) receive what the hellos say.
+ * *name is set to the message's name ("hello_retry_request" for a
+ * ServerHello that is one; "unknown(N)" in name_buf for an unknown type).
+ * Returns false when the message is malformed.
+ */
+bool tf_decode_handshake(uint8_t type, const uint8_t *body, size_t len, bool tls13,
+                         uint16_t cipher_suite, json_t *obj, struct tf_client_hello_info *ch,
+                         struct tf_server_hello_info *sh, const char **name, char *name_buf,
+                         size_t name_len);
+
 #endif
