@@ -19,12 +19,12 @@ written to $TF_FAULT_TABLE (markdown) when that is set."""
 import os
 import re
 import sys
-import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import tflib  # noqa: E402
-from tflib import PKI, SServer, Tlsfault, fmt_events, www_page_core  # noqa: E402
+from tflib import (OSSL_ERR_RX, PKI, Outcome, SServer, Tlsfault, fmt_events,  # noqa: E402
+                   html_part, min_elapsed, page_ok, parallel, www_page_core)
 
 CLIENTS = ["curl", "s_client", "gnutls-cli", "python"]
 CLIENT_TITLES = {"curl": "curl", "s_client": "OpenSSL s_client", "gnutls-cli": "GnuTLS",
@@ -52,22 +52,14 @@ SERVERS = {
 
 K = tflib.TIMEOUT_RC
 OK = "ok"
-
-
-def E(rcs, rx):
-    return (tuple(rcs) if isinstance(rcs, (list, tuple)) else (rcs,), rx)
+E = tflib.expect_exit
 
 
 CURL_EOF = r"curl: \(35\) OpenSSL SSL_connect: SSL_ERROR_SYSCALL in connection to lab\.test:\d+"
 
-HUNG = {
-    # The handshake never ends: curl's own timeout, and the harness kills
-    # s_client and gnutls-cli (which have none) after HANG seconds.
-    "curl": E(28, r"curl: \(28\) Connection timed out after \d+ milliseconds"),
-    "s_client": E(K, r""),
-    "gnutls-cli": E(K, r""),
-    "python": E(1, r"^TimeoutError: .*The handshake operation timed out"),
-}
+# The handshake never ends: curl's own timeout, and the harness kills
+# s_client and gnutls-cli (which have none) after HANG seconds.
+HUNG = tflib.hung_expectation()
 RESET = {
     "curl": E(35, r"curl: \(35\) Recv failure: Connection reset by peer"),
     "s_client": E(1, r"write:errno=104"),
@@ -84,15 +76,8 @@ EOF_IN_HANDSHAKE = {
 }
 
 
-def ALERT(num, ossl, gnutls, py):
-    """A fatal alert from the 'server' during the handshake."""
-    return {
-        "curl": E(35, r"curl: \(35\) OpenSSL/[\d.]+: error:[0-9A-F]+:SSL routines::%s" % ossl),
-        "s_client": E(1, r"%s:.*SSL alert number %d" % (ossl, num)),
-        "gnutls-cli": E(1, r"\*\*\* Received alert \[%d\]: %s" % (num, gnutls)),
-        "python": E(1, r"^SSLError: %s" % py),
-    }
-
+# A fatal alert from the 'server' during the handshake.
+ALERT = tflib.alert_expectation
 
 HANDSHAKE_FAILURE = ALERT(40, "sslv3 alert handshake failure", "Handshake failed",
                           "SSLV3_ALERT_HANDSHAKE_FAILURE")
@@ -140,15 +125,6 @@ def case(fault, spec, versions, expect, title=None, hang=False, servers=None, cl
     return {"fault": fault, "spec": spec, "versions": versions, "expect": expect,
             "title": title or fault, "hang": hang, "servers": servers or {},
             "clients": clients or {}, "check": check, "todo": todo or {}}
-
-
-def min_elapsed(seconds):
-    def check(version, client, out, events):
-        if out.elapsed < seconds:
-            return "finished in %.2fs: the fault should have made it take >= %.2fs" % (
-                out.elapsed, seconds)
-        return None
-    return check
 
 
 ALPN_CLIENTS = {
@@ -254,14 +230,6 @@ CASES = [c for c in ALL_CASES if not _only or c["fault"] in _only]
 
 # ------------------------------------------------------------ running clients
 
-class Outcome:
-    def __init__(self, rc, text, full, page, elapsed):
-        self.rc, self.text, self.full, self.page, self.elapsed = rc, text, full, page, elapsed
-
-    def cell(self):
-        return "%s: %s" % (self.rc, self.text) if self.rc != 0 else "0: %s" % self.text
-
-
 def _diff(a, b):
     import difflib
     d = list(difflib.unified_diff(www_page_core(a).splitlines(), www_page_core(b).splitlines(),
@@ -269,30 +237,11 @@ def _diff(a, b):
     return "\n".join(d[:30])
 
 
-def html_part(text):
-    i = text.find("<HTML>")
-    return text[i:] if i >= 0 else ""
-
-
-def page_ok(page):
-    """The whole s_server -www page arrived."""
-    return re.search(r"<HTML>.*</BODY></HTML>", page, re.S) is not None
-
-
-OSSL_ERR_RX = re.compile(r"^[0-9A-F]+:error:[0-9A-F]+:[^:]*:[^:]*:([^:]+):", re.M)
-
-
 def short_text(client, rc, out, err, hang):
     """A short, table-sized description of what a client reported."""
     if client == "curl":
-        m = re.search(r"curl: \((\d+)\) (.*)", err)
-        if m:
-            t = m.group(2)
-            t = re.sub(r"^(OpenSSL SSL_connect|OpenSSL SSL_read): ", "", t)
-            t = re.sub(r"OpenSSL/[\d.]+: ", "", t)
-            t = re.sub(r"error:[0-9A-F]+:(SSL|Provider) routines::", "", t)
-            t = re.sub(r" in connection to lab\.test:\d+ *$", "", t)
-            t = re.sub(r", errno \d+$", "", t)
+        t = tflib.curl_error_text(err)
+        if t is not None:
             return t[:80]
         return "ok" if rc == 0 else err.strip()[-80:]
     if client == "s_client":
@@ -338,80 +287,24 @@ def run_client(client, port, hang, extra):
         argv = ["curl", "-sS", "--cacert", pki.ca, "--resolve", "lab.test:%d:127.0.0.1" % port,
                 "--max-time", "%g" % timeout] + list(extra) + ["https://lab.test:%d/" % port]
         r = tflib.run(argv, timeout=timeout + 8)
-        return Outcome(r.rc, short_text(client, r.rc, r.out, r.err, hang),
-                       r.out + "\n" + r.err, html_part(r.out), time.monotonic() - t0)
-    if client == "s_client":
+    elif client == "s_client":
         r = tflib.s_client(port, extra=extra, timeout=timeout)
-        return Outcome(r.rc, short_text(client, r.rc, r.out, r.err, hang),
-                       r.out + "\n" + r.err, html_part(r.out), time.monotonic() - t0)
-    if client == "gnutls-cli":
-        r = gnutls_cli(port, extra, timeout)
-        return Outcome(r.rc, short_text(client, r.rc, r.out, r.err, hang),
-                       r.out + "\n" + r.err, html_part(r.out), time.monotonic() - t0)
-    if client == "python":
+    elif client == "gnutls-cli":
+        # gnutls-cli quits at stdin EOF: stdin stays open until the page is
+        # in or it has exited; killed after timeout seconds in all.
+        argv = ["gnutls-cli", "--x509cafile", pki.ca, "-p", str(port), "--sni-hostname",
+                "lab.test", "--verify-hostname", "lab.test"] + list(extra) + ["127.0.0.1"]
+        r = tflib.run_fed(argv, GET, r"</HTML>", timeout)
+    elif client == "python":
         ctx = pki.client_context()
         if "alpn" in extra:
             ctx.set_alpn_protocols(["http/1.1"])
-        ok, version, data, err = py_client(port, ctx, timeout)
-        page = html_part(data.decode("utf-8", "replace"))
-        if ok and page_ok(page):
-            text = "ok (%s)" % version
-        elif ok:
-            # ssl's default suppress_ragged_eofs=True: an EOF without
-            # close_notify reads as a clean end of the stream.
-            text = "no error, %d bytes, page incomplete (%s)" % (len(data), version)
-        else:
-            text = tflib.ssl_error_text(err)
+        ok, text, page = tflib.py_page(port, ctx, "lab.test", GET.encode(), timeout)
         return Outcome(0 if ok else 1, text, text, page, time.monotonic() - t0)
-    raise ValueError(client)
-
-
-def py_client(port, ctx, timeout):
-    """Python ssl: handshake, GET, read to the end.  Unlike tflib.py_client
-    an EOF without close_notify is an error (ssl.SSLEOFError), as an
-    application that reads a response would see it.  Returns (ok, version,
-    data, exception)."""
-    data = bytearray()
-    version = None
-    try:
-        raw = tflib.socket.create_connection(("127.0.0.1", port), timeout=timeout)
-        with ctx.wrap_socket(raw, server_hostname="lab.test") as s:
-            version = s.version()
-            s.sendall(GET.encode())
-            while True:
-                try:
-                    b = s.recv(65536)
-                except tflib.ssl.SSLZeroReturnError:
-                    break
-                if not b:
-                    break
-                data += b
-        return True, version, bytes(data), None
-    except Exception as e:
-        return False, version, bytes(data), e
-
-
-def gnutls_cli(port, extra, timeout):
-    """gnutls-cli (it quits at stdin EOF, so stdin stays open until the page
-    is in or it has exited), killed after timeout seconds in all."""
-    pki = PKI.get()
-    argv = ["gnutls-cli", "--x509cafile", pki.ca, "-p", str(port), "--sni-hostname", "lab.test",
-            "--verify-hostname", "lab.test"] + list(extra) + ["127.0.0.1"]
-    t0 = time.monotonic()
-    p = tflib.Proc(argv, stdin_pipe=True)
-    try:
-        p.write(GET.encode())
-    except OSError:
-        pass
-    p.wait_for(r"</HTML>", stream="out", timeout=timeout)
-    p.close_stdin()
-    rc = p.wait(max(0.1, timeout - (time.monotonic() - t0)))
-    if rc is None:
-        p.kill()
-        rc = tflib.TIMEOUT_RC
-    elif p in tflib._procs:
-        tflib._procs.remove(p)
-    return tflib.Result(p.argv, rc, p.out, p.err, time.monotonic() - t0)
+    else:
+        raise ValueError(client)
+    return Outcome(r.rc, short_text(client, r.rc, r.out, r.err, hang), r.out + "\n" + r.err,
+                   html_part(r.out), time.monotonic() - t0)
 
 
 _servers = {}
@@ -436,23 +329,6 @@ def baseline(kind, client, extra):
     return _baselines[key]
 
 
-def parallel(fns):
-    """Runs the callables at once; returns their results (or exceptions)."""
-    res = [None] * len(fns)
-
-    def wrap(i, fn):
-        try:
-            res[i] = fn()
-        except Exception as e:  # reported by the caller
-            res[i] = e
-    ts = [threading.Thread(target=wrap, args=(i, fn), daemon=True) for i, fn in enumerate(fns)]
-    for t in ts:
-        t.start()
-    for t in ts:
-        t.join(60)
-    return res
-
-
 def rule_name(c):
     return "t-" + c["fault"]
 
@@ -462,34 +338,16 @@ def full_spec(c):
 
 
 def check_events(events, rule, fault):
-    """Problems with the JSON log of a flow where rule (of fault) must fire."""
-    bad = []
-    fe = [e for e in events if e.get("event") == "fault"]
-    if not any(e.get("rule") == rule and e.get("fault") == fault for e in fe):
-        bad.append("no fault event with rule %r and fault %r (fault events: %r)" % (
-            rule, fault, fe))
-    for e in fe:
-        if not e.get("action"):
+    """Problems with the JSON log of a flow where rule (of fault) must fire;
+    every fault event names its action."""
+    bad = tflib.fault_flow_problems(events, rule, fault)
+    for e in events:
+        if e.get("event") == "fault" and not e.get("action"):
             bad.append("fault event without action: %r" % e)
-    ends = [e for e in events if e.get("event") == "flow_end"]
-    if len(ends) != 1:
-        bad.append("expected one flow_end, got %d" % len(ends))
-    else:
-        end = ends[0]
-        faults = end.get("faults")
-        names = [x if isinstance(x, str) else (x or {}).get("rule") for x in (faults or [])]
-        if rule not in names:
-            bad.append("flow_end faults %r does not name %r" % (faults, rule))
-        if rule not in str(end.get("summary", "")):
-            bad.append("flow_end summary %r does not mention %r" % (end.get("summary"), rule))
     return bad
 
 
-def expectation(c, version, client):
-    exp = c["expect"]
-    if version in exp:
-        exp = exp[version]
-    return exp[client]
+expectation = tflib.case_expectation
 
 
 RESULTS = []   # (title, version label, {client: Outcome})
@@ -685,18 +543,7 @@ def test_append_wire(tap):
 # ------------------------------------------------------------ table
 
 def table():
-    lines = ["| fault | TLS | %s |" % " | ".join(CLIENT_TITLES[c] for c in CLIENTS),
-             "| --- | --- | %s |" % " | ".join("---" for _ in CLIENTS)]
-    for title, ver, outs in RESULTS:
-        cells = []
-        for c in CLIENTS:
-            o = outs.get(c)
-            if isinstance(o, Outcome):
-                cells.append(o.cell().replace("|", "\\|"))
-            else:
-                cells.append("(did not run: %r)" % (o,))
-        lines.append("| %s | %s | %s |" % (title, ver, " | ".join(cells)))
-    return "\n".join(lines)
+    return tflib.outcome_table(RESULTS, CLIENTS, CLIENT_TITLES)
 
 
 def main(tap):

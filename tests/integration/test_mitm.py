@@ -47,13 +47,12 @@ import re
 import ssl
 import stat
 import sys
-import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import tflib  # noqa: E402
-from tflib import (PKI, LabCA, SServer, TCPServer, Tlsfault, fmt_events,  # noqa: E402
-                   www_page_core)
+from tflib import (OSSL_ERR_RX, PKI, LabCA, Outcome, SServer, TCPServer, Tlsfault,  # noqa: E402
+                   fmt_events, html_part, min_elapsed, page_ok, parallel, www_page_core)
 
 CLIENTS = ["curl", "s_client", "gnutls-cli", "python"]
 CLIENT_TITLES = {"curl": "curl", "s_client": "OpenSSL s_client", "gnutls-cli": "GnuTLS",
@@ -85,44 +84,13 @@ def vlabel(version):
 
 # ------------------------------------------------------------ clients
 
-class Outcome:
-    def __init__(self, rc, text, full, page, elapsed, argv=None):
-        self.rc, self.text, self.full, self.page, self.elapsed = rc, text, full, page, elapsed
-        self.argv = argv
-
-    def cell(self):
-        return "%s: %s" % (self.rc, self.text)
-
-    def __repr__(self):
-        return "Outcome(rc=%r, %r)" % (self.rc, self.text)
-
-
-def html_part(text):
-    i = text.find("<HTML>")
-    return text[i:] if i >= 0 else ""
-
-
-def page_ok(page):
-    return re.search(r"<HTML>.*</BODY></HTML>", page, re.S) is not None
-
-
-OSSL_ERR_RX = re.compile(r"^[0-9A-F]+:error:[0-9A-F]+:[^:]*:[^:]*:([^:]+):", re.M)
-
-
 def short_text(client, rc, out, err, timeout):
     """A short, table-sized description of what a client reported."""
     both = err + "\n" + out
     if client == "curl":
-        m = re.search(r"curl: \((\d+)\) (.*)", err)
-        if m:
-            t = m.group(2)
-            t = re.sub(r"^(OpenSSL SSL_connect|OpenSSL SSL_read): ", "", t)
-            t = re.sub(r"OpenSSL/[\d.]+: ", "", t)
-            t = re.sub(r"error:[0-9A-F]+:(SSL|Provider) routines::", "", t)
-            t = re.sub(r" in connection to (lab\.test|127\.0\.0\.1):\d+ *$", "", t)
-            t = re.sub(r"^SSL certificate problem: ", "", t)
-            t = re.sub(r", errno \d+$", "", t)
-            return t[:90]
+        t = tflib.curl_error_text(err)
+        if t is not None:
+            return re.sub(r"^SSL certificate problem: ", "", t)[:90]
         return "ok" if rc == 0 else err.strip()[-80:]
     if rc == K:
         return "no answer, killed after %gs" % timeout
@@ -190,16 +158,12 @@ def run_client(client, port, version, sni=True, hang=False, cafile=None, timeout
         if sni:
             argv += ["--sni-hostname", host, "--verify-hostname", host]
         argv += VERSION_ARGS[client][version] + ["127.0.0.1"]
-        r = gnutls_run(argv, timeout)
+        # gnutls-cli quits at stdin EOF: stdin stays open until the page is
+        # in or it has exited; killed after timeout seconds in all.
+        r = tflib.run_fed(argv, GET, r"</HTML>", timeout)
     elif client == "python":
-        ok, ver, data, err = py_client(port, version, host, cafile, timeout)
-        page = html_part(data.decode("utf-8", "replace"))
-        if ok and page_ok(page):
-            text = "ok (%s)" % ver
-        elif ok:
-            text = "no error, %d bytes, page incomplete (%s)" % (len(data), ver)
-        else:
-            text = tflib.ssl_error_text(err)
+        ok, text, page = tflib.py_page(port, py_context(version, cafile), host, GET.encode(),
+                                       timeout)
         return Outcome(0 if ok else 1, text, text, page, time.monotonic() - t0, ["python"])
     else:
         raise ValueError(client)
@@ -207,71 +171,11 @@ def run_client(client, port, version, sni=True, hang=False, cafile=None, timeout
                    html_part(r.out), time.monotonic() - t0, r.argv)
 
 
-def gnutls_run(argv, timeout):
-    """gnutls-cli quits at stdin EOF: stdin stays open until the page is in
-    or it has exited; killed after timeout seconds in all."""
-    t0 = time.monotonic()
-    p = tflib.Proc(argv, stdin_pipe=True)
-    try:
-        p.write(GET.encode())
-    except OSError:
-        pass
-    p.wait_for(r"</HTML>", stream="out", timeout=timeout)
-    p.close_stdin()
-    rc = p.wait(max(0.1, timeout - (time.monotonic() - t0)))
-    if rc is None:
-        p.kill()
-        rc = K
-    elif p in tflib._procs:
-        tflib._procs.remove(p)
-    return tflib.Result(p.argv, rc, p.out, p.err, time.monotonic() - t0)
-
-
 def py_context(version, cafile=None):
     ctx = ssl.create_default_context(cafile=cafile or LabCA.get().root)
     if PY_VERSIONS[version]:
         ctx.minimum_version = ctx.maximum_version = PY_VERSIONS[version]
     return ctx
-
-
-def py_client(port, version, host, cafile, timeout):
-    """Python ssl: handshake, GET, read to the end (an EOF without
-    close_notify is an error).  Returns (ok, version, data, exception)."""
-    data = bytearray()
-    ver = None
-    try:
-        raw = tflib.socket.create_connection(("127.0.0.1", port), timeout=timeout)
-        with py_context(version, cafile).wrap_socket(raw, server_hostname=host) as s:
-            ver = s.version()
-            s.sendall(GET.encode())
-            while True:
-                try:
-                    b = s.recv(65536)
-                except ssl.SSLZeroReturnError:
-                    break
-                if not b:
-                    break
-                data += b
-        return True, ver, bytes(data), None
-    except Exception as e:
-        return False, ver, bytes(data), e
-
-
-def parallel(fns, join=60):
-    """Runs the callables at once; returns their results (or exceptions)."""
-    res = [None] * len(fns)
-
-    def wrap(i, fn):
-        try:
-            res[i] = fn()
-        except Exception as e:  # reported by the caller
-            res[i] = e
-    ts = [threading.Thread(target=wrap, args=(i, fn), daemon=True) for i, fn in enumerate(fns)]
-    for t in ts:
-        t.start()
-    for t in ts:
-        t.join(join)
-    return res
 
 
 # ------------------------------------------------------------ servers and proxies
@@ -364,8 +268,7 @@ def wait_flow_ends(proxy, count, timeout=10.0):
 
 # ------------------------------------------------------------ expectations
 
-def E(rcs, rx):
-    return (tuple(rcs) if isinstance(rcs, (list, tuple)) else (rcs,), rx)
+E = tflib.expect_exit
 
 
 def CERT(curl_text, num, ossl_text, gnutls_status, py_text=None):
@@ -384,23 +287,11 @@ def CERT(curl_text, num, ossl_text, gnutls_status, py_text=None):
     }
 
 
-def ALERT(num, ossl, gnutls, py):
-    """A fatal alert from the proxy's client leg during the handshake."""
-    return {
-        "curl": E(35, r"curl: \(35\) OpenSSL/[\d.]+: error:[0-9A-F]+:SSL routines::%s" % ossl),
-        "s_client": E(1, r"%s:.*SSL alert number %d" % (ossl, num)),
-        "gnutls-cli": E(1, r"\*\*\* Received alert \[%d\]: %s" % (num, gnutls)),
-        "python": E(1, r"^SSLError: %s" % py),
-    }
-
+# A fatal alert from the proxy's client leg during the handshake.
+ALERT = tflib.alert_expectation
 
 SUCCEEDS = {c: OK for c in CLIENTS}
-HUNG = {
-    "curl": E(28, r"curl: \(28\) Connection timed out after \d+ milliseconds"),
-    "s_client": E(K, r""),
-    "gnutls-cli": E(K, r""),
-    "python": E(1, r"^TimeoutError: .*The handshake operation timed out"),
-}
+HUNG = tflib.hung_expectation()
 
 BOTH = VERSIONS
 
@@ -415,15 +306,6 @@ def case(title, rule, expect, versions=BOTH, hang=False, sni=True, check=None, t
     return {"title": title, "rule": rule, "expect": expect, "versions": versions,
             "hang": hang, "sni": sni, "check": check, "todo": todo or {}, "group": group,
             "fires": fires, "leaf": leaf}
-
-
-def min_elapsed(seconds):
-    def check(version, client, out, events):
-        if out.elapsed < seconds:
-            return "finished in %.2fs: the fault should have made it take >= %.2fs" % (
-                out.elapsed, seconds)
-        return None
-    return check
 
 
 # ------------------------------------------------------------ the forged chain on the wire
@@ -718,33 +600,16 @@ def rule_name(c):
 
 
 def check_fault_events(events, rule, fault):
-    """Problems with the JSON log of a flow where rule (of fault) must fire."""
-    bad = []
-    fe = [e for e in events if e.get("event") == "fault"]
-    if not any(e.get("rule") == rule and e.get("fault") == fault for e in fe):
-        bad.append("no fault event with rule %r and fault %r (fault events: %r)" % (
-            rule, fault, fe))
+    """Problems with the JSON log of a flow where rule (of fault) must fire;
+    its flow_end carries the mitm object."""
+    bad = tflib.fault_flow_problems(events, rule, fault)
     ends = flow_ends(events)
-    if len(ends) != 1:
-        bad.append("expected one flow_end, got %d" % len(ends))
-    else:
-        end = ends[0]
-        names = [x if isinstance(x, str) else (x or {}).get("rule")
-                 for x in (end.get("faults") or [])]
-        if rule not in names:
-            bad.append("flow_end faults %r does not name %r" % (end.get("faults"), rule))
-        if rule not in str(end.get("summary", "")):
-            bad.append("flow_end summary %r does not mention %r" % (end.get("summary"), rule))
-        if not isinstance(end.get("mitm"), dict):
-            bad.append("flow_end has no mitm object: %r" % end)
+    if len(ends) == 1 and not isinstance(ends[0].get("mitm"), dict):
+        bad.append("flow_end has no mitm object: %r" % ends[0])
     return bad
 
 
-def expectation(c, version, client):
-    exp = c["expect"]
-    if version in exp:
-        exp = exp[version]
-    return exp[client]
+expectation = tflib.case_expectation
 
 
 def judge(c, version, client, out):
@@ -1335,17 +1200,8 @@ def test_cross(tap):
 # ------------------------------------------------------------ table and main
 
 def table():
-    lines = ["| fault | TLS | %s |" % " | ".join(CLIENT_TITLES[c] for c in CLIENTS),
-             "| --- | --- | %s |" % " | ".join("---" for _ in CLIENTS)]
-    for title, ver, outs in RESULTS:
-        cells = []
-        for c in CLIENTS:
-            o = outs.get(c)
-            cells.append(o.cell().replace("|", "\\|") if isinstance(o, Outcome)
-                         else "(did not run: %r)" % (o,))
-        lines.append("| %s | %s | %s |" % (title, vlabel(ver)[4:] if ver != "any" else
-                                           "defaults", " | ".join(cells)))
-    return "\n".join(lines)
+    return tflib.outcome_table(RESULTS, CLIENTS, CLIENT_TITLES,
+                               lambda ver: vlabel(ver)[4:] if ver != "any" else "defaults")
 
 
 MITM_FAULTS = ["cert-expired", "cert-not-yet-valid", "cert-wrong-host", "cert-self-signed",

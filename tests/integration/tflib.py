@@ -422,13 +422,42 @@ class Feeder:
         if self.close_when:
             self.proc.wait_for(self.close_when, stream="out", timeout=self.timeout)
         self.proc.close_stdin()
-        rc = self.proc.wait(self.timeout)
+        rc = _reap(self.proc, self.timeout)
         if rc is None:
-            self.proc.kill()
             rc = TIMEOUT_RC
-        elif self.proc in _procs:
-            _procs.remove(self.proc)
         return Result(self.proc.argv, rc, self.proc.out, self.proc.err, time.monotonic() - t0)
+
+
+def _reap(proc, timeout):
+    """Waits up to timeout seconds for proc to exit and unregisters it;
+    kills its group if it has not.  Returns the exit code, or None when it
+    had to be killed."""
+    rc = proc.wait(timeout)
+    if rc is None:
+        proc.kill()
+    elif proc in _procs:
+        _procs.remove(proc)
+    return rc
+
+
+def run_fed(argv, data, close_when, timeout):
+    """Runs a client that quits at stdin EOF (gnutls-cli) with data on its
+    stdin, which stays open until close_when shows on its stdout or it has
+    exited.  Unlike Feeder the whole run, that wait included, is bounded by
+    timeout seconds; then the client is killed (rc TIMEOUT_RC).  Returns a
+    Result."""
+    t0 = time.monotonic()
+    p = Proc(argv, stdin_pipe=True)
+    try:
+        p.write(data if isinstance(data, bytes) else data.encode())
+    except OSError:
+        pass
+    p.wait_for(close_when, stream="out", timeout=timeout)
+    p.close_stdin()
+    rc = _reap(p, max(0.1, timeout - (time.monotonic() - t0)))
+    if rc is None:
+        rc = TIMEOUT_RC
+    return Result(p.argv, rc, p.out, p.err, time.monotonic() - t0)
 
 
 # ------------------------------------------------------------------ PKI
@@ -1161,6 +1190,49 @@ def have_tshark():
     return shutil.which("tshark") is not None and os.geteuid() == 0
 
 
+def _probe_listener():
+    """A listening socket on 127.0.0.1 for a capture's probe connections:
+    (socket, port)."""
+    probe = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    probe.bind(("127.0.0.1", 0))
+    probe.listen(16)
+    add_cleanup(probe.close)
+    return probe, probe.getsockname()[1]
+
+
+def _start_tshark(argv, probe_port, marker, probe_data):
+    """Starts tshark (argv, which captures probe_port too) and returns its
+    Proc once the capture is live: once marker shows on its stdout after a
+    probe connection to probe_port (sending probe_data, if any).  "Capturing
+    on" comes earlier than that."""
+    proc = Proc(argv, name="tshark")
+    if not proc.wait_for(r"Capture started|Capturing on", stream="err", timeout=15):
+        err = proc.err
+        proc.kill()
+        raise RuntimeError("tshark did not start: %s" % err)
+    deadline = time.monotonic() + 15
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", probe_port), timeout=2) as c:
+                if probe_data:
+                    c.sendall(probe_data)
+        except OSError:
+            pass
+        if proc.wait_for(marker, stream="out", timeout=0.3):
+            return proc
+        if time.monotonic() > deadline or not proc.alive():
+            err = proc.err
+            proc.kill()
+            raise RuntimeError("tshark never saw its probe: %s" % err[-1000:])
+
+
+def _stop_tshark(proc, settle):
+    """Lets the last packets in (settle seconds), then stops tshark."""
+    time.sleep(settle)
+    proc.send_signal(signal.SIGINT)
+    _reap(proc, 10)
+
+
 class TShark:
     """Captures one TCP port on lo and dissects it as TLS (-T json).
 
@@ -1174,11 +1246,7 @@ class TShark:
         self.ports = [ports] if isinstance(ports, int) else list(ports)
         # A probe listener, captured too: the capture is live once tshark
         # has dissected a record sent to it ("Capturing on" comes earlier).
-        self.probe = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.probe.bind(("127.0.0.1", 0))
-        self.probe.listen(16)
-        self.probe_port = self.probe.getsockname()[1]
-        add_cleanup(self.probe.close)
+        self.probe, self.probe_port = _probe_listener()
         ports = self.ports + [self.probe_port]
         bpf = " or ".join("tcp port %d" % p for p in ports)
         argv = ["tshark", "-i", "lo", "-f", bpf]
@@ -1186,35 +1254,12 @@ class TShark:
             argv += ["-d", "tcp.port==%d,tls" % p]
         argv += ["-l", "-n", "-Y", "tls", "-a", "duration:%d" % duration,
                  "-T", "json", "-J", "frame tcp tls"]
-        self.proc = Proc(argv, name="tshark")
-        if not self.proc.wait_for(r"Capture started|Capturing on", stream="err", timeout=15):
-            err = self.proc.err
-            self.proc.kill()
-            raise RuntimeError("tshark did not start: %s" % err)
-        marker = r'"tcp.dstport": "%d"' % self.probe_port
-        deadline = time.monotonic() + 15
-        while True:
-            try:
-                with socket.create_connection(("127.0.0.1", self.probe_port), timeout=2) as c:
-                    c.sendall(self.PROBE)
-            except OSError:
-                pass
-            if self.proc.wait_for(marker, stream="out", timeout=0.3):
-                break
-            if time.monotonic() > deadline or not self.proc.alive():
-                err = self.proc.err
-                self.proc.kill()
-                raise RuntimeError("tshark never saw its probe: %s" % err[-1000:])
+        self.proc = _start_tshark(argv, self.probe_port, r'"tcp.dstport": "%d"' % self.probe_port,
+                                  self.PROBE)
         self.probe.close()
 
     def finish(self, settle=0.5):
-        time.sleep(settle)
-        self.proc.send_signal(signal.SIGINT)
-        rc = self.proc.wait(10)
-        if rc is None:
-            self.proc.kill()
-        elif self.proc in _procs:
-            _procs.remove(self.proc)
+        _stop_tshark(self.proc, settle)
         return parse_tshark_json(self.proc.out)
 
 
@@ -1339,44 +1384,17 @@ class RawCapture:
 
     def __init__(self, ports, duration=30):
         self.ports = [ports] if isinstance(ports, int) else list(ports)
-        self.probe = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.probe.bind(("127.0.0.1", 0))
-        self.probe.listen(16)
-        self.probe_port = self.probe.getsockname()[1]
-        add_cleanup(self.probe.close)
+        self.probe, self.probe_port = _probe_listener()
         bpf = " or ".join("tcp port %d" % p for p in self.ports + [self.probe_port])
         argv = ["tshark", "-i", "lo", "-f", bpf, "-l", "-n", "-a", "duration:%d" % duration,
                 "-Y", "tcp.len > 0", "-T", "fields", "-e", "tcp.srcport", "-e", "tcp.dstport",
                 "-e", "tcp.seq", "-e", "tcp.payload"]
-        self.proc = Proc(argv, name="tshark")
-        if not self.proc.wait_for(r"Capture started|Capturing on", stream="err", timeout=15):
-            err = self.proc.err
-            self.proc.kill()
-            raise RuntimeError("tshark did not start: %s" % err)
-        marker = r"(?m)^\d+\t%d\t" % self.probe_port
-        deadline = time.monotonic() + 15
-        while True:
-            try:
-                with socket.create_connection(("127.0.0.1", self.probe_port), timeout=2) as c:
-                    c.sendall(b"probe")
-            except OSError:
-                pass
-            if self.proc.wait_for(marker, stream="out", timeout=0.3):
-                break
-            if time.monotonic() > deadline or not self.proc.alive():
-                err = self.proc.err
-                self.proc.kill()
-                raise RuntimeError("tshark never saw its probe: %s" % err[-1000:])
+        self.proc = _start_tshark(argv, self.probe_port, r"(?m)^\d+\t%d\t" % self.probe_port,
+                                  b"probe")
         self.probe.close()
 
     def finish(self, settle=0.3):
-        time.sleep(settle)
-        self.proc.send_signal(signal.SIGINT)
-        rc = self.proc.wait(10)
-        if rc is None:
-            self.proc.kill()
-        elif self.proc in _procs:
-            _procs.remove(self.proc)
+        _stop_tshark(self.proc, settle)
         streams = {}
         for line in self.proc.out.splitlines():
             f = line.split("\t")
@@ -1446,6 +1464,200 @@ def ssl_error_text(e):
     return "%s: %s" % (name, e) if str(e) else name
 
 
+# ------------------------------------------------------------------ client matrix
+
+# For the tests that run curl, s_client, gnutls-cli and Python's ssl
+# through the proxy, judge each client's exit code and words against an
+# expectation, and tabulate what each reported (test_faults.py,
+# test_mitm.py).  An expectation is "ok" or expect_exit(rcs, regex).
+
+def expect_exit(rcs, rx):
+    """An expectation: the exit code is in rcs (one or a list), and rx
+    matches the output (stdout + stderr; for Python the exception text)."""
+    return (tuple(rcs) if isinstance(rcs, (list, tuple)) else (rcs,), rx)
+
+
+def alert_expectation(num, ossl, gnutls, py):
+    """A fatal alert num during the handshake, as each client reports it:
+    ossl is OpenSSL's reason text, gnutls GnuTLS's alert name, py the ssl
+    module's reason."""
+    return {
+        "curl": expect_exit(35, r"curl: \(35\) OpenSSL/[\d.]+: error:[0-9A-F]+:SSL routines::%s"
+                            % ossl),
+        "s_client": expect_exit(1, r"%s:.*SSL alert number %d" % (ossl, num)),
+        "gnutls-cli": expect_exit(1, r"\*\*\* Received alert \[%d\]: %s" % (num, gnutls)),
+        "python": expect_exit(1, r"^SSLError: %s" % py),
+    }
+
+
+def hung_expectation():
+    """The handshake never ends: curl's own timeout, and the harness kills
+    s_client and gnutls-cli (which have none) after their timeout."""
+    return {
+        "curl": expect_exit(28, r"curl: \(28\) Connection timed out after \d+ milliseconds"),
+        "s_client": expect_exit(TIMEOUT_RC, r""),
+        "gnutls-cli": expect_exit(TIMEOUT_RC, r""),
+        "python": expect_exit(1, r"^TimeoutError: .*The handshake operation timed out"),
+    }
+
+
+def case_expectation(case, version, client):
+    """A matrix case's expectation for one run: case["expect"] is
+    {client: expectation} or {version: {client: expectation}}."""
+    exp = case["expect"]
+    if version in exp:
+        exp = exp[version]
+    return exp[client]
+
+
+def min_elapsed(seconds):
+    """A per-run check(version, client, outcome, events): the client took
+    at least seconds."""
+    def check(version, client, out, events):
+        if out.elapsed < seconds:
+            return "finished in %.2fs: the fault should have made it take >= %.2fs" % (
+                out.elapsed, seconds)
+        return None
+    return check
+
+
+class Outcome:
+    """One client run: exit code, a short text for the table, the whole
+    output, the s_server -www page in it, seconds taken, the command."""
+
+    def __init__(self, rc, text, full, page, elapsed, argv=None):
+        self.rc, self.text, self.full, self.page, self.elapsed = rc, text, full, page, elapsed
+        self.argv = argv
+
+    def cell(self):
+        return "%s: %s" % (self.rc, self.text)
+
+    def __repr__(self):
+        return "Outcome(rc=%r, %r)" % (self.rc, self.text)
+
+
+def html_part(text):
+    """The s_server -www page in a client's output ("" if none)."""
+    i = text.find("<HTML>")
+    return text[i:] if i >= 0 else ""
+
+
+def page_ok(page):
+    """The whole s_server -www page arrived."""
+    return re.search(r"<HTML>.*</BODY></HTML>", page, re.S) is not None
+
+
+# The reason in an OpenSSL error line (error:CODE:LIB:FUNC:REASON:...).
+OSSL_ERR_RX = re.compile(r"^[0-9A-F]+:error:[0-9A-F]+:[^:]*:[^:]*:([^:]+):", re.M)
+
+
+def curl_error_text(err):
+    """curl's error message in its stderr without the parts every such
+    message repeats (OpenSSL's prefixes and version, host and port, errno),
+    or None when there is none."""
+    m = re.search(r"curl: \((\d+)\) (.*)", err)
+    if not m:
+        return None
+    t = m.group(2)
+    t = re.sub(r"^(OpenSSL SSL_connect|OpenSSL SSL_read): ", "", t)
+    t = re.sub(r"OpenSSL/[\d.]+: ", "", t)
+    t = re.sub(r"error:[0-9A-F]+:(SSL|Provider) routines::", "", t)
+    t = re.sub(r" in connection to (lab\.test|127\.0\.0\.1):\d+ *$", "", t)
+    t = re.sub(r", errno \d+$", "", t)
+    return t
+
+
+def py_page(port, ctx, host="lab.test", data=b"GET / HTTP/1.0\r\n\r\n", timeout=15.0):
+    """Python ssl: handshake, send data, read to the end.  Unlike py_client
+    an EOF without close_notify is an error (ssl.SSLEOFError), as an
+    application that reads a response would see it.  Returns (ok, text,
+    page): whether no exception came, a short description for a table, and
+    the s_server -www page received."""
+    got = bytearray()
+    version = None
+    try:
+        raw = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+        with ctx.wrap_socket(raw, server_hostname=host) as s:
+            version = s.version()
+            s.sendall(data)
+            while True:
+                try:
+                    b = s.recv(65536)
+                except ssl.SSLZeroReturnError:
+                    break
+                if not b:
+                    break
+                got += b
+        ok, err = True, None
+    except Exception as e:
+        ok, err = False, e
+    page = html_part(got.decode("utf-8", "replace"))
+    if ok and page_ok(page):
+        text = "ok (%s)" % version
+    elif ok:
+        # ssl's default suppress_ragged_eofs=True: an EOF without
+        # close_notify reads as a clean end of the stream.
+        text = "no error, %d bytes, page incomplete (%s)" % (len(got), version)
+    else:
+        text = ssl_error_text(err)
+    return ok, text, page
+
+
+def parallel(fns, join=60):
+    """Runs the callables at once; returns their results (or exceptions)."""
+    res = [None] * len(fns)
+
+    def wrap(i, fn):
+        try:
+            res[i] = fn()
+        except Exception as e:  # reported by the caller
+            res[i] = e
+    ts = [threading.Thread(target=wrap, args=(i, fn), daemon=True) for i, fn in enumerate(fns)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join(join)
+    return res
+
+
+def fault_flow_problems(events, rule, fault):
+    """Problems with the JSON log of one flow where rule (of fault) must
+    fire: a fault event of it, one flow_end whose faults and summary name
+    it."""
+    bad = []
+    fe = [e for e in events if e.get("event") == "fault"]
+    if not any(e.get("rule") == rule and e.get("fault") == fault for e in fe):
+        bad.append("no fault event with rule %r and fault %r (fault events: %r)" % (
+            rule, fault, fe))
+    ends = [e for e in events if e.get("event") == "flow_end"]
+    if len(ends) != 1:
+        bad.append("expected one flow_end, got %d" % len(ends))
+        return bad
+    end = ends[0]
+    names = [x if isinstance(x, str) else (x or {}).get("rule")
+             for x in (end.get("faults") or [])]
+    if rule not in names:
+        bad.append("flow_end faults %r does not name %r" % (end.get("faults"), rule))
+    if rule not in str(end.get("summary", "")):
+        bad.append("flow_end summary %r does not mention %r" % (end.get("summary"), rule))
+    return bad
+
+
+def outcome_table(results, clients, titles, label=str):
+    """A Markdown table of results, [(title, version, {client: Outcome})]:
+    a column per client (titles[client]), the version as label(version)."""
+    lines = ["| fault | TLS | %s |" % " | ".join(titles[c] for c in clients),
+             "| --- | --- | %s |" % " | ".join("---" for _ in clients)]
+    for title, ver, outs in results:
+        cells = []
+        for c in clients:
+            o = outs.get(c)
+            cells.append(o.cell().replace("|", "\\|") if isinstance(o, Outcome)
+                         else "(did not run: %r)" % (o,))
+        lines.append("| %s | %s | %s |" % (title, label(ver), " | ".join(cells)))
+    return "\n".join(lines)
+
+
 # ------------------------------------------------------------------ lab CA (mitm)
 
 class LabCA:
@@ -1503,42 +1715,14 @@ class PcapCapture:
     def __init__(self, ports, path, duration=30):
         self.ports = [ports] if isinstance(ports, int) else list(ports)
         self.path = path
-        self.probe = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.probe.bind(("127.0.0.1", 0))
-        self.probe.listen(16)
-        self.probe_port = self.probe.getsockname()[1]
-        add_cleanup(self.probe.close)
+        self.probe, self.probe_port = _probe_listener()
         bpf = " or ".join("tcp port %d" % p for p in self.ports + [self.probe_port])
         # -P: print a summary of each packet while writing the file.
         argv = ["tshark", "-i", "lo", "-f", bpf, "-n", "-l", "-P", "-w", path,
                 "-a", "duration:%d" % duration]
-        self.proc = Proc(argv, name="tshark")
-        if not self.proc.wait_for(r"Capture started|Capturing on", stream="err", timeout=15):
-            err = self.proc.err
-            self.proc.kill()
-            raise RuntimeError("tshark did not start: %s" % err)
-        marker = r"\b%d\b" % self.probe_port
-        deadline = time.monotonic() + 15
-        while True:
-            try:
-                with socket.create_connection(("127.0.0.1", self.probe_port), timeout=2):
-                    pass
-            except OSError:
-                pass
-            if self.proc.wait_for(marker, stream="out", timeout=0.3):
-                break
-            if time.monotonic() > deadline or not self.proc.alive():
-                err = self.proc.err
-                self.proc.kill()
-                raise RuntimeError("tshark never saw its probe: %s" % err[-1000:])
+        self.proc = _start_tshark(argv, self.probe_port, r"\b%d\b" % self.probe_port, None)
         self.probe.close()
 
     def finish(self, settle=0.3):
-        time.sleep(settle)
-        self.proc.send_signal(signal.SIGINT)
-        rc = self.proc.wait(10)
-        if rc is None:
-            self.proc.kill()
-        elif self.proc in _procs:
-            _procs.remove(self.proc)
+        _stop_tshark(self.proc, settle)
         return self.path

@@ -40,66 +40,6 @@
 
 /* ------------------------------------------------------------------ helpers */
 
-struct blob {
-    uint8_t *p;
-    size_t n;
-};
-
-static struct blob
-load(const char *name)
-{
-    struct blob b = {NULL, 0};
-
-    if (!tf_testdata_load(name, &b.p, &b.n))
-        fail_msg("cannot load tests/data/%s (is TF_SRCDIR set?)", name);
-    return b;
-}
-
-/* An exact-size heap copy, so any read past n is an ASan report. */
-static uint8_t *
-exact_copy(const uint8_t *p, size_t n)
-{
-    uint8_t *c = malloc(n ? n : 1);
-
-    assert_non_null(c);
-    if (n)
-        memcpy(c, p, n);
-    return c;
-}
-
-static const char *
-str(const json_t *obj, const char *key)
-{
-    const json_t *v = json_object_get(obj, key);
-
-    if (!json_is_string(v))
-        fail_msg("field %s is not a string", key);
-    return json_string_value(v);
-}
-
-static json_int_t
-num(const json_t *obj, const char *key)
-{
-    const json_t *v = json_object_get(obj, key);
-
-    if (!json_is_integer(v))
-        fail_msg("field %s is not an integer", key);
-    return json_integer_value(v);
-}
-
-static bool
-has(const json_t *arr, const char *s)
-{
-    size_t i;
-    const json_t *v;
-
-    json_array_foreach(arr, i, v) {
-        if (json_is_string(v) && strcmp(json_string_value(v), s) == 0)
-            return true;
-    }
-    return false;
-}
-
 /* A copy of a string array without the strings that contain part (or equal it, with exact). */
 static json_t *
 without(const json_t *arr, const char *s, bool exact)
@@ -116,27 +56,6 @@ without(const json_t *arr, const char *s, bool exact)
         json_array_append(out, v);
     }
     return out;
-}
-
-/* Asserts that arr is exactly the given strings (NULL-terminated). */
-static void assert_strings(const json_t *arr, ...) __attribute__((sentinel));
-
-static void
-assert_strings(const json_t *arr, ...)
-{
-    va_list ap;
-    size_t i = 0;
-    const char *s;
-
-    assert_true(json_is_array(arr));
-    va_start(ap, arr);
-    while ((s = va_arg(ap, const char *)) != NULL) {
-        const json_t *v = json_array_get(arr, i++);
-        assert_true(json_is_string(v));
-        assert_string_equal(json_string_value(v), s);
-    }
-    va_end(ap);
-    assert_int_equal(json_array_size(arr), i);
 }
 
 static void
@@ -264,6 +183,49 @@ ch_rewrite(const struct blob *in, const struct tf_client_hello_edit *edit, char 
     return (struct blob){out, out_len};
 }
 
+/* A captured ClientHello through one edit that must succeed, both sides decoded. */
+struct ch_case {
+    struct blob in, out;              /* the capture, the whole rewritten message */
+    json_t *before, *after;           /* what our decoder reads in each */
+    struct tf_client_hello_info info; /* of after */
+    char changes[512];
+};
+
+static void
+ch_case_run(struct ch_case *c, const char *file, const struct tf_client_hello_edit *edit)
+{
+    c->in = load(file);
+    c->out = ch_rewrite(&c->in, edit, c->changes, sizeof(c->changes));
+    c->before = decode_ch(c->in.p, c->in.n, NULL);
+    c->after = decode_ch(c->out.p + 4, c->out.n - 4, &c->info);
+}
+
+static void
+ch_case_free(struct ch_case *c)
+{
+    json_decref(c->before);
+    json_decref(c->after);
+    free(c->out.p);
+    free(c->in.p);
+}
+
+/*
+ * The edit removed one extension (ext, decoded as the field key): it is gone
+ * from the list and its field, everything else decodes as before.
+ */
+static void
+assert_removed_extension(const struct ch_case *c, const char *ext, const char *key,
+                         const char *changes)
+{
+    json_t *exts = without(json_object_get(c->before, "extensions"), ext, true);
+
+    assert_null(json_object_get(c->after, key));
+    assert_true(json_equal(json_object_get(c->after, "extensions"), exts));
+    assert_same_except(c->before, c->after, key, "extensions", NULL);
+    assert_string_equal(c->changes, changes);
+    json_decref(exts);
+}
+
 /* An edit that must leave the message alone. */
 static void
 ch_rewrite_same(const struct blob *in, const struct tf_client_hello_edit *edit)
@@ -320,41 +282,6 @@ static const char *const ch12_files[] = {
 
 #define N(a) (sizeof(a) / sizeof((a)[0]))
 
-/* A small message builder for hand-made variants. */
-struct msg {
-    uint8_t b[8192];
-    size_t n;
-};
-
-static void
-put8(struct msg *m, uint8_t v)
-{
-    assert_true(m->n < sizeof(m->b));
-    m->b[m->n++] = v;
-}
-
-static void
-put16(struct msg *m, uint16_t v)
-{
-    put8(m, (uint8_t)(v >> 8));
-    put8(m, (uint8_t)v);
-}
-
-static void
-put24(struct msg *m, uint32_t v)
-{
-    put8(m, (uint8_t)(v >> 16));
-    put16(m, (uint16_t)v);
-}
-
-static void
-putn(struct msg *m, const void *p, size_t n)
-{
-    assert_true(m->n + n <= sizeof(m->b));
-    memcpy(m->b + m->n, p, n);
-    m->n += n;
-}
-
 /* One extension of a hand-made hello. */
 struct ext {
     uint16_t type;
@@ -389,15 +316,13 @@ ch_build(struct msg *m, uint16_t legacy, const uint16_t *suites, size_t nsuites,
     put8(m, 0);
     if (nexts == SIZE_MAX)
         return;
-    at = m->n;
-    put16(m, 0);
+    at = open_block(m, 2);
     for (size_t i = 0; i < nexts; i++) {
         put16(m, exts[i].type);
         put16(m, (uint16_t)exts[i].len);
         putn(m, exts[i].data, exts[i].len);
     }
-    m->b[at] = (uint8_t)((m->n - at - 2) >> 8);
-    m->b[at + 1] = (uint8_t)(m->n - at - 2);
+    close_block(m, at, 2);
 }
 
 /* Where a ClientHello's extension block starts (its 2-byte length). */
@@ -604,26 +529,22 @@ test_ch_downgrade_to_tls12(void **state)
     (void)state;
     for (size_t i = 0; i < N(ch13_files); i++) {
         struct tf_client_hello_edit edit = {.max_version = 0x0303};
-        struct blob in = load(ch13_files[i]);
-        char changes[256];
-        struct blob out = ch_rewrite(&in, &edit, changes, sizeof(changes));
-        json_t *before = decode_ch(in.p, in.n, NULL);
-        json_t *after = decode_ch(out.p + 4, out.n - 4, NULL);
-        json_t *expect = without(json_object_get(before, "supported_versions"), "TLS 1.3", true);
+        struct ch_case c;
+        json_t *expect;
 
-        assert_string_equal(str(after, "legacy_version"), "TLS 1.2");
-        assert_true(json_equal(json_object_get(after, "supported_versions"), expect));
-        assert_false(has(json_object_get(after, "supported_versions"), "TLS 1.3"));
-        assert_true(has(json_object_get(after, "extensions"), "supported_versions"));
-        assert_same_except(before, after, "supported_versions", NULL);
+        ch_case_run(&c, ch13_files[i], &edit);
+        expect = without(json_object_get(c.before, "supported_versions"), "TLS 1.3", true);
+        assert_string_equal(str(c.after, "legacy_version"), "TLS 1.2");
+        assert_true(json_equal(json_object_get(c.after, "supported_versions"), expect));
+        assert_false(has(json_object_get(c.after, "supported_versions"), "TLS 1.3"));
+        assert_true(has(json_object_get(c.after, "extensions"), "supported_versions"));
+        assert_same_except(c.before, c.after, "supported_versions", NULL);
         /* One 2-byte version less, everything else byte for byte. */
-        assert_int_equal(out.n - 4, in.n - 2);
-        assert_string_equal(changes, "supported_versions: removed TLS 1.3; legacy_version 0x0303");
+        assert_int_equal(c.out.n - 4, c.in.n - 2);
+        assert_string_equal(c.changes,
+                            "supported_versions: removed TLS 1.3; legacy_version 0x0303");
         json_decref(expect);
-        json_decref(before);
-        json_decref(after);
-        free(out.p);
-        free(in.p);
+        ch_case_free(&c);
     }
 }
 
@@ -631,22 +552,16 @@ static void
 test_ch_downgrade_to_tls11(void **state)
 {
     struct tf_client_hello_edit edit = {.max_version = 0x0302};
-    struct blob in = load("openssl-tls13.client_hello.bin");
-    char changes[256];
-    struct blob out = ch_rewrite(&in, &edit, changes, sizeof(changes));
-    json_t *after = decode_ch(out.p + 4, out.n - 4, NULL);
-    json_t *before = decode_ch(in.p, in.n, NULL);
+    struct ch_case c;
 
     (void)state;
-    assert_string_equal(str(after, "legacy_version"), "TLS 1.1");
-    assert_strings(json_object_get(after, "supported_versions"), "TLS 1.1", "TLS 1.0", NULL);
-    assert_same_except(before, after, "supported_versions", "legacy_version", NULL);
-    assert_string_equal(changes, "supported_versions: removed TLS 1.3, TLS 1.2; "
-                                 "legacy_version 0x0302 (was 0x0303)");
-    json_decref(before);
-    json_decref(after);
-    free(out.p);
-    free(in.p);
+    ch_case_run(&c, "openssl-tls13.client_hello.bin", &edit);
+    assert_string_equal(str(c.after, "legacy_version"), "TLS 1.1");
+    assert_strings(json_object_get(c.after, "supported_versions"), "TLS 1.1", "TLS 1.0", NULL);
+    assert_same_except(c.before, c.after, "supported_versions", "legacy_version", NULL);
+    assert_string_equal(c.changes, "supported_versions: removed TLS 1.3, TLS 1.2; "
+                                   "legacy_version 0x0302 (was 0x0303)");
+    ch_case_free(&c);
 }
 
 /* Nothing at or below max left: the extension goes, legacy_version carries the version. */
@@ -684,29 +599,16 @@ test_ch_remove_supported_versions(void **state)
     for (size_t i = 0; i < N(ch13_files); i++) {
         struct tf_client_hello_edit edit = {.max_version = 0x0303,
                                             .remove_supported_versions = true};
-        struct blob in = load(ch13_files[i]);
-        char changes[256];
-        struct blob out = ch_rewrite(&in, &edit, changes, sizeof(changes));
-        json_t *before = decode_ch(in.p, in.n, NULL);
-        json_t *after = decode_ch(out.p + 4, out.n - 4, NULL);
-        json_t *exts = without(json_object_get(before, "extensions"), "supported_versions", true);
-        struct tf_client_hello_info info;
-        json_t *again = decode_ch(out.p + 4, out.n - 4, &info); /* for info.max_version */
+        struct ch_case c;
 
-        assert_null(json_object_get(after, "supported_versions"));
-        assert_true(json_equal(json_object_get(after, "extensions"), exts));
-        assert_string_equal(str(after, "legacy_version"), "TLS 1.2");
-        assert_int_equal(info.max_version, 0x0303);
-        assert_same_except(before, after, "supported_versions", "extensions", NULL);
+        ch_case_run(&c, ch13_files[i], &edit);
+        assert_removed_extension(&c, "supported_versions", "supported_versions",
+                                 "removed supported_versions; legacy_version 0x0303");
+        assert_string_equal(str(c.after, "legacy_version"), "TLS 1.2");
+        assert_int_equal(c.info.max_version, 0x0303);
         /* The 4-byte header, the length byte and four versions. */
-        assert_int_equal(out.n - 4, in.n - 4 - 1 - 8);
-        assert_string_equal(changes, "removed supported_versions; legacy_version 0x0303");
-        json_decref(again);
-        json_decref(exts);
-        json_decref(before);
-        json_decref(after);
-        free(out.p);
-        free(in.p);
+        assert_int_equal(c.out.n - 4, c.in.n - 4 - 1 - 8);
+        ch_case_free(&c);
     }
 }
 
@@ -762,21 +664,15 @@ test_ch_downgrade_tls12_hello(void **state)
     (void)state;
     for (size_t i = 0; i < N(ch12_files); i++) {
         struct tf_client_hello_edit edit = {.max_version = 0x0301};
-        struct blob in = load(ch12_files[i]);
-        char changes[256];
-        struct blob out = ch_rewrite(&in, &edit, changes, sizeof(changes));
-        json_t *before = decode_ch(in.p, in.n, NULL);
-        json_t *after = decode_ch(out.p + 4, out.n - 4, NULL);
+        struct ch_case c;
 
-        assert_string_equal(str(after, "legacy_version"), "TLS 1.0");
-        assert_same_except(before, after, "legacy_version", NULL);
-        assert_int_equal(out.n - 4, in.n);
-        assert_memory_equal(out.p + 6, in.p + 2, in.n - 2);
-        assert_string_equal(changes, "legacy_version 0x0301 (was 0x0303)");
-        json_decref(before);
-        json_decref(after);
-        free(out.p);
-        free(in.p);
+        ch_case_run(&c, ch12_files[i], &edit);
+        assert_string_equal(str(c.after, "legacy_version"), "TLS 1.0");
+        assert_same_except(c.before, c.after, "legacy_version", NULL);
+        assert_int_equal(c.out.n - 4, c.in.n);
+        assert_memory_equal(c.out.p + 6, c.in.p + 2, c.in.n - 2);
+        assert_string_equal(c.changes, "legacy_version 0x0301 (was 0x0303)");
+        ch_case_free(&c);
     }
 }
 
@@ -841,30 +737,27 @@ test_ch_strip_ciphers_chacha(void **state)
     (void)state;
     for (size_t i = 0; i < N(ch13_files); i++) {
         struct tf_client_hello_edit edit = {.strip_ciphers = "*chacha20*"};
-        struct blob in = load(ch13_files[i]);
-        char changes[256], expect_text[256];
-        struct blob out = ch_rewrite(&in, &edit, changes, sizeof(changes));
-        json_t *before = decode_ch(in.p, in.n, NULL);
-        json_t *after = decode_ch(out.p + 4, out.n - 4, NULL);
-        json_t *expect = without(json_object_get(before, "cipher_suites"), "CHACHA20", false);
-        size_t removed = json_array_size(json_object_get(before, "cipher_suites")) -
-                         json_array_size(expect);
+        struct ch_case c;
+        char expect_text[256];
+        json_t *expect;
+        size_t removed;
 
+        ch_case_run(&c, ch13_files[i], &edit);
+        expect = without(json_object_get(c.before, "cipher_suites"), "CHACHA20", false);
+        removed = json_array_size(json_object_get(c.before, "cipher_suites")) -
+                  json_array_size(expect);
         assert_true(removed >= 2);
-        assert_true(json_equal(json_object_get(after, "cipher_suites"), expect));
-        assert_int_equal(num(after, "cipher_suites_count"), json_array_size(expect));
-        assert_same_except(before, after, "cipher_suites", "cipher_suites_count", NULL);
-        assert_int_equal(out.n - 4, in.n - 2 * removed);
+        assert_true(json_equal(json_object_get(c.after, "cipher_suites"), expect));
+        assert_int_equal(num(c.after, "cipher_suites_count"), json_array_size(expect));
+        assert_same_except(c.before, c.after, "cipher_suites", "cipher_suites_count", NULL);
+        assert_int_equal(c.out.n - 4, c.in.n - 2 * removed);
         snprintf(expect_text, sizeof(expect_text),
                  "cipher_suites: removed %zu of %zu (TLS_CHACHA20_POLY1305_SHA256, ", removed,
-                 json_array_size(json_object_get(before, "cipher_suites")));
-        assert_memory_equal(changes, expect_text, strlen(expect_text));
-        assert_contains(changes, "CHACHA20_POLY1305_SHA256");
+                 json_array_size(json_object_get(c.before, "cipher_suites")));
+        assert_memory_equal(c.changes, expect_text, strlen(expect_text));
+        assert_contains(c.changes, "CHACHA20_POLY1305_SHA256");
         json_decref(expect);
-        json_decref(before);
-        json_decref(after);
-        free(out.p);
-        free(in.p);
+        ch_case_free(&c);
     }
 }
 
@@ -959,28 +852,16 @@ test_ch_strip_sni(void **state)
     (void)state;
     for (size_t i = 0; i < N(files); i++) {
         struct tf_client_hello_edit edit = {.strip_sni = true};
-        struct blob in = load(files[i]);
-        char changes[256];
-        struct blob out = ch_rewrite(&in, &edit, changes, sizeof(changes));
-        struct tf_client_hello_info info;
-        json_t *before = decode_ch(in.p, in.n, NULL);
-        json_t *after = decode_ch(out.p + 4, out.n - 4, &info);
-        json_t *exts = without(json_object_get(before, "extensions"), "server_name", true);
+        struct ch_case c;
 
-        assert_false(info.has_sni);
-        assert_string_equal(info.sni, "");
-        assert_null(json_object_get(after, "server_name"));
-        assert_true(json_equal(json_object_get(after, "extensions"), exts));
-        assert_same_except(before, after, "server_name", "extensions", NULL);
+        ch_case_run(&c, files[i], &edit);
+        assert_removed_extension(&c, "server_name", "server_name", "removed server_name");
+        assert_false(c.info.has_sni);
+        assert_string_equal(c.info.sni, "");
         /* type, length, list length, name type, name length, name */
-        assert_int_equal(out.n - 4,
-                         in.n - (4 + 2 + 1 + 2 + strlen(str(before, "server_name"))));
-        assert_string_equal(changes, "removed server_name");
-        json_decref(exts);
-        json_decref(before);
-        json_decref(after);
-        free(out.p);
-        free(in.p);
+        assert_int_equal(c.out.n - 4,
+                         c.in.n - (4 + 2 + 1 + 2 + strlen(str(c.before, "server_name"))));
+        ch_case_free(&c);
     }
 }
 
@@ -994,24 +875,13 @@ test_ch_strip_alpn(void **state)
     (void)state;
     for (size_t i = 0; i < N(files); i++) {
         struct tf_client_hello_edit edit = {.strip_alpn = true};
-        struct blob in = load(files[i]);
-        char changes[256];
-        struct blob out = ch_rewrite(&in, &edit, changes, sizeof(changes));
-        json_t *before = decode_ch(in.p, in.n, NULL);
-        json_t *after = decode_ch(out.p + 4, out.n - 4, NULL);
-        json_t *exts = without(json_object_get(before, "extensions"),
-                               "application_layer_protocol_negotiation", true);
+        struct ch_case c;
 
-        assert_non_null(json_object_get(before, "alpn"));
-        assert_null(json_object_get(after, "alpn"));
-        assert_true(json_equal(json_object_get(after, "extensions"), exts));
-        assert_same_except(before, after, "alpn", "extensions", NULL);
-        assert_string_equal(changes, "removed application_layer_protocol_negotiation");
-        json_decref(exts);
-        json_decref(before);
-        json_decref(after);
-        free(out.p);
-        free(in.p);
+        ch_case_run(&c, files[i], &edit);
+        assert_non_null(json_object_get(c.before, "alpn"));
+        assert_removed_extension(&c, "application_layer_protocol_negotiation", "alpn",
+                                 "removed application_layer_protocol_negotiation");
+        ch_case_free(&c);
     }
 }
 
@@ -1047,31 +917,26 @@ test_ch_all_edits(void **state)
                                         .strip_ciphers = "TLS_AES_*",
                                         .strip_sni = true,
                                         .strip_alpn = true};
-    struct blob in = load("gnutls-openssl-tls13.client_hello.bin");
-    char changes[512];
-    struct blob out = ch_rewrite(&in, &edit, changes, sizeof(changes));
-    json_t *before = decode_ch(in.p, in.n, NULL);
-    json_t *after = decode_ch(out.p + 4, out.n - 4, NULL);
-    json_t *no_sni = without(json_object_get(before, "extensions"), "server_name", true);
-    json_t *exts = without(no_sni, "application_layer_protocol_negotiation", true);
+    struct ch_case c;
+    json_t *no_sni, *exts;
 
     (void)state;
+    ch_case_run(&c, "gnutls-openssl-tls13.client_hello.bin", &edit);
+    no_sni = without(json_object_get(c.before, "extensions"), "server_name", true);
+    exts = without(no_sni, "application_layer_protocol_negotiation", true);
     json_decref(no_sni);
-    assert_true(json_equal(json_object_get(after, "extensions"), exts));
-    assert_false(has(json_object_get(after, "supported_versions"), "TLS 1.3"));
-    assert_false(has(json_object_get(after, "cipher_suites"), "TLS_AES_128_GCM_SHA256"));
-    assert_same_except(before, after, "extensions", "server_name", "alpn", "supported_versions",
-                       "cipher_suites", "cipher_suites_count", NULL);
-    assert_string_equal(changes, "supported_versions: removed TLS 1.3; legacy_version 0x0303; "
-                                 "cipher_suites: removed 3 of 29 (TLS_AES_256_GCM_SHA384, "
-                                 "TLS_AES_128_GCM_SHA256, TLS_AES_128_CCM_SHA256); "
-                                 "removed server_name; "
-                                 "removed application_layer_protocol_negotiation");
+    assert_true(json_equal(json_object_get(c.after, "extensions"), exts));
+    assert_false(has(json_object_get(c.after, "supported_versions"), "TLS 1.3"));
+    assert_false(has(json_object_get(c.after, "cipher_suites"), "TLS_AES_128_GCM_SHA256"));
+    assert_same_except(c.before, c.after, "extensions", "server_name", "alpn",
+                       "supported_versions", "cipher_suites", "cipher_suites_count", NULL);
+    assert_string_equal(c.changes, "supported_versions: removed TLS 1.3; legacy_version 0x0303; "
+                                   "cipher_suites: removed 3 of 29 (TLS_AES_256_GCM_SHA384, "
+                                   "TLS_AES_128_GCM_SHA256, TLS_AES_128_CCM_SHA256); "
+                                   "removed server_name; "
+                                   "removed application_layer_protocol_negotiation");
     json_decref(exts);
-    json_decref(before);
-    json_decref(after);
-    free(out.p);
-    free(in.p);
+    ch_case_free(&c);
 }
 
 /* A short changes buffer is cut, terminated, never overrun; NULL is fine too. */
@@ -1288,17 +1153,23 @@ test_ch_bad_extensions(void **state)
     const struct ext sv_odd[] = {EXT(43, "\x03\x03\x04\x03")};
     const struct ext sv_long[] = {EXT(43, "\x04\x03\x04")};
     const struct ext ok[] = {EXT(0, "\x00\x06\x00\x00\x03" "a.b")};
+    const struct {
+        const struct ext *exts;
+        size_t n;
+        const char *why;
+    } cases[] = {
+        {dup, N(dup), "extension 0x1234 appears twice"},
+        {psk_mid, N(psk_mid), "pre_shared_key is not the last extension"},
+        {sv_odd, N(sv_odd), "supported_versions: odd length 3"},
+        {sv_long, N(sv_long), "supported_versions: length 4 runs past"},
+    };
     struct msg m;
 
     (void)state;
-    ch_build(&m, 0x0303, suites, N(suites), dup, N(dup));
-    ch_rewrite_bad(m.b, m.n, &every_edit, "extension 0x1234 appears twice");
-    ch_build(&m, 0x0303, suites, N(suites), psk_mid, N(psk_mid));
-    ch_rewrite_bad(m.b, m.n, &every_edit, "pre_shared_key is not the last extension");
-    ch_build(&m, 0x0303, suites, N(suites), sv_odd, N(sv_odd));
-    ch_rewrite_bad(m.b, m.n, &every_edit, "supported_versions: odd length 3");
-    ch_build(&m, 0x0303, suites, N(suites), sv_long, N(sv_long));
-    ch_rewrite_bad(m.b, m.n, &every_edit, "supported_versions: length 4 runs past");
+    for (size_t i = 0; i < N(cases); i++) {
+        ch_build(&m, 0x0303, suites, N(suites), cases[i].exts, cases[i].n);
+        ch_rewrite_bad(m.b, m.n, &every_edit, cases[i].why);
+    }
     /* An extension cut inside its header. */
     ch_build(&m, 0x0303, suites, N(suites), ok, N(ok));
     put8(&m, 0);
@@ -1392,6 +1263,20 @@ test_sh_version(void **state)
     }
 }
 
+/* A ServerHello (p, n bytes) whose version edit must be refused, why mentioning part. */
+static void
+sh_rewrite_bad(const uint8_t *p, size_t n, const char *part)
+{
+    uint8_t *out = NULL;
+    size_t out_len;
+    char why[256];
+
+    assert_int_equal(tf_rewrite_server_hello_version(p, n, 0x0301, &out, &out_len, why,
+                                                     sizeof(why)),
+                     TF_REWRITE_BAD);
+    assert_contains(why, part);
+}
+
 static void
 test_sh_malformed(void **state)
 {
@@ -1424,22 +1309,13 @@ test_sh_malformed(void **state)
     }
     memcpy(m, in.p, in.n);
     m[34] = 33;
-    assert_int_equal(tf_rewrite_server_hello_version(m, in.n, 0x0301, &out, &out_len, why,
-                                                     sizeof(why)),
-                     TF_REWRITE_BAD);
-    assert_contains(why, "legacy_session_id_echo: length 33 outside 0..32");
+    sh_rewrite_bad(m, in.n, "legacy_session_id_echo: length 33 outside 0..32");
     memcpy(m, in.p, in.n);
     m[ext_at + 1] += 1;
-    assert_int_equal(tf_rewrite_server_hello_version(m, in.n, 0x0301, &out, &out_len, why,
-                                                     sizeof(why)),
-                     TF_REWRITE_BAD);
-    assert_contains(why, "extensions: length");
+    sh_rewrite_bad(m, in.n, "extensions: length");
     memcpy(m, in.p, in.n);
     m[in.n] = 0;
-    assert_int_equal(tf_rewrite_server_hello_version(m, in.n + 1, 0x0301, &out, &out_len, why,
-                                                     sizeof(why)),
-                     TF_REWRITE_BAD);
-    assert_contains(why, "1 bytes after the extensions");
+    sh_rewrite_bad(m, in.n + 1, "1 bytes after the extensions");
     free(m);
     free(in.p);
 }
@@ -1468,6 +1344,18 @@ cert_rewrite(const uint8_t *p, size_t n, bool tls13, uint32_t mask, enum tf_rewr
         assert_hs_header(out->p, out->n, 11);
     else
         assert_null(out->p);
+}
+
+/* The first two entries of a captured TLS 1.2 Certificate's chain. */
+static void
+chain_entries(const struct blob *in, struct tf_cursor *e0, struct tf_cursor *e1)
+{
+    struct tf_cursor c, list = {NULL, NULL};
+
+    tf_cursor_init(&c, in->p, in->n);
+    assert_true(tf_cursor_sub24(&c, &list));
+    assert_true(tf_cursor_sub24(&list, e0));
+    assert_true(tf_cursor_sub24(&list, e1));
 }
 
 static void
@@ -1522,28 +1410,22 @@ static void
 test_cert_tls12_positions(void **state)
 {
     struct blob in = load("openssl-tls12-ecdhe-rsa.certificate.bin"), out;
-    struct tf_cursor c, list = {NULL, NULL}, e0 = {NULL, NULL}, e1 = {NULL, NULL};
+    struct tf_cursor e0 = {NULL, NULL}, e1 = {NULL, NULL};
     struct msg m;
     size_t at;
     json_t *before, *after;
 
     (void)state;
-    tf_cursor_init(&c, in.p, in.n);
-    assert_true(tf_cursor_sub24(&c, &list));
-    assert_true(tf_cursor_sub24(&list, &e0));
-    assert_true(tf_cursor_sub24(&list, &e1));
+    chain_entries(&in, &e0, &e1);
     m.n = 0;
-    at = m.n;
-    put24(&m, 0);
+    at = open_block(&m, 3);
     for (int i = 0; i < 3; i++) {
         put24(&m, (uint32_t)tf_cursor_left(&e0));
         putn(&m, e0.p, tf_cursor_left(&e0));
         put24(&m, (uint32_t)tf_cursor_left(&e1));
         putn(&m, e1.p, tf_cursor_left(&e1));
     }
-    m.b[at] = (uint8_t)((m.n - 3) >> 16);
-    m.b[at + 1] = (uint8_t)((m.n - 3) >> 8);
-    m.b[at + 2] = (uint8_t)(m.n - 3);
+    close_block(&m, at, 3);
     before = decode_cert(m.b, m.n, false);
     cert_rewrite(m.b, m.n, false, (1u << 0) | (1u << 3) | (1u << 5) | (1u << 9), TF_REWRITE_OK,
                  3, 6, &out);
@@ -1571,22 +1453,18 @@ test_cert_tls13_layout(void **state)
 {
     struct blob in = load("openssl-tls12-ocsp.certificate.bin");
     struct blob status = load("openssl-tls12-ocsp.certificate_status.bin");
-    struct tf_cursor c, list = {NULL, NULL}, e0 = {NULL, NULL}, e1 = {NULL, NULL};
+    struct tf_cursor e0 = {NULL, NULL}, e1 = {NULL, NULL};
     struct msg m;
     size_t list_at, ext_at;
     struct blob out;
     json_t *before, *after;
 
     (void)state;
-    tf_cursor_init(&c, in.p, in.n);
-    assert_true(tf_cursor_sub24(&c, &list));
-    assert_true(tf_cursor_sub24(&list, &e0));
-    assert_true(tf_cursor_sub24(&list, &e1));
+    chain_entries(&in, &e0, &e1);
     m.n = 0;
     put8(&m, 2);
     put16(&m, 0xc0de);
-    list_at = m.n;
-    put24(&m, 0);
+    list_at = open_block(&m, 3);
     put24(&m, (uint32_t)tf_cursor_left(&e0));
     putn(&m, e0.p, tf_cursor_left(&e0));
     ext_at = m.n;
@@ -1597,9 +1475,7 @@ test_cert_tls13_layout(void **state)
     put24(&m, (uint32_t)tf_cursor_left(&e1));
     putn(&m, e1.p, tf_cursor_left(&e1));
     put16(&m, 0);
-    m.b[list_at] = (uint8_t)((m.n - list_at - 3) >> 16);
-    m.b[list_at + 1] = (uint8_t)((m.n - list_at - 3) >> 8);
-    m.b[list_at + 2] = (uint8_t)(m.n - list_at - 3);
+    close_block(&m, list_at, 3);
     before = decode_cert(m.b, m.n, true);
     assert_int_equal(num(before, "chain_length"), 2);
 
@@ -1644,6 +1520,20 @@ test_cert_tls13_layout(void **state)
     free(in.p);
 }
 
+/* A Certificate (p, n bytes) that must be refused; why says so. */
+static void
+cert_rewrite_bad(const uint8_t *p, size_t n, bool tls13, uint32_t mask, char *why,
+                 size_t why_len)
+{
+    uint8_t *o = NULL;
+    size_t olen;
+    unsigned kept, total;
+
+    assert_int_equal(tf_rewrite_certificate(p, n, tls13, mask, &o, &olen, &kept, &total, why,
+                                            why_len),
+                     TF_REWRITE_BAD);
+}
+
 static void
 test_cert_malformed(void **state)
 {
@@ -1655,6 +1545,24 @@ test_cert_malformed(void **state)
     static const uint8_t tls13_ext_dup[] = {0, 0, 0, 14, 0, 0, 1, 0x30, 0, 8,
                                             0x12, 0x34, 0, 0, 0x12, 0x34, 0, 0};
     static const uint8_t tls13_ctx_overrun[] = {5, 0, 0};
+    static const struct {
+        const uint8_t *p;
+        size_t n;
+        bool tls13;
+        uint32_t mask;
+        const char *why;
+        bool whole; /* why is all of the reason, not a part */
+    } bad[] = {
+        {empty_entry, sizeof(empty_entry), false, 1,
+         "certificate 0: length 0 outside 1..16777215", true},
+        {entry_overrun, sizeof(entry_overrun), false, 1,
+         "certificate 0: length 9 runs past its container", false},
+        {tls13_ext_overrun, sizeof(tls13_ext_overrun), true, 1,
+         "certificate 0 extensions: length 9 runs past", false},
+        {tls13_ext_dup, sizeof(tls13_ext_dup), true, 0, "appears twice", false},
+        {tls13_ctx_overrun, sizeof(tls13_ctx_overrun), true, 0,
+         "certificate_request_context: length 5 runs past", false},
+    };
     struct blob out;
     char why[256];
     unsigned kept, total;
@@ -1682,45 +1590,26 @@ test_cert_malformed(void **state)
         }
         memcpy(m, in.p, in.n);
         m[2] += 1;
-        assert_int_equal(tf_rewrite_certificate(m, in.n, false, 1, &o, &olen, &kept, &total, why,
-                                                sizeof(why)),
-                         TF_REWRITE_BAD);
+        cert_rewrite_bad(m, in.n, false, 1, why, sizeof(why));
         assert_contains(why, "certificate_list: length");
         memcpy(m, in.p, in.n);
         m[in.n] = 0;
-        assert_int_equal(tf_rewrite_certificate(m, in.n + 1, false, 1, &o, &olen, &kept, &total,
-                                                why, sizeof(why)),
-                         TF_REWRITE_BAD);
+        cert_rewrite_bad(m, in.n + 1, false, 1, why, sizeof(why));
         assert_contains(why, "1 bytes after certificate_list");
         memcpy(m, in.p, in.n);
         m[5] += 1; /* the leaf claims a byte of what follows */
-        assert_int_equal(tf_rewrite_certificate(m, in.n, false, 1, &o, &olen, &kept, &total, why,
-                                                sizeof(why)),
-                         TF_REWRITE_BAD);
+        cert_rewrite_bad(m, in.n, false, 1, why, sizeof(why));
         free(m);
         free(in.p);
     }
     cert_rewrite(empty_entry, sizeof(empty_entry), false, 1, TF_REWRITE_BAD, 0, 0, &out);
-    assert_int_equal(tf_rewrite_certificate(empty_entry, sizeof(empty_entry), false, 1, &o, &olen,
-                                            &kept, &total, why, sizeof(why)),
-                     TF_REWRITE_BAD);
-    assert_string_equal(why, "certificate 0: length 0 outside 1..16777215");
-    assert_int_equal(tf_rewrite_certificate(entry_overrun, sizeof(entry_overrun), false, 1, &o,
-                                            &olen, &kept, &total, why, sizeof(why)),
-                     TF_REWRITE_BAD);
-    assert_contains(why, "certificate 0: length 9 runs past its container");
-    assert_int_equal(tf_rewrite_certificate(tls13_ext_overrun, sizeof(tls13_ext_overrun), true, 1,
-                                            &o, &olen, &kept, &total, why, sizeof(why)),
-                     TF_REWRITE_BAD);
-    assert_contains(why, "certificate 0 extensions: length 9 runs past");
-    assert_int_equal(tf_rewrite_certificate(tls13_ext_dup, sizeof(tls13_ext_dup), true, 0, &o,
-                                            &olen, &kept, &total, why, sizeof(why)),
-                     TF_REWRITE_BAD);
-    assert_contains(why, "appears twice");
-    assert_int_equal(tf_rewrite_certificate(tls13_ctx_overrun, sizeof(tls13_ctx_overrun), true, 0,
-                                            &o, &olen, &kept, &total, why, sizeof(why)),
-                     TF_REWRITE_BAD);
-    assert_contains(why, "certificate_request_context: length 5 runs past");
+    for (size_t i = 0; i < N(bad); i++) {
+        cert_rewrite_bad(bad[i].p, bad[i].n, bad[i].tls13, bad[i].mask, why, sizeof(why));
+        if (bad[i].whole)
+            assert_string_equal(why, bad[i].why);
+        else
+            assert_contains(why, bad[i].why);
+    }
     /* An empty chain has nothing to strip. */
     cert_rewrite((const uint8_t *)"\0\0\0", 3, false, 0, TF_REWRITE_SAME, 0, 0, &out);
 }
