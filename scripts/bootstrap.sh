@@ -7,7 +7,8 @@ cd "$(dirname "$0")/.."
 
 PACKAGES="build-essential autoconf automake libtool pkg-config
 libevent-dev libssl-dev libconfig-dev libjansson-dev libcmocka-dev
-clang libclang-rt-14-dev openssl curl gnutls-bin python3 tshark jq iproute2 procps"
+clang libclang-rt-14-dev openssl curl gnutls-bin python3 tshark jq iproute2 iptables nftables procps
+chromium"
 
 missing=""
 for p in $PACKAGES; do

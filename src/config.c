@@ -13,8 +13,12 @@
  * walker over those tables catches unknown keys, wrong types and keys
  * reserved for later versions, so the handlers only judge values.  A
  * listener's settings are first collected and then checked together,
- * because they depend on each other (upstream is required by route
- * "forward") and on the listeners before them (unique names, addresses).
+ * because they depend on each other (the route decides which keys it
+ * takes: upstream for "forward"; upstream_port, allow and default_upstream
+ * for "sni"; allow for "connect"; spoof_source for "tproxy"; nothing but
+ * mark for "redirect") and on the listeners before them (unique names,
+ * addresses).  The top-level mark is every listener's default, filled in
+ * once the whole file is read.
  *
  * Mode "mitm" brings three things judged here too: each leg's TLS
  * settings (client_tls, upstream_tls: OpenSSL is asked, on a scratch
@@ -61,6 +65,7 @@
 #define CONFIG_FORGE_CACHE_MAX 1048576
 #define CONFIG_CONTENT_MAX 16777216 /* log.content: 16 MiB per direction */
 #define CONFIG_CA_HINT "set ca.dir (make one with tlsfault --ca-init DIR)"
+#define CONFIG_MARK_HINT "a number from 1 to 0xffffffff (\"2\" or \"0x2\")"
 
 
 #define CONFIG_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
@@ -206,6 +211,10 @@ config_free(struct tf_config *cfg)
         free(cfg->listeners[i].name);
         free(cfg->listeners[i].listen);
         free(cfg->listeners[i].upstream_host);
+        for (size_t j = 0; j < cfg->listeners[i].n_allow; j++)
+            free(cfg->listeners[i].allow[j]);
+        free(cfg->listeners[i].allow);
+        free(cfg->listeners[i].default_host);
         config_tls_free(&cfg->listeners[i].client_tls);
         config_tls_free(&cfg->listeners[i].upstream_tls);
     }
@@ -345,6 +354,29 @@ config_parse_port(const char *p, uint16_t *port, char *err, size_t errlen)
     }
     if (v > 65535)
         return config_fail(err, errlen, "port %s is out of range (0-65535)",
+                           config_quote(q, sizeof(q), p));
+    *port = (uint16_t)v;
+    return true;
+}
+
+/* A port a connection can go to: 1-65535, digits only. */
+static bool
+config_parse_port1(const char *p, uint16_t *port, char *err, size_t errlen)
+{
+    char q[CONFIG_QUOTE_MAX];
+    unsigned long v = 0;
+
+    for (const char *c = p; *c != '\0'; c++) {
+        if (*c < '0' || *c > '9')
+            return config_fail(err, errlen, "port \"%s\" is not a number",
+                               config_quote(q, sizeof(q), p));
+        if (v <= 65535)
+            v = v * 10 + (unsigned long)(*c - '0');
+    }
+    if (*p == '\0')
+        return config_fail(err, errlen, "missing port");
+    if (v == 0 || v > 65535)
+        return config_fail(err, errlen, "port %s is out of range (1-65535)",
                            config_quote(q, sizeof(q), p));
     *port = (uint16_t)v;
     return true;
@@ -522,13 +554,30 @@ struct config_choice {
     bool available;
 };
 
+/* redirect and tproxy ask netfilter (origdst.c): Linux only. */
+#ifdef __linux__
+#define CONFIG_HAVE_NETFILTER true
+#else
+#define CONFIG_HAVE_NETFILTER false
+#endif
+
 static const struct config_choice config_routes[] = {
     {"forward", TF_ROUTE_FORWARD, true},
-    {"sni", 0, false},
-    {"redirect", 0, false},
-    {"tproxy", 0, false},
-    {"connect", 0, false},
+    {"sni", TF_ROUTE_SNI, true},
+    {"redirect", TF_ROUTE_REDIRECT, CONFIG_HAVE_NETFILTER},
+    {"tproxy", TF_ROUTE_TPROXY, CONFIG_HAVE_NETFILTER},
+    {"connect", TF_ROUTE_CONNECT, true},
 };
+
+/* The route's name as the file spells it. */
+static const char *
+config_route_name(enum tf_route route)
+{
+    for (size_t i = 0; i < sizeof(config_routes) / sizeof(config_routes[0]); i++)
+        if (config_routes[i].value == (int)route)
+            return config_routes[i].name;
+    return "?";
+}
 
 static const struct config_choice config_modes[] = {
     {"passthrough", TF_MODE_PASSTHROUGH, true},
@@ -553,6 +602,19 @@ static const struct config_choice config_levels[] = {
     {"debug", 3, true},
 };
 
+/* "forward, sni, ...": the available words of a table. */
+static void
+config_choice_list(const struct config_choice *table, size_t n, char *buf, size_t len)
+{
+    size_t used = 0;
+
+    buf[0] = '\0';
+    for (size_t i = 0; i < n; i++)
+        if (table[i].available && used < len)
+            used += (size_t)snprintf(buf + used, len - used, "%s%s", used > 0 ? ", " : "",
+                                     table[i].name);
+}
+
 /*
  * Looks the string setting s up in a choice table.  what names the setting
  * in messages ("route", "log level").  Returns the entry, or NULL after
@@ -565,13 +627,9 @@ config_choose(struct config_load *ld, const config_setting_t *s, const char *wha
     char q[CONFIG_QUOTE_MAX];
     const char *v = config_setting_get_string(s);
     const char *shown = config_quote(q, sizeof(q), v);
-    char valid[128] = "";
-    size_t used = 0;
+    char valid[128];
 
-    for (size_t i = 0; i < n; i++)
-        if (table[i].available && used < sizeof(valid))
-            used += (size_t)snprintf(valid + used, sizeof(valid) - used, "%s%s",
-                                     used > 0 ? ", " : "", table[i].name);
+    config_choice_list(table, n, valid, sizeof(valid));
     for (size_t i = 0; i < n; i++) {
         if (strcmp(table[i].name, v) != 0)
             continue;
@@ -593,6 +651,8 @@ enum config_kind {
     CONFIG_KIND_STRING,
     CONFIG_KIND_GROUP,  /* { ... } */
     CONFIG_KIND_LIST,   /* ( ... ) or, when empty or scalar, [ ... ] */
+    CONFIG_KIND_BOOL,   /* true or false */
+    CONFIG_KIND_MARK,   /* an integer, or a string holding one ("0x2") */
 };
 
 struct config_key;
@@ -636,6 +696,12 @@ struct config_listener_draft {
     const config_setting_t *mode;
     const config_setting_t *client_tls;
     const config_setting_t *upstream_tls;
+    /* what only some routes take: judged once the route is known */
+    const config_setting_t *upstream_port;
+    const config_setting_t *allow;
+    const config_setting_t *default_upstream;
+    const config_setting_t *spoof_source;
+    uint32_t mark;                   /* every route: judged by the walker; 0 when not given */
 };
 
 static bool
@@ -654,6 +720,10 @@ config_kind_matches(const config_setting_t *s, enum config_kind kind)
         return t == CONFIG_TYPE_GROUP;
     case CONFIG_KIND_LIST:
         return t == CONFIG_TYPE_LIST || t == CONFIG_TYPE_ARRAY;
+    case CONFIG_KIND_BOOL:
+        return t == CONFIG_TYPE_BOOL;
+    case CONFIG_KIND_MARK:
+        return t == CONFIG_TYPE_INT || t == CONFIG_TYPE_INT64 || t == CONFIG_TYPE_STRING;
     }
     return false;
 }
@@ -672,6 +742,10 @@ config_kind_text(enum config_kind kind)
         return "a group ({ ... })";
     case CONFIG_KIND_LIST:
         return "a list (( ... ))";
+    case CONFIG_KIND_BOOL:
+        return "true or false";
+    case CONFIG_KIND_MARK:
+        return "an integer or a string such as \"0x2\"";
     }
     return "?";
 }
@@ -765,6 +839,80 @@ config_apply_string(struct config_load *ld, const config_setting_t *s,
     }
     if (!config_set_string((char **)((char *)obj + key->offset), v))
         config_oom_at(ld, s);
+}
+
+/*
+ * SO_MARK: 1 to 0xffffffff, as decimal or "0x" hex.  *out is written only
+ * on success.
+ */
+static bool
+config_parse_mark(const char *v, uint32_t *out)
+{
+    unsigned long long n = 0;
+    int base = 10;
+    const char *p = v;
+
+    if (p[0] == '0' && (p[1] == 'x' || p[1] == 'X')) {
+        base = 16;
+        p += 2;
+    }
+    if (*p == '\0')
+        return false;
+    for (; *p != '\0'; p++) {
+        int d;
+        if (*p >= '0' && *p <= '9')
+            d = *p - '0';
+        else if (base == 16 && *p >= 'a' && *p <= 'f')
+            d = *p - 'a' + 10;
+        else if (base == 16 && *p >= 'A' && *p <= 'F')
+            d = *p - 'A' + 10;
+        else
+            return false;
+        n = n * (unsigned)base + (unsigned)d;
+        if (n > UINT32_MAX)
+            return false;
+    }
+    if (n == 0)
+        return false;
+    *out = (uint32_t)n;
+    return true;
+}
+
+/*
+ * mark, at top level and in a listener.  libconfig 1.5 reads an integer
+ * above 0x7fffffff (0x80000000, 4294967295) as a negative int: say how to
+ * write it instead of refusing it without a reason.
+ */
+static void
+config_apply_mark(struct config_load *ld, const config_setting_t *s, const struct config_key *key,
+                  const char *label, void *obj)
+{
+    char q[CONFIG_QUOTE_MAX];
+    uint32_t mark;
+
+    if (config_setting_type(s) == CONFIG_TYPE_STRING) {
+        const char *v = config_setting_get_string(s);
+        if (!config_parse_mark(v, &mark)) {
+            config_error_at(ld, s, "\"%s\" must be " CONFIG_MARK_HINT ", not \"%s\"", label,
+                            config_quote(q, sizeof(q), v));
+            return;
+        }
+    } else {
+        long long v = config_integer(s);
+        if (config_setting_type(s) == CONFIG_TYPE_INT && v < 0) {
+            config_error_at(ld, s,
+                            "\"%s\" must be from 1 to 0xffffffff, not %lld (libconfig reads "
+                            "integers above 0x7fffffff as negative: for 0x%x, write \"0x%x\")",
+                            label, v, (unsigned)(uint32_t)v, (unsigned)(uint32_t)v);
+            return;
+        }
+        if (v < 1 || v > (long long)UINT32_MAX) {
+            config_error_at(ld, s, "\"%s\" must be from 1 to 0xffffffff, not %lld", label, v);
+            return;
+        }
+        mark = (uint32_t)v;
+    }
+    *(uint32_t *)((char *)obj + key->offset) = mark;
 }
 
 static void
@@ -1109,6 +1257,14 @@ static const struct config_key config_listener_keys[] = {
     {"client_tls", CONFIG_KIND_GROUP, config_note_setting, CONFIG_DRAFT(client_tls), 0, 0, NULL},
     {"upstream_tls", CONFIG_KIND_GROUP, config_note_setting, CONFIG_DRAFT(upstream_tls), 0, 0,
      NULL},
+    {"upstream_port", CONFIG_KIND_INT, config_note_setting, CONFIG_DRAFT(upstream_port), 0, 0,
+     NULL},
+    {"allow", CONFIG_KIND_LIST, config_note_setting, CONFIG_DRAFT(allow), 0, 0, NULL},
+    {"default_upstream", CONFIG_KIND_STRING, config_note_setting, CONFIG_DRAFT(default_upstream),
+     0, 0, NULL},
+    {"spoof_source", CONFIG_KIND_BOOL, config_note_setting, CONFIG_DRAFT(spoof_source), 0, 0,
+     NULL},
+    {"mark", CONFIG_KIND_MARK, config_apply_mark, CONFIG_DRAFT(mark), 0, 0, NULL},
 };
 
 /* The keys both legs of a mitm listener take; the upstream leg has three more. */
@@ -1213,6 +1369,7 @@ static const struct config_key config_top_keys[] = {
     {"limits", CONFIG_KIND_GROUP, config_apply_section, 0, 0, 0, &config_limit_section},
     {"ca", CONFIG_KIND_GROUP, config_apply_ca, 0, 0, 0, &config_ca_section},
     {"control", CONFIG_KIND_GROUP, NULL, 0, 0, 0, NULL},
+    {"mark", CONFIG_KIND_MARK, config_apply_mark, CONFIG_CFG(mark), 0, 0, NULL},
 };
 
 static const struct config_section config_top_section = {
@@ -1391,6 +1548,271 @@ config_listener_tls(struct config_load *ld, const config_setting_t *group,
         config_error_at(ld, fs, "\"%s.ca_file\" is used only with verify = \"file\"", name);
 }
 
+/* ------------------------------------------------------------ routes */
+
+/* Characters a host-name pattern may hold: a name's, and fnmatch's wildcards. */
+static bool
+config_host_glob_valid(const char *v)
+{
+    size_t n = strlen(v);
+
+    if (n == 0 || n > CONFIG_DNS_NAME_MAX)
+        return false;
+    for (const char *p = v; *p != '\0'; p++) {
+        char c = *p;
+        bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                  c == '-' || c == '_' || c == '.' || c == '*' || c == '?' || c == '[' ||
+                  c == ']' || c == '!';
+        if (!ok)
+            return false;
+    }
+    return true;
+}
+
+/* An IPv6 address or a pattern of one, as written in brackets: hex digits, ":", ".", "*", "?". */
+static bool
+config_v6_glob_valid(const char *v, size_t n)
+{
+    bool colon_or_wild = false;
+
+    if (n == 0)
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        char c = v[i];
+        bool hex = (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
+        if (!hex && c != ':' && c != '.' && c != '*' && c != '?')
+            return false;
+        colon_or_wild = colon_or_wild || c == ':' || c == '*' || c == '?';
+    }
+    return colon_or_wild;
+}
+
+/*
+ * One allow entry, in the grammar connect.c matches (tf_connect_allowed).
+ * sni: a host-name pattern, no port.  connect: "pattern:port",
+ * "pattern:*" or "pattern" (any port); an IPv6 address or pattern goes in
+ * brackets ("[2001:db8::1]:443", "[fd00::*]").  Stricter than the matcher
+ * where it would guess: an IPv6 pattern without brackets is refused here.
+ * Returns false with the reason in why.
+ */
+static bool
+config_allow_entry_valid(const char *v, enum tf_route route, char *why, size_t whylen)
+{
+    char host[CONFIG_HOST_MAX];
+    char q[CONFIG_QUOTE_MAX];
+    const char *port = NULL;
+
+    if (*v == '\0')
+        return config_fail(why, whylen, "empty pattern");
+    if (route == TF_ROUTE_SNI) {
+        if (strchr(v, ':') != NULL)
+            return config_fail(why, whylen, "route \"sni\" matches server names only (the port "
+                               "is upstream_port)");
+    } else if (v[0] == '[') {
+        const char *end = strchr(v, ']');
+        if (end == NULL)
+            return config_fail(why, whylen, "missing \"]\" after the IPv6 address");
+        size_t n = (size_t)(end - v - 1);
+        if (!config_v6_glob_valid(v + 1, n))
+            return config_fail(why, whylen, "\"%.*s\" in brackets is not an IPv6 address or "
+                               "pattern", n < 64 ? (int)n : 64, v + 1);
+        if (end[1] != '\0' && end[1] != ':')
+            return config_fail(why, whylen, "expected \":\" and a port after \"]\"");
+        port = end[1] == ':' ? end + 2 : NULL;
+        v = NULL; /* the address is checked; only the port is left */
+    } else {
+        const char *colon = strrchr(v, ':');
+        if (colon != NULL && memchr(v, ':', (size_t)(colon - v)) != NULL)
+            return config_fail(why, whylen, "an IPv6 address needs brackets, as in "
+                               "[2001:db8::1]:443");
+        if (colon == v)
+            return config_fail(why, whylen, "missing host (expected host-pattern:port or "
+                               "host-pattern)");
+        size_t n = colon != NULL ? (size_t)(colon - v) : strlen(v);
+        if (n >= sizeof(host))
+            return config_fail(why, whylen, "host is too long (%zu bytes)", n);
+        memcpy(host, v, n);
+        host[n] = '\0';
+        port = colon != NULL ? colon + 1 : NULL;
+        v = host;
+    }
+    if (v != NULL && !config_host_glob_valid(v)) {
+        char shown[CONFIG_QUOTE_MAX + 16] = "not";
+        if (port != NULL) /* only a part of the entry: say which */
+            snprintf(shown, sizeof(shown), "\"%s\" is not", config_quote(q, sizeof(q), v));
+        return config_fail(why, whylen,
+                           "%s a host-name pattern (letters, digits, \"-\", \"_\", \".\" and "
+                           "the wildcards \"*\", \"?\", \"[...]\")",
+                           shown);
+    }
+    if (port != NULL) {
+        uint16_t p;
+        if (*port == '\0')
+            return config_fail(why, whylen, "missing port after \":\" (write \":*\" or leave "
+                               "the \":\" out to allow every port)");
+        if (strcmp(port, "*") != 0 && !config_parse_port1(port, &p, why, whylen))
+            return false;
+    }
+    return true;
+}
+
+/* allow = [ ... ]: at least one entry, each a string the route can use. */
+static void
+config_listener_allow(struct config_load *ld, const config_setting_t *s, enum tf_route route,
+                      struct tf_listener_conf *lc)
+{
+    char why[CONFIG_LINE_MAX];
+    char q[CONFIG_QUOTE_MAX];
+    int n = config_setting_length(s);
+
+    if (n == 0) {
+        config_error_at(ld, s, "\"allow\" must list at least one pattern (leave it out to allow "
+                        "everything)");
+        return;
+    }
+    lc->allow = calloc((size_t)n, sizeof(*lc->allow));
+    if (lc->allow == NULL) {
+        config_oom_at(ld, s);
+        return;
+    }
+    for (int i = 0; i < n; i++) {
+        const config_setting_t *e = config_setting_get_elem(s, (unsigned)i);
+        if (config_setting_type(e) != CONFIG_TYPE_STRING) {
+            config_error_at(ld, e, "each \"allow\" entry must be a string, such as %s",
+                            route == TF_ROUTE_SNI ? "\"*.lab.test\"" : "\"*.lab.test:443\"");
+            continue;
+        }
+        const char *v = config_setting_get_string(e);
+        if (!config_allow_entry_valid(v, route, why, sizeof(why))) {
+            config_error_at(ld, e, "allow \"%s\": %s", config_quote(q, sizeof(q), v), why);
+            continue;
+        }
+        if ((lc->allow[lc->n_allow] = strdup(v)) == NULL) {
+            config_oom_at(ld, e);
+            continue;
+        }
+        lc->n_allow++;
+    }
+}
+
+/* Which routes take each key that not all of them take. */
+#define CONFIG_ROUTE_BIT(r) (1u << (r))
+static const struct {
+    const char *key;
+    unsigned routes;
+    const char *which; /* as the message says it */
+} config_route_keys[] = {
+    {"upstream", CONFIG_ROUTE_BIT(TF_ROUTE_FORWARD), "route \"forward\" does"},
+    {"upstream_port", CONFIG_ROUTE_BIT(TF_ROUTE_SNI), "route \"sni\" does"},
+    {"allow", CONFIG_ROUTE_BIT(TF_ROUTE_SNI) | CONFIG_ROUTE_BIT(TF_ROUTE_CONNECT),
+     "routes \"sni\" and \"connect\" do"},
+    {"default_upstream", CONFIG_ROUTE_BIT(TF_ROUTE_SNI), "route \"sni\" does"},
+    {"spoof_source", CONFIG_ROUTE_BIT(TF_ROUTE_TPROXY), "route \"tproxy\" does"},
+};
+
+/*
+ * Whether the listener's route takes key; when it does not, says so at s,
+ * naming the route.  With the route unknown (a bad route was reported)
+ * every key is judged on its own.
+ */
+static bool
+config_route_takes(struct config_load *ld, const config_setting_t *s, const char *key,
+                   enum tf_route route, bool route_known)
+{
+    const char *r = config_route_name(route);
+
+    if (s == NULL)
+        return false;
+    if (!route_known)
+        return true;
+    for (size_t i = 0; i < CONFIG_ARRAY_LEN(config_route_keys); i++) {
+        if (strcmp(config_route_keys[i].key, key) != 0)
+            continue;
+        if (config_route_keys[i].routes & CONFIG_ROUTE_BIT(route))
+            return true;
+        /* The keys people carry over from a forward listener get their own words. */
+        if (strcmp(key, "upstream") == 0 &&
+            (route == TF_ROUTE_REDIRECT || route == TF_ROUTE_TPROXY))
+            config_error_at(ld, s, "route \"%s\" takes its upstream from the original "
+                            "destination; remove upstream", r);
+        else if (strcmp(key, "upstream") == 0 && route == TF_ROUTE_SNI)
+            config_error_at(ld, s, "route \"sni\" takes its upstream from the ClientHello's "
+                            "server name; remove upstream (set upstream_port, and "
+                            "default_upstream for hellos without SNI)");
+        else if (strcmp(key, "upstream") == 0 && route == TF_ROUTE_CONNECT)
+            config_error_at(ld, s, "route \"connect\" takes its upstream from each CONNECT "
+                            "request; remove upstream");
+        else if (strcmp(key, "upstream_port") == 0 && route == TF_ROUTE_FORWARD)
+            config_error_at(ld, s, "route \"forward\" takes its port from upstream "
+                            "(\"host:port\"); remove upstream_port");
+        else
+            config_error_at(ld, s, "route \"%s\" does not take \"%s\" (%s)", r, key,
+                            config_route_keys[i].which);
+        return false;
+    }
+    return true;
+}
+
+/*
+ * What the route decides: where connections go (upstream, upstream_port,
+ * default_upstream), which names or targets are allowed, spoof_source; and
+ * mark, which every route takes.  name is the listener's, quoted.
+ */
+static void
+config_listener_route(struct config_load *ld, const config_setting_t *group,
+                      const struct config_listener_draft *d, struct tf_listener_conf *lc,
+                      bool route_known, const char *name)
+{
+    char why[CONFIG_LINE_MAX];
+    char host[CONFIG_HOST_MAX];
+    char q[CONFIG_QUOTE_MAX];
+    enum tf_route route = lc->route;
+
+    if (config_route_takes(ld, d->upstream, "upstream", route, route_known)) {
+        const char *s = config_setting_get_string(d->upstream);
+        if (!config_parse_upstream(s, host, sizeof(host), &lc->upstream_port, why, sizeof(why)))
+            config_error_at(ld, d->upstream, "upstream \"%s\": %s",
+                            config_quote(q, sizeof(q), s), why);
+        else if (!config_set_string(&lc->upstream_host, host))
+            config_oom_at(ld, d->upstream);
+    } else if (d->upstream == NULL && route_known && route == TF_ROUTE_FORWARD &&
+               config_setting_get_member(group, "upstream") == NULL) {
+        /* A bad route was reported already; what it would need is anyone's guess. */
+        config_error_at(ld, group, "listener \"%s\" has no \"upstream\" (required for route "
+                        "\"forward\")", name);
+    }
+
+    if (config_route_takes(ld, d->upstream_port, "upstream_port", route, route_known)) {
+        long long v = config_integer(d->upstream_port);
+        if (v < 1 || v > 65535)
+            config_error_at(ld, d->upstream_port, "\"upstream_port\" must be between 1 and 65535, "
+                            "not %lld", v);
+        else
+            lc->upstream_port = (uint16_t)v;
+    } else if (d->upstream_port == NULL && route_known && route == TF_ROUTE_SNI &&
+               config_setting_get_member(group, "upstream_port") == NULL) {
+        config_error_at(ld, group, "listener \"%s\" has no \"upstream_port\" (required for route "
+                        "\"sni\": the port server names are connected on)", name);
+    }
+
+    if (config_route_takes(ld, d->allow, "allow", route, route_known))
+        config_listener_allow(ld, d->allow, route_known ? route : TF_ROUTE_CONNECT, lc);
+
+    if (config_route_takes(ld, d->default_upstream, "default_upstream", route, route_known)) {
+        const char *s = config_setting_get_string(d->default_upstream);
+        if (!config_parse_upstream(s, host, sizeof(host), &lc->default_port, why, sizeof(why)))
+            config_error_at(ld, d->default_upstream, "default_upstream \"%s\": %s",
+                            config_quote(q, sizeof(q), s), why);
+        else if (!config_set_string(&lc->default_host, host))
+            config_oom_at(ld, d->default_upstream);
+    }
+
+    if (config_route_takes(ld, d->spoof_source, "spoof_source", route, route_known))
+        lc->spoof_source = config_setting_get_bool(d->spoof_source) != 0;
+
+    lc->mark = d->mark; /* 0: the top-level mark, filled in once the whole file is read */
+}
+
 /*
  * Judges one listener's collected settings, in the order a reader would:
  * name, route and mode first (they decide what else is required), then the
@@ -1405,7 +1827,6 @@ config_listener_finish(struct config_load *ld, const config_setting_t *group,
     const struct tf_listener_conf *other;
     const struct config_choice *c;
     char why[CONFIG_LINE_MAX];
-    char host[CONFIG_HOST_MAX];
     char q[CONFIG_QUOTE_MAX], q2[CONFIG_QUOTE_MAX];
     bool route_known = config_setting_get_member(group, "route") == NULL;
 
@@ -1456,19 +1877,7 @@ config_listener_finish(struct config_load *ld, const config_setting_t *group,
                             other->name != NULL ? other->name : "?", other->line);
     }
 
-    if (d->upstream != NULL) {
-        const char *s = config_setting_get_string(d->upstream);
-        if (!config_parse_upstream(s, host, sizeof(host), &lc->upstream_port, why, sizeof(why)))
-            config_error_at(ld, d->upstream, "upstream \"%s\": %s",
-                            config_quote(q, sizeof(q), s), why);
-        else if (!config_set_string(&lc->upstream_host, host))
-            config_oom_at(ld, d->upstream);
-    } else if (route_known && lc->route == TF_ROUTE_FORWARD &&
-               config_setting_get_member(group, "upstream") == NULL) {
-        /* A bad route was reported already; what it would need is anyone's guess. */
-        config_error_at(ld, group, "listener \"%s\" has no \"upstream\" (required for route "
-                        "\"forward\")", name);
-    }
+    config_listener_route(ld, group, d, lc, route_known, name);
 }
 
 static void
@@ -2080,6 +2489,10 @@ tf_config_load(const char *path, char *err, size_t errlen)
     }
 
     config_walk(&ld, &config_top_section, config_root_setting(&lc), ld.cfg);
+    /* The top-level mark may come after the listeners: their default is filled in now. */
+    for (size_t i = 0; i < ld.cfg->n_listeners; i++)
+        if (ld.cfg->listeners[i].mark == 0)
+            ld.cfg->listeners[i].mark = ld.cfg->mark;
     if (config_setting_get_member(config_root_setting(&lc), "listeners") == NULL)
         config_errors_add(&ld.err, "%s: at least one listener is required", ld.path);
     config_check_fault_listeners(&ld, config_root_setting(&lc));
@@ -2143,11 +2556,64 @@ tf_config_quick_opts(const struct tf_quick *q, char *err, size_t errlen)
     else if ((lc->listen = strdup(q->listen)) == NULL)
         config_errors_add(&e, "out of memory");
 
-    if (!config_parse_upstream(q->upstream, host, sizeof(host), &lc->upstream_port, why,
-                               sizeof(why)))
-        config_errors_add(&e, "--upstream: %s", why);
-    else if ((lc->upstream_host = strdup(host)) == NULL)
-        config_errors_add(&e, "out of memory");
+    bool route_known = true;
+    if (q->route != NULL) {
+        const struct config_choice *c =
+            config_choice_named(config_routes, CONFIG_ARRAY_LEN(config_routes), q->route);
+        if (c == NULL || !c->available) {
+            char valid[128];
+            config_choice_list(config_routes, CONFIG_ARRAY_LEN(config_routes), valid,
+                               sizeof(valid));
+            config_errors_add(&e, "--route: %s route \"%s\"; valid: %s",
+                              c == NULL ? "unknown" : "this version has no",
+                              config_quote(qt, sizeof(qt), q->route), valid);
+            route_known = false;
+        } else {
+            lc->route = (enum tf_route)c->value;
+        }
+    }
+    const char *route = config_route_name(lc->route);
+
+    if (route_known && lc->route != TF_ROUTE_FORWARD && q->upstream != NULL) {
+        if (lc->route == TF_ROUTE_SNI)
+            config_errors_add(&e, "--upstream: --route sni takes the upstream from the "
+                                  "ClientHello's server name; use --upstream-port N instead");
+        else if (lc->route == TF_ROUTE_CONNECT)
+            config_errors_add(&e, "--upstream: --route connect takes the upstream from each "
+                                  "CONNECT request; remove --upstream");
+        else
+            config_errors_add(&e, "--upstream: --route %s takes the upstream from the original "
+                                  "destination; remove --upstream", route);
+    } else if ((route_known && lc->route == TF_ROUTE_FORWARD) || q->upstream != NULL) {
+        if (!config_parse_upstream(q->upstream, host, sizeof(host), &lc->upstream_port, why,
+                                   sizeof(why)))
+            config_errors_add(&e, "--upstream: %s", why);
+        else if ((lc->upstream_host = strdup(host)) == NULL)
+            config_errors_add(&e, "out of memory");
+    }
+
+    if (q->upstream_port != NULL && route_known && lc->route != TF_ROUTE_SNI) {
+        config_errors_add(&e, "--upstream-port: only --route sni takes it%s",
+                          lc->route == TF_ROUTE_FORWARD ? " (forward takes the port from "
+                                                          "--upstream HOST:PORT)" : "");
+    } else if (q->upstream_port != NULL) {
+        if (!config_parse_port1(q->upstream_port, &lc->upstream_port, why, sizeof(why)))
+            config_errors_add(&e, "--upstream-port: %s", why);
+    } else if (lc->route == TF_ROUTE_SNI) {
+        config_errors_add(&e, "--route sni needs --upstream-port N (the port server names are "
+                              "connected on)");
+    }
+
+    if (q->spoof_source && route_known && lc->route != TF_ROUTE_TPROXY)
+        config_errors_add(&e, "--spoof-source: only --route tproxy can keep the client's "
+                              "address");
+    else
+        lc->spoof_source = q->spoof_source;
+
+    if (q->mark != NULL && !config_parse_mark(q->mark, &cfg->mark))
+        config_errors_add(&e, "--mark: must be " CONFIG_MARK_HINT ", not \"%s\"",
+                          config_quote(qt, sizeof(qt), q->mark));
+    lc->mark = cfg->mark;
 
     if (q->mode != NULL) {
         const struct config_choice *c =

@@ -10,12 +10,14 @@
  * and comes here, so that the file and the command line share one parser
  * and one set of messages.
  *
- * Matching (docs/faults.md, "Match"): listener, client CIDR and SNI glob
- * decide whether a flow counts; a counted flow takes the next ordinal of
- * the rule, on which nth/every/first are judged and from which, with the
- * seed, the probability draw is computed (splitmix64), so that a run
- * repeats exactly; times is enforced with a compare-and-swap so that
- * concurrent workers never fire a rule more often than allowed.
+ * Matching (docs/faults.md, "Match"): listener, client CIDR, original
+ * destination (CIDR and port, known on redirect, tproxy and connect
+ * listeners only) and SNI glob decide whether a flow counts; a counted
+ * flow takes the next ordinal of the rule, on which nth/every/first are
+ * judged and from which, with the seed, the probability draw is computed
+ * (splitmix64), so that a run repeats exactly; times is enforced with a
+ * compare-and-swap so that concurrent workers never fire a rule more
+ * often than allowed.
  */
 #include <arpa/inet.h>
 #include <ctype.h>
@@ -255,7 +257,8 @@ const size_t tf_fault_catalogue_len = FAULT_ARRAY_LEN(tf_fault_catalogue);
 
 /* Keys of struct tf_fault_match, in the order messages list them. */
 static const char *const fault_match_keys[] = {
-    "listener", "client", "sni", "nth", "every", "first", "probability", "seed", "times",
+    "listener", "client", "dest", "dest_port", "sni", "nth", "every", "first", "probability",
+    "seed", "times",
 };
 
 /* Words a STRING parameter may take, when it is not free text. */
@@ -1137,8 +1140,8 @@ tf_fault_rule_set(struct tf_fault_rule *rule, const char *key, const char *value
  * more likely a typo for a host than a wish for the whole network.
  */
 static bool
-fault_parse_cidr(const char *v, struct sockaddr_storage *net, unsigned *prefix, char *err,
-                 size_t errlen)
+fault_parse_cidr(const char *key, const char *v, struct sockaddr_storage *net, unsigned *prefix,
+                 char *err, size_t errlen)
 {
     char q[FAULT_QUOTE_MAX];
     char host[INET6_ADDRSTRLEN + 1];
@@ -1170,8 +1173,8 @@ fault_parse_cidr(const char *v, struct sockaddr_storage *net, unsigned *prefix, 
         if (slash[1] == '-' || !fault_parse_integer(slash + 1, &n, &overflow))
             goto bad;
         if (overflow || n > (long long)max)
-            return fault_fail(err, errlen, "\"client\" prefix /%s is too long for %s (at most /%u)",
-                              fault_quote(q, sizeof(q), slash + 1),
+            return fault_fail(err, errlen, "\"%s\" prefix /%s is too long for %s (at most /%u)",
+                              key, fault_quote(q, sizeof(q), slash + 1),
                               family == AF_INET ? "IPv4" : "IPv6", max);
         bits = (unsigned)n;
     }
@@ -1182,9 +1185,9 @@ fault_parse_cidr(const char *v, struct sockaddr_storage *net, unsigned *prefix, 
                 bytes[j / 8] &= (uint8_t) ~(0x80u >> (j % 8));
             inet_ntop(family, bytes, fixed, sizeof(fixed));
             return fault_fail(err, errlen,
-                              "\"client\" \"%s\" has bits set past the /%u prefix (did you mean "
+                              "\"%s\" \"%s\" has bits set past the /%u prefix (did you mean "
                               "%s/%u?)",
-                              fault_quote(q, sizeof(q), v), bits, fixed, bits);
+                              key, fault_quote(q, sizeof(q), v), bits, fixed, bits);
         }
     memset(net, 0, sizeof(*net));
     if (family == AF_INET) {
@@ -1204,9 +1207,9 @@ fault_parse_cidr(const char *v, struct sockaddr_storage *net, unsigned *prefix, 
     return true;
 bad:
     return fault_fail(err, errlen,
-                      "\"client\" must be an address or CIDR (10.0.0.0/8, ::1, fd00::/64), not "
+                      "\"%s\" must be an address or CIDR (10.0.0.0/8, ::1, fd00::/64), not "
                       "\"%s\"",
-                      fault_quote(q, sizeof(q), v));
+                      key, fault_quote(q, sizeof(q), v));
 }
 
 /* A count: 1 or more. */
@@ -1249,7 +1252,17 @@ tf_fault_rule_set_match(struct tf_fault_rule *rule, const char *key, const char 
         return fault_set_string(&m->listener, value, err, errlen);
     }
     if (strcmp(key, "client") == 0)
-        return fault_parse_cidr(value, &m->net, &m->prefix, err, errlen);
+        return fault_parse_cidr(key, value, &m->net, &m->prefix, err, errlen);
+    if (strcmp(key, "dest") == 0)
+        return fault_parse_cidr(key, value, &m->dest, &m->dest_prefix, err, errlen);
+    if (strcmp(key, "dest_port") == 0) {
+        uint64_t port;
+        if (!fault_parse_u64(value, &port) || port < 1 || port > 65535)
+            return fault_fail(err, errlen, "\"dest_port\" must be a port from 1 to 65535, not "
+                              "\"%s\"", fault_quote(q, sizeof(q), value));
+        m->dest_port = (uint16_t)port;
+        return true;
+    }
     if (strcmp(key, "sni") == 0) {
         if (*value == '\0')
             return fault_fail(err, errlen, "\"sni\" must not be empty (write \"absent\" for "
@@ -1493,16 +1506,17 @@ fault_addr16(const struct sockaddr *sa, uint8_t out[16], unsigned *extra_bits)
     return false;
 }
 
+/* Whether addr lies in net/prefix; a v4 network also takes v4-mapped v6 addresses. */
 static bool
-fault_client_matches(const struct tf_fault_match *m, const struct sockaddr *client)
+fault_in_net(const struct sockaddr_storage *netss, unsigned prefix, const struct sockaddr *sa)
 {
     uint8_t net[16], addr[16];
     unsigned extra, unused;
 
-    if (client == NULL || !fault_addr16((const struct sockaddr *)&m->net, net, &extra) ||
-        !fault_addr16(client, addr, &unused))
+    if (sa == NULL || !fault_addr16((const struct sockaddr *)netss, net, &extra) ||
+        !fault_addr16(sa, addr, &unused))
         return false;
-    unsigned bits = m->prefix + extra;
+    unsigned bits = prefix + extra;
     size_t whole = bits / 8;
     if (memcmp(net, addr, whole) != 0)
         return false;
@@ -1512,11 +1526,25 @@ fault_client_matches(const struct tf_fault_match *m, const struct sockaddr *clie
     return (net[whole] & mask) == (addr[whole] & mask);
 }
 
+/* The port of an AF_INET or AF_INET6 address, host order; 0 for anything else. */
+static uint16_t
+fault_port(const struct sockaddr *sa)
+{
+    if (sa == NULL)
+        return 0;
+    if (sa->sa_family == AF_INET)
+        return ntohs(((const struct sockaddr_in *)(const void *)sa)->sin_port);
+    if (sa->sa_family == AF_INET6)
+        return ntohs(((const struct sockaddr_in6 *)(const void *)sa)->sin6_port);
+    return 0;
+}
+
 /*
  * Contract in fault.h.  Order matters and is the documented one: the
- * criteria that do not count (listener, client, SNI) first; then the
- * flow takes an ordinal; then nth/every/first and the draw on that
- * ordinal; times last, so that it counts only flows the rule applies to.
+ * criteria that do not count (listener, client, dest, dest_port, SNI)
+ * first; then the flow takes an ordinal; then nth/every/first and the
+ * draw on that ordinal; times last, so that it counts only flows the rule
+ * applies to.
  */
 enum tf_fault_decision
 tf_fault_rule_decide(struct tf_fault_rule *rule, const struct tf_fault_flow_info *flow,
@@ -1528,7 +1556,13 @@ tf_fault_rule_decide(struct tf_fault_rule *rule, const struct tf_fault_flow_info
         (flow == NULL || flow->listener == NULL || strcmp(m->listener, flow->listener) != 0))
         return TF_FAULT_NO;
     if (m->net.ss_family != 0 &&
-        (flow == NULL || !fault_client_matches(m, flow->client)))
+        (flow == NULL || !fault_in_net(&m->net, m->prefix, flow->client)))
+        return TF_FAULT_NO;
+    /* No original destination (forward and sni listeners): dest rules never match. */
+    if (m->dest.ss_family != 0 &&
+        (flow == NULL || !fault_in_net(&m->dest, m->dest_prefix, flow->dest)))
+        return TF_FAULT_NO;
+    if (m->dest_port != 0 && (flow == NULL || fault_port(flow->dest) != m->dest_port))
         return TF_FAULT_NO;
     if (m->sni != NULL) {
         if (!sni_known)

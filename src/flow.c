@@ -8,6 +8,22 @@
  * how and why it ended.  What the bytes mean is inspect.c's business; the
  * flow only feeds it while it still wants bytes.
  *
+ * Routes (how the upstream is found) differ only in what happens before
+ * the upstream connect; from the connect on, every flow is the same:
+ *   forward   the listener's upstream host:port, resolved at accept;
+ *   redirect  SO_ORIGINAL_DST of the accepted socket (origdst.c), at accept;
+ *   tproxy    the accepted socket's local address; with spoof_source the
+ *             upstream socket binds to the client's address first;
+ *   sni       the ClientHello is read (and queued for the server) first:
+ *             its server name, checked against the allow list, resolved,
+ *             on the listener's upstream_port;
+ *   connect   an HTTP/1.1 CONNECT head is read and answered (connect.c);
+ *             the tunnel's bytes are the flow's from the "200" on.
+ * Every upstream socket is made here (SO_MARK, IP_TRANSPARENT) and
+ * connected to each resolved address in turn until one answers.  A route
+ * that refuses a connection (not allowed, a loop back to our own listener,
+ * no original destination) ends it with close "refused" and the reason.
+ *
  * The two legs are symmetric: callbacks take a leg and act on leg->peer,
  * never asking "am I the client?".  A leg reads bytes travelling in its
  * direction (the client leg reads c2s).
@@ -23,6 +39,7 @@
 #include <event2/dns.h>
 #include <event2/event.h>
 #include <event2/util.h>
+#include <fnmatch.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdatomic.h>
@@ -33,6 +50,7 @@
 #include <unistd.h>
 
 #include "tlsfault/config.h"
+#include "tlsfault/connect.h"
 #include "tlsfault/events.h"
 #include "tlsfault/flow.h"
 #include "tlsfault/inject.h"
@@ -40,10 +58,14 @@
 #include "tlsfault/listener.h"
 #include "tlsfault/log.h"
 #include "tlsfault/mitm.h"
+#include "tlsfault/origdst.h"
 #include "tlsfault/worker.h"
 
 enum tf_flow_state {
-    TF_FLOW_CONNECTING,  /* upstream connect in progress; client bytes queue up */
+    TF_FLOW_REQUEST,     /* connect route: reading the client's CONNECT request head */
+    TF_FLOW_HELLO,       /* sni route: the ClientHello must name the server; its bytes
+                          * queue up for it */
+    TF_FLOW_CONNECTING,  /* upstream being resolved and connected; client bytes queue up */
     TF_FLOW_INSPECTING,  /* both connected, handshake being watched */
     TF_FLOW_RELAYING,    /* handshake over: bytes moved without parsing */
     TF_FLOW_CLOSED,
@@ -101,7 +123,7 @@ struct tf_flow {
     struct tf_inject_result end;
     bool oom;
     bool lingering;            /* FIN sent; waiting for the peers' own before closing */
-    char end_reason[300];      /* why the flow ends, when not a fault's doing */
+    char end_reason[600];      /* why the flow ends, when not a fault's doing */
     struct tf_mitm *mitm;      /* mitm mode: both legs terminated */
     struct evbuffer *mid;      /* mitm: client bytes after the client leg's wire faults */
     struct evbuffer *to_client;/* mitm: raw TLS for the client before its wire faults */
@@ -113,8 +135,25 @@ struct tf_flow {
     struct timeval last_activity;
     struct timeval connected_at;
     char client_addr[64];
-    char upstream[300];
+    char upstream[300];        /* "host:port" as connected to; "" while not known yet */
     const char *first_closer;  /* side that sent the first FIN */
+    /* routes */
+    struct sockaddr_storage client_sa; /* the client's address (rules, spoof_source) */
+    uint16_t own_port;         /* local port of our upstream socket, while registered */
+    struct sockaddr_storage dest;  /* redirect/tproxy: the original destination; connect:
+                                    * the target's address; family 0: none */
+    bool started_emitted;      /* flow_start is out (connect: once the request is read) */
+    bool decided;              /* fault rules (and mitm) set up for this flow */
+    bool refused;              /* the route refused the flow; end_reason says why */
+    bool tunnel;               /* connect: "200" sent, the tunnel's bytes are the flow's */
+    const char *end_how;       /* flow_end's "close" for end_reason ("error" if NULL) */
+    char target[256];          /* sni/connect: the host to resolve */
+    uint16_t target_port;
+    struct event *route_ev;    /* sni/connect: resolves the target outside read callbacks */
+    struct evdns_getaddrinfo_request *dns_req; /* pending resolution, cancelled at close */
+    struct evutil_addrinfo *addrs;     /* the target's addresses (owned) ... */
+    struct evutil_addrinfo *next_addr; /* ... and the next one to try when one fails */
+    char connect_error[200];   /* why the last address failed */
     TAILQ_ENTRY(tf_flow) link;
 };
 
@@ -129,6 +168,23 @@ static void flow_close_with(struct tf_flow *f, const char *closed_by, const char
                             const char *error);
 static void flow_fault_try_finish(struct tf_flow *f);
 static void flow_reset_socket(struct bufferevent *bev);
+static void flow_fail(struct tf_flow *f, const char *how, const char *why);
+static void flow_connect_next(struct tf_flow *f);
+
+/* The server leg has a connected socket (before: it has none, or one still connecting). */
+static bool
+flow_server_up(const struct tf_flow *f)
+{
+    return f->state == TF_FLOW_INSPECTING || f->state == TF_FLOW_RELAYING;
+}
+
+/* Before the upstream connect: the handshake deadline bounds the wait for the client. */
+static bool
+flow_waiting_client(const struct tf_flow *f)
+{
+    return f->state == TF_FLOW_REQUEST || f->state == TF_FLOW_HELLO ||
+           f->state == TF_FLOW_INSPECTING;
+}
 
 static uint64_t
 flow_ms_between(const struct timeval *a, const struct timeval *b)
@@ -188,7 +244,7 @@ flow_arm_timer(struct tf_flow *f)
     unsigned ms;
     if (f->state == TF_FLOW_CONNECTING)
         ms = c->connect_timeout_ms;
-    else if (f->state == TF_FLOW_INSPECTING)
+    else if (flow_waiting_client(f))
         ms = c->handshake_timeout_ms < c->idle_timeout_ms ? c->handshake_timeout_ms
                                                           : c->idle_timeout_ms;
     else
@@ -228,8 +284,17 @@ flow_timer_cb(evutil_socket_t fd, short what, void *arg)
     case TF_FLOW_CONNECTING:
         snprintf(why, sizeof(why), "upstream connect timed out after %u ms",
                  f->cfg->connect_timeout_ms);
-        flow_close_with(f, "proxy", "timeout", why);
+        flow_fail(f, "timeout", why);
         return;
+    case TF_FLOW_REQUEST:
+        if (flow_ms_between(&f->started, &now) >= f->cfg->handshake_timeout_ms) {
+            snprintf(why, sizeof(why), "no complete CONNECT request within %u ms",
+                     f->cfg->handshake_timeout_ms);
+            flow_close_with(f, "proxy", "timeout", why);
+            return;
+        }
+        break;
+    case TF_FLOW_HELLO:
     case TF_FLOW_INSPECTING:
         if (flow_ms_between(&f->started, &now) >= f->cfg->handshake_timeout_ms) {
             snprintf(why, sizeof(why), "handshake timed out after %u ms waiting for the %s",
@@ -249,103 +314,13 @@ flow_timer_cb(evutil_socket_t fd, short what, void *arg)
     }
     /* Not yet: sleep until the earliest deadline still ahead. */
     uint64_t left = f->cfg->idle_timeout_ms - idle;
-    if (f->state == TF_FLOW_INSPECTING) {
+    if (flow_waiting_client(f)) {
         uint64_t hs = f->cfg->handshake_timeout_ms - flow_ms_between(&f->started, &now);
         if (hs < left)
             left = hs;
     }
     struct timeval tv = { (time_t)(left / 1000), (suseconds_t)((left % 1000) * 1000) };
     evtimer_add(f->timer, &tv);
-}
-
-void
-tf_flow_accept(struct tf_worker *w, size_t listener_index, int fd, const struct sockaddr *peer,
-               int peer_len)
-{
-    struct tf_flow *f = calloc(1, sizeof(*f));
-    (void)peer_len;
-    if (f == NULL) {
-        evutil_closesocket(fd);
-        return;
-    }
-    f->id = atomic_fetch_add(&flow_next_id, 1);
-    f->w = w;
-    f->cfg = tf_config_ref(w->cfg);
-    f->listener_index = listener_index;
-    f->lc = &f->cfg->listeners[listener_index];
-    f->state = TF_FLOW_CONNECTING;
-    flow_leg_init(f, &f->client, &f->server, TF_DIR_C2S, "client");
-    flow_leg_init(f, &f->server, &f->client, TF_DIR_S2C, "server");
-    tf_listener_format_addr(peer, f->client_addr, sizeof(f->client_addr));
-    if (strchr(f->lc->upstream_host, ':'))
-        snprintf(f->upstream, sizeof(f->upstream), "[%s]:%u", f->lc->upstream_host,
-                 f->lc->upstream_port);
-    else
-        snprintf(f->upstream, sizeof(f->upstream), "%s:%u", f->lc->upstream_host,
-                 f->lc->upstream_port);
-    TAILQ_INSERT_TAIL(&w->flows, f, link);
-    w->live_flows++;
-    flow_now(f, &f->started);
-    f->last_activity = f->started;
-
-    tf_events_emit(w->events, f->id, "flow_start", NULL,
-                   json_pack("{s:s, s:s, s:s, s:s}", "listener", f->lc->name, "client",
-                             f->client_addr, "upstream", f->upstream, "mode",
-                             f->lc->mode == TF_MODE_MITM ? "mitm" : "passthrough"));
-
-    f->ins = tf_inspect_new(f->cfg->handshake_message_max, flow_emit, f);
-    bool oom = false;
-    if (f->ins != NULL)
-        f->inj = tf_inject_new(f->cfg, f->lc->name, peer, NULL, f->ins, flow_emit, f, &oom);
-    f->rng = (uint32_t)(f->id * 2654435761u) | 1u;
-    char mitm_err[256] = "";
-    if (f->ins != NULL && !oom && f->lc->mode == TF_MODE_MITM) {
-        struct tf_worker_tls *tls = tf_worker_tls(w, f->cfg, mitm_err, sizeof(mitm_err));
-        f->mid = evbuffer_new();
-        f->to_client = evbuffer_new();
-        f->discard = evbuffer_new();
-        if (tls != NULL && f->mid != NULL && f->to_client != NULL && f->discard != NULL)
-            f->mitm = tf_mitm_new(tls->ctx[listener_index], tls->forge, f->ins, f->inj,
-                                  flow_emit, flow_keylog, f);
-        if (f->mitm == NULL) {
-            if (mitm_err[0] == '\0')
-                snprintf(mitm_err, sizeof(mitm_err), "out of memory");
-            oom = true;
-        } else {
-            tf_inspect_set_quiet(f->ins, true);
-        }
-    }
-    f->timer = evtimer_new(w->base, flow_timer_cb, f);
-    f->client.bev = bufferevent_socket_new(w->base, fd, BEV_OPT_CLOSE_ON_FREE);
-    if (f->client.bev == NULL)
-        evutil_closesocket(fd);
-    f->server.bev = bufferevent_socket_new(w->base, -1, BEV_OPT_CLOSE_ON_FREE);
-    if (f->ins == NULL || oom || f->timer == NULL || f->client.bev == NULL ||
-        f->server.bev == NULL) {
-        flow_close_with(f, "proxy", "error", mitm_err[0] ? mitm_err : "out of memory");
-        return;
-    }
-    flow_set_nodelay(f->client.bev);
-    for (struct tf_leg *leg = &f->client; leg; leg = leg == &f->client ? &f->server : NULL) {
-        bufferevent_setcb(leg->bev, flow_read_cb, flow_write_cb, flow_event_cb, leg);
-        /* Reads up to a full TLS record and more at once: fewer callbacks. */
-        bufferevent_set_max_single_read(leg->bev, 64 * 1024);
-        bufferevent_set_max_single_write(leg->bev, 64 * 1024);
-    }
-    /*
-     * The client's first bytes (its ClientHello) are read and inspected at
-     * once and wait in the server leg's output until the connect completes.
-     */
-    bufferevent_enable(f->client.bev, EV_READ | EV_WRITE);
-    flow_arm_timer(f);
-    if (bufferevent_socket_connect_hostname(f->server.bev, w->dns, AF_UNSPEC,
-                                            f->lc->upstream_host, f->lc->upstream_port) < 0) {
-        int dnserr = bufferevent_socket_get_dns_error(f->server.bev);
-        char why[512];
-        snprintf(why, sizeof(why), "%s",
-                 dnserr ? evutil_gai_strerror(dnserr) : evutil_socket_error_to_string(errno));
-        flow_close_with(f, "proxy", "error", why);
-    }
 }
 
 /* Feeds every chunk of buf to the inspector without copying or draining. */
@@ -393,7 +368,7 @@ flow_shutdown_leg(struct tf_leg *leg)
     if (leg->shut)
         return;
     const struct tf_shaper *feeding = &leg->peer->shaper;
-    if (leg->flow->state == TF_FLOW_CONNECTING ||
+    if (!flow_server_up(leg->flow) ||
         evbuffer_get_length(bufferevent_get_output(leg->bev)) > 0 ||
         (feeding->on && !feeding->shape.stall && evbuffer_get_length(feeding->held) > 0)) {
         leg->shut_pending = true;
@@ -606,7 +581,7 @@ flow_fault_end(struct tf_flow *f, const struct tf_inject_result *res)
     f->ending = true;
     f->end = *res;
     bufferevent_disable(f->client.bev, EV_READ);
-    if (f->state != TF_FLOW_CONNECTING)
+    if (flow_server_up(f))
         bufferevent_disable(f->server.bev, EV_READ);
     for (struct tf_leg *leg = &f->client; leg; leg = leg == &f->client ? &f->server : NULL)
         if (leg->shaper.timer)
@@ -619,7 +594,7 @@ static void
 flow_fault_try_finish(struct tf_flow *f)
 {
     size_t to_client = evbuffer_get_length(bufferevent_get_output(f->client.bev));
-    size_t to_server = f->state == TF_FLOW_CONNECTING
+    size_t to_server = !flow_server_up(f)
                            ? 0
                            : evbuffer_get_length(bufferevent_get_output(f->server.bev));
     if (to_client > 0 || to_server > 0) {
@@ -639,7 +614,7 @@ flow_fault_try_finish(struct tf_flow *f)
          */
         f->lingering = true;
         for (struct tf_leg *leg = &f->client; leg; leg = leg == &f->client ? &f->server : NULL) {
-            if (leg == &f->server && f->state == TF_FLOW_CONNECTING)
+            if (leg == &f->server && !flow_server_up(f))
                 continue;
             if (!leg->shut) {
                 leg->shut = true;
@@ -658,24 +633,34 @@ flow_fault_try_finish(struct tf_flow *f)
         tf_inject_describe(f->inj, desc, sizeof(desc));
     if (f->oom || f->end_reason[0] != '\0') {
         snprintf(desc, sizeof(desc), "%s", f->oom ? "out of memory" : f->end_reason);
-        how = "error";
+        how = !f->oom && f->end_how != NULL ? f->end_how : "error";
     }
     if (f->end.end == TF_INJECT_RESET) {
         if (f->end.to & TF_FAULT_PEER_CLIENT)
             flow_reset_socket(f->client.bev);
-        if ((f->end.to & TF_FAULT_PEER_SERVER) && f->state != TF_FLOW_CONNECTING)
+        if ((f->end.to & TF_FAULT_PEER_SERVER) && flow_server_up(f))
             flow_reset_socket(f->server.bev);
     }
     flow_close_with(f, "proxy", how, desc);
 }
 
-/* Ends the flow once flushed, for a reason of the proxy's own (not a fault). */
+/*
+ * Ends the flow once flushed, with FIN, for a reason of the proxy's own
+ * (not a fault); flow_end's "close" is how.
+ */
 static void
-flow_end_soon(struct tf_flow *f, const char *reason)
+flow_end_as(struct tf_flow *f, const char *how, const char *reason)
 {
     struct tf_inject_result res = { TF_INJECT_FIN, TF_FAULT_PEER_BOTH, NULL };
     snprintf(f->end_reason, sizeof(f->end_reason), "%s", reason);
+    f->end_how = how;
     flow_fault_end(f, &res);
+}
+
+static void
+flow_end_soon(struct tf_flow *f, const char *reason)
+{
+    flow_end_as(f, "error", reason);
 }
 
 /* Memory ran out on the fault path: end the flow as a failed one would. */
@@ -856,6 +841,641 @@ flow_mitm_read(struct tf_leg *leg, struct evbuffer *in)
     flow_mitm_status(f, st);
 }
 
+/* ------------------------------------------------------------ routes */
+
+static const char *
+flow_route_name(enum tf_route route)
+{
+    switch (route) {
+    case TF_ROUTE_SNI:
+        return "sni";
+    case TF_ROUTE_REDIRECT:
+        return "redirect";
+    case TF_ROUTE_TPROXY:
+        return "tproxy";
+    case TF_ROUTE_CONNECT:
+        return "connect";
+    default:
+        return "forward";
+    }
+}
+
+/* "route", and "original_dst" where the route has one (flow_start, flow_end). */
+static void
+flow_route_fields(const struct tf_flow *f, json_t *obj)
+{
+    json_object_set_new(obj, "route", json_string(flow_route_name(f->lc->route)));
+    if ((f->lc->route == TF_ROUTE_REDIRECT || f->lc->route == TF_ROUTE_TPROXY) &&
+        f->dest.ss_family != 0) {
+        char addr[80];
+        tf_listener_format_addr((const struct sockaddr *)&f->dest, addr, sizeof(addr));
+        json_object_set_new(obj, "original_dst", json_string(addr));
+    }
+}
+
+/*
+ * flow_start: at accept, except on the connect route, where it waits for
+ * the request to name the target (or for the flow's end, whichever first).
+ */
+static void
+flow_emit_start(struct tf_flow *f)
+{
+    json_t *o = json_pack("{s:s, s:s}", "listener", f->lc->name, "client", f->client_addr);
+    if (f->upstream[0] != '\0')
+        json_object_set_new(o, "upstream", json_string(f->upstream));
+    json_object_set_new(o, "mode",
+                        json_string(f->lc->mode == TF_MODE_MITM ? "mitm" : "passthrough"));
+    flow_route_fields(f, o);
+    f->started_emitted = true;
+    tf_events_emit(f->w->events, f->id, "flow_start", NULL, o);
+}
+
+static const char *
+flow_listener_name(const struct tf_flow *f, size_t index)
+{
+    return index < f->cfg->n_listeners ? f->cfg->listeners[index].name : "?";
+}
+
+/*
+ * Decides which fault rules apply to the flow (dest: its original
+ * destination, NULL when the route has none) and, in mitm mode, sets up
+ * both terminations.  Returns false after ending the flow when that fails.
+ */
+static bool
+flow_decide(struct tf_flow *f, const struct sockaddr *dest)
+{
+    const struct sockaddr *client =
+        f->client_sa.ss_family != 0 ? (const struct sockaddr *)&f->client_sa : NULL;
+    char mitm_err[256] = "";
+    bool oom = false;
+
+    f->decided = true;
+    f->inj = tf_inject_new(f->cfg, f->lc->name, client, dest, f->ins, flow_emit, f, &oom);
+    if (!oom && f->lc->mode == TF_MODE_MITM) {
+        struct tf_worker_tls *tls = tf_worker_tls(f->w, f->cfg, mitm_err, sizeof(mitm_err));
+        f->mid = evbuffer_new();
+        f->to_client = evbuffer_new();
+        f->discard = evbuffer_new();
+        if (tls != NULL && f->mid != NULL && f->to_client != NULL && f->discard != NULL)
+            f->mitm = tf_mitm_new(tls->ctx[f->listener_index], tls->forge, f->ins, f->inj,
+                                  flow_emit, flow_keylog, f);
+        if (f->mitm == NULL) {
+            if (mitm_err[0] == '\0')
+                snprintf(mitm_err, sizeof(mitm_err), "out of memory");
+            oom = true;
+        } else {
+            tf_inspect_set_quiet(f->ins, true);
+        }
+    }
+    if (oom) {
+        flow_fail(f, "error", mitm_err[0] ? mitm_err : "out of memory");
+        return false;
+    }
+    return true;
+}
+
+/* connect: an HTTP answer to the client's request. */
+static void
+flow_answer(struct tf_flow *f, int status, const char *reason)
+{
+    char buf[1024];
+    size_t n = tf_connect_response(status, reason, buf, sizeof(buf));
+    if (n > 0)
+        evbuffer_add(bufferevent_get_output(f->client.bev), buf, n);
+}
+
+/* Closes the upstream socket, if any, and leaves the server leg without one. */
+static void
+flow_upstream_abandon(struct tf_flow *f)
+{
+    evutil_socket_t fd = f->server.bev != NULL ? bufferevent_getfd(f->server.bev) : -1;
+    tf_origdst_own_port_remove(f->own_port);
+    f->own_port = 0;
+    if (fd < 0)
+        return;
+    bufferevent_setfd(f->server.bev, -1);
+    evutil_closesocket(fd);
+}
+
+/*
+ * The route will not carry this flow (reason says why): a connect client
+ * gets status first; then the flow ends with FIN, close "refused".
+ */
+static void
+flow_refuse(struct tf_flow *f, int status, const char *reason)
+{
+    f->refused = true;
+    flow_upstream_abandon(f);
+    if (f->lc->route == TF_ROUTE_CONNECT && !f->tunnel)
+        flow_answer(f, status, reason);
+    flow_end_as(f, "refused", reason);
+}
+
+/*
+ * The upstream cannot be reached (how: "error" or "timeout").  A connect
+ * client is told so (502; 504 for a timeout) and then gets a FIN; other
+ * routes close at once and reset the client, as a dead server would.
+ */
+static void
+flow_fail(struct tf_flow *f, const char *how, const char *why)
+{
+    if (f->lc->route == TF_ROUTE_CONNECT && !f->tunnel && !f->ending) {
+        flow_upstream_abandon(f);
+        flow_answer(f, strcmp(how, "timeout") == 0 ? 504 : 502, why);
+        flow_end_as(f, how, why);
+        return;
+    }
+    flow_close_with(f, "proxy", how, why);
+}
+
+/* A failure that every flow would meet (missing privilege): logged once per run. */
+static void
+flow_warn_once(const char *what)
+{
+    static atomic_bool warned;
+    if (!atomic_exchange(&warned, true))
+        tf_log_warn("%s; every flow that needs it ends with this reason", what);
+}
+
+/*
+ * spoof_source: the upstream socket takes the client's address (any port)
+ * so that the server sees the client.  IP_TRANSPARENT lets it bind to an
+ * address that is not ours; the TPROXY rules route the answers back here.
+ */
+static bool
+flow_spoof_source(struct tf_flow *f, int fd, const struct sockaddr *dst, char *why,
+                  size_t whylen)
+{
+    struct sockaddr_storage src;
+    char up[80];
+    int e;
+
+    if (f->client_sa.ss_family != dst->sa_family) {
+        tf_listener_format_addr(dst, up, sizeof(up));
+        snprintf(why, whylen, "spoof_source: the client %s and the upstream %s are of "
+                              "different address families", f->client_addr, up);
+        return false;
+    }
+    e = tf_origdst_set_transparent(fd, dst->sa_family);
+    if (e != 0) {
+        snprintf(why, whylen, "spoof_source: %s on the upstream socket: %s%s",
+                 dst->sa_family == AF_INET6 ? "IPV6_TRANSPARENT" : "IP_TRANSPARENT", strerror(e),
+                 e == EPERM ? " (needs CAP_NET_ADMIN: run as root, or setcap cap_net_admin+ep "
+                              "on tlsfault)" : "");
+        if (e == EPERM)
+            flow_warn_once(why);
+        return false;
+    }
+    memcpy(&src, &f->client_sa, sizeof(src));
+    if (src.ss_family == AF_INET)
+        ((struct sockaddr_in *)&src)->sin_port = 0;
+    else
+        ((struct sockaddr_in6 *)&src)->sin6_port = 0;
+    if (bind(fd, (struct sockaddr *)&src, tf_origdst_len((struct sockaddr *)&src)) < 0) {
+        snprintf(why, whylen, "spoof_source: cannot bind the upstream socket to the client's "
+                              "address %s: %s", f->client_addr, strerror(errno));
+        return false;
+    }
+    return true;
+}
+
+enum flow_connect_step {
+    FLOW_CONNECT_STARTED, /* the server leg's event callback hears how it ends */
+    FLOW_CONNECT_FAILED,  /* this address failed (connect_error): the next may do */
+    FLOW_CONNECT_ENDED,   /* the flow is ending (or gone): touch nothing */
+};
+
+/*
+ * Makes the upstream socket for sa and starts connecting it: SO_MARK, the
+ * client's source address for spoof_source, then a non-blocking connect
+ * that the server leg's bufferevent watches.  The connect route decides
+ * its fault rules here, with the address as the destination.
+ */
+static enum flow_connect_step
+flow_connect_addr(struct tf_flow *f, const struct sockaddr *sa)
+{
+    const struct tf_listener_conf *lc = f->lc;
+    socklen_t len = tf_origdst_len(sa);
+    uint32_t mark = lc->mark != 0 ? lc->mark : f->cfg->mark;
+    char why[600], addr[80];
+    size_t own;
+    int fd, e;
+
+    if (len == 0) {
+        snprintf(f->connect_error, sizeof(f->connect_error), "address family %d is not IP",
+                 sa->sa_family);
+        return FLOW_CONNECT_FAILED;
+    }
+    if ((lc->route == TF_ROUTE_SNI || lc->route == TF_ROUTE_CONNECT) &&
+        tf_listener_find_own(f->w, sa, true, &own)) {
+        tf_listener_format_addr(sa, addr, sizeof(addr));
+        snprintf(why, sizeof(why), "upstream %s (%s) is tlsfault's own listener %s: refusing a loop",
+                 f->upstream, addr, flow_listener_name(f, own));
+        flow_refuse(f, 403, why);
+        return FLOW_CONNECT_ENDED;
+    }
+    if (!f->decided) {
+        memcpy(&f->dest, sa, len);
+        if (!flow_decide(f, sa))
+            return FLOW_CONNECT_ENDED;
+    }
+    fd = socket(sa->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, IPPROTO_TCP);
+    if (fd < 0) {
+        snprintf(f->connect_error, sizeof(f->connect_error), "socket: %s", strerror(errno));
+        return FLOW_CONNECT_FAILED;
+    }
+    /* Before connect: the SYN must carry the mark, or the rules catch it. */
+    if (mark != 0 && (e = tf_origdst_set_mark(fd, mark)) != 0) {
+        snprintf(why, sizeof(why), "cannot mark the upstream socket (SO_MARK %u): %s%s",
+                 (unsigned)mark, strerror(e),
+                 e == EPERM ? " (needs CAP_NET_ADMIN: run as root, or setcap cap_net_admin+ep "
+                              "on tlsfault)" : "");
+        flow_warn_once(why);
+        evutil_closesocket(fd);
+        flow_fail(f, "error", why);
+        return FLOW_CONNECT_ENDED;
+    }
+    if (lc->spoof_source && !flow_spoof_source(f, fd, sa, why, sizeof(why))) {
+        evutil_closesocket(fd);
+        flow_fail(f, "error", why);
+        return FLOW_CONNECT_ENDED;
+    }
+    if (connect(fd, sa, len) < 0 && errno != EINPROGRESS) {
+        snprintf(f->connect_error, sizeof(f->connect_error), "%s", strerror(errno));
+        evutil_closesocket(fd);
+        return FLOW_CONNECT_FAILED;
+    }
+    struct sockaddr_storage local;
+    socklen_t local_len = sizeof(local);
+    if (getsockname(fd, (struct sockaddr *)&local, &local_len) == 0) {
+        f->own_port = ntohs(local.ss_family == AF_INET6
+                                ? ((struct sockaddr_in6 *)&local)->sin6_port
+                                : ((struct sockaddr_in *)&local)->sin_port);
+        tf_origdst_own_port_add(f->own_port);
+    }
+    /* No address: the socket is connecting already; CONNECTED or ERROR tells the end. */
+    bufferevent_setfd(f->server.bev, fd);
+    if (bufferevent_socket_connect(f->server.bev, NULL, 0) < 0) {
+        flow_upstream_abandon(f);
+        snprintf(f->connect_error, sizeof(f->connect_error), "cannot watch the upstream socket");
+        return FLOW_CONNECT_FAILED;
+    }
+    return FLOW_CONNECT_STARTED;
+}
+
+/*
+ * Tries the next address the target resolved to (after the previous one
+ * failed, or first); with none left the flow fails with the last error.
+ */
+static void
+flow_connect_next(struct tf_flow *f)
+{
+    flow_upstream_abandon(f);
+    for (;;) {
+        struct evutil_addrinfo *ai = f->next_addr;
+        if (ai == NULL || f->ending) {
+            flow_fail(f, "error",
+                      f->connect_error[0] ? f->connect_error : "no address to connect to");
+            return;
+        }
+        f->next_addr = ai->ai_next;
+        if (ai->ai_addr == NULL)
+            continue;
+        if (flow_connect_addr(f, ai->ai_addr) != FLOW_CONNECT_FAILED)
+            return;
+    }
+}
+
+static void
+flow_resolved_cb(int result, struct evutil_addrinfo *res, void *arg)
+{
+    struct tf_flow *f = arg;
+    char why[400];
+
+    if (result == EVUTIL_EAI_CANCEL) {
+        /* The flow is being freed. */
+        if (res != NULL)
+            evutil_freeaddrinfo(res);
+        return;
+    }
+    f->dns_req = NULL;
+    if (f->ending) {
+        /* A fault or a refusal ends the flow meanwhile: nothing to connect. */
+        if (res != NULL)
+            evutil_freeaddrinfo(res);
+        return;
+    }
+    if (result != 0 || res == NULL) {
+        if (res != NULL)
+            evutil_freeaddrinfo(res);
+        if (f->lc->route == TF_ROUTE_FORWARD)
+            snprintf(why, sizeof(why), "%s", evutil_gai_strerror(result));
+        else
+            snprintf(why, sizeof(why), "cannot resolve %s: %s", f->target,
+                     result ? evutil_gai_strerror(result) : "no address");
+        flow_fail(f, "error", why);
+        return;
+    }
+    f->addrs = res;
+    f->next_addr = res;
+    flow_connect_next(f);
+}
+
+/*
+ * Resolves target (evdns: never blocks the loop; literals and /etc/hosts
+ * answer at once) and connects.  May end the flow before it returns.
+ */
+static void
+flow_resolve(struct tf_flow *f)
+{
+    struct evutil_addrinfo hints;
+    struct evdns_getaddrinfo_request *req;
+    char port[8];
+
+    memset(&hints, 0, sizeof(hints));
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_protocol = IPPROTO_TCP;
+    snprintf(port, sizeof(port), "%u", (unsigned)f->target_port);
+    req = evdns_getaddrinfo(f->w->dns, f->target, port, &hints, flow_resolved_cb, f);
+    /* NULL: the callback has run already and may have freed f. */
+    if (req != NULL)
+        f->dns_req = req;
+}
+
+/* sni/connect: the resolution starts from the loop, never inside a read callback. */
+static void
+flow_route_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct tf_flow *f = arg;
+    (void)fd;
+    (void)what;
+    if (!f->ending && f->state == TF_FLOW_CONNECTING)
+        flow_resolve(f);
+}
+
+/* sni/connect: the target is known; resolve and connect it next. */
+static void
+flow_route_to(struct tf_flow *f, const char *host, uint16_t port)
+{
+    snprintf(f->target, sizeof(f->target), "%s", host);
+    f->target_port = port;
+    tf_connect_format_target(host, port, f->upstream, sizeof(f->upstream));
+    f->state = TF_FLOW_CONNECTING;
+    evtimer_del(f->timer);
+    flow_arm_timer(f);
+    event_active(f->route_ev, EV_TIMEOUT, 1);
+}
+
+/* Letters, digits, '-', '.', '_': what a server name may be resolved as. */
+static bool
+flow_host_name_ok(const char *s)
+{
+    size_t n = strlen(s);
+    if (n == 0 || n > 253)
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        char c = s[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '-' || c == '.' || c == '_'))
+            return false;
+    }
+    return true;
+}
+
+static bool
+flow_sni_allowed(const struct tf_listener_conf *lc, const char *sni)
+{
+    if (lc->allow == NULL)
+        return true;
+    for (size_t i = 0; i < lc->n_allow; i++)
+        if (lc->allow[i] != NULL && fnmatch(lc->allow[i], sni, FNM_CASEFOLD) == 0)
+            return true;
+    return false;
+}
+
+/*
+ * sni route, after each read from the client: once the ClientHello is
+ * complete its server name picks the upstream.  Its bytes wait in the
+ * server leg's output meanwhile (rules matching on SNI were decided when
+ * it passed).  Never frees the flow.
+ */
+static void
+flow_route_sni(struct tf_flow *f)
+{
+    const struct tf_listener_conf *lc = f->lc;
+    char why[400];
+    const char *sni;
+
+    if (f->ending)
+        return;
+    if (tf_inspect_idle(f->ins, TF_DIR_C2S)) {
+        flow_refuse(f, 0, "the client's first bytes are not a TLS ClientHello: no server name "
+                          "to route by");
+        return;
+    }
+    if (!tf_inspect_client_hello_seen(f->ins))
+        return;
+    sni = tf_inspect_sni(f->ins);
+    if (sni == NULL) {
+        if (lc->default_host == NULL) {
+            snprintf(why, sizeof(why), "the ClientHello has no server name (SNI) and listener "
+                                       "%s has no default_upstream", lc->name);
+            flow_refuse(f, 0, why);
+            return;
+        }
+        flow_route_to(f, lc->default_host,
+                      lc->default_port != 0 ? lc->default_port : lc->upstream_port);
+        return;
+    }
+    if (!flow_host_name_ok(sni)) {
+        snprintf(why, sizeof(why), "sni %s is not a host name", sni);
+        flow_refuse(f, 0, why);
+        return;
+    }
+    if (!flow_sni_allowed(lc, sni)) {
+        snprintf(why, sizeof(why), "sni %s is not in the allow list", sni);
+        flow_refuse(f, 0, why);
+        return;
+    }
+    flow_route_to(f, sni, lc->upstream_port);
+}
+
+/*
+ * connect route: reads the request head (connect.c) and answers it.  The
+ * tunnel opens with the "200" once the upstream is connected; bytes after
+ * the head wait in the client's input until then, unread by the inspector.
+ * Never frees the flow.
+ */
+static void
+flow_request_read(struct tf_flow *f)
+{
+    struct evbuffer *in = bufferevent_get_input(f->client.bev);
+    size_t n = evbuffer_get_length(in);
+    size_t take = n < TF_CONNECT_HEAD_MAX ? n : TF_CONNECT_HEAD_MAX;
+    const uint8_t *p = evbuffer_pullup(in, (ev_ssize_t)take);
+    struct tf_connect_request req;
+    char err[256], why[400];
+
+    if (p == NULL) {
+        flow_fault_oom(f);
+        return;
+    }
+    switch (tf_connect_parse(p, n, &req, err, sizeof(err))) {
+    case TF_CONNECT_NEED_MORE:
+        return;
+    case TF_CONNECT_BAD:
+    case TF_CONNECT_TOO_BIG:
+        snprintf(why, sizeof(why), "bad CONNECT request: %s", err);
+        flow_refuse(f, 400, why);
+        return;
+    case TF_CONNECT_METHOD:
+        snprintf(why, sizeof(why), "not a CONNECT request: %s", err);
+        flow_refuse(f, 405, why);
+        return;
+    case TF_CONNECT_OK:
+        break;
+    }
+    evbuffer_drain(in, req.head_len);
+    tf_connect_format_target(req.host, req.port, f->upstream, sizeof(f->upstream));
+    if (!tf_connect_allowed(f->lc->allow, f->lc->n_allow, req.host, req.port)) {
+        snprintf(why, sizeof(why), "CONNECT %s is not in the allow list", f->upstream);
+        flow_refuse(f, 403, why);
+        return;
+    }
+    bufferevent_disable(f->client.bev, EV_READ);
+    flow_route_to(f, req.host, req.port);
+    flow_emit_start(f);
+}
+
+/*
+ * redirect/tproxy at accept: the original destination is the upstream,
+ * unless it is one of our own listeners (a client that came straight to
+ * the port: connecting there would loop until descriptors run out).
+ */
+static void
+flow_accept_intercepted(struct tf_flow *f, int fd)
+{
+    const struct sockaddr *dest = (const struct sockaddr *)&f->dest;
+    char why[400];
+    size_t own;
+    if (tf_origdst_from_own_socket((const struct sockaddr *)&f->client_sa)) {
+        f->dest.ss_family = 0;
+        flow_refuse(f, 0,
+                    "the connection comes from tlsfault's own upstream socket: the redirect "
+                    "rule catches tlsfault's own traffic (exclude it with -m mark ! --mark N "
+                    "and set mark = N): refusing a loop");
+        return;
+    }
+    bool ok = f->lc->route == TF_ROUTE_REDIRECT ? tf_origdst_redirect(fd, &f->dest, why, sizeof(why))
+                                                : tf_origdst_tproxy(fd, &f->dest, why, sizeof(why));
+    if (!ok) {
+        f->dest.ss_family = 0;
+        flow_refuse(f, 0, why);
+        return;
+    }
+    tf_listener_format_addr(dest, f->upstream, sizeof(f->upstream));
+    flow_emit_start(f);
+    if (tf_listener_find_own(f->w, dest, false, &own)) {
+        snprintf(why, sizeof(why),
+                 "original destination %s is tlsfault's own listener %s: refusing a loop",
+                 f->upstream, flow_listener_name(f, own));
+        flow_refuse(f, 0, why);
+        return;
+    }
+    if (!flow_decide(f, dest))
+        return;
+    bufferevent_enable(f->client.bev, EV_READ | EV_WRITE);
+    flow_arm_timer(f);
+    if (flow_connect_addr(f, dest) == FLOW_CONNECT_FAILED)
+        flow_fail(f, "error", f->connect_error);
+}
+
+void
+tf_flow_accept(struct tf_worker *w, size_t listener_index, int fd, const struct sockaddr *peer,
+               int peer_len)
+{
+    struct tf_flow *f = calloc(1, sizeof(*f));
+    if (f == NULL) {
+        evutil_closesocket(fd);
+        return;
+    }
+    f->id = atomic_fetch_add(&flow_next_id, 1);
+    f->w = w;
+    f->cfg = tf_config_ref(w->cfg);
+    f->listener_index = listener_index;
+    f->lc = &f->cfg->listeners[listener_index];
+    f->state = TF_FLOW_CONNECTING;
+    flow_leg_init(f, &f->client, &f->server, TF_DIR_C2S, "client");
+    flow_leg_init(f, &f->server, &f->client, TF_DIR_S2C, "server");
+    tf_listener_format_addr(peer, f->client_addr, sizeof(f->client_addr));
+    if (peer_len > 0 && (size_t)peer_len <= sizeof(f->client_sa))
+        memcpy(&f->client_sa, peer, (size_t)peer_len);
+    if (f->lc->route == TF_ROUTE_FORWARD && f->lc->upstream_host != NULL) {
+        snprintf(f->target, sizeof(f->target), "%s", f->lc->upstream_host);
+        f->target_port = f->lc->upstream_port;
+        tf_connect_format_target(f->target, f->target_port, f->upstream, sizeof(f->upstream));
+    }
+    TAILQ_INSERT_TAIL(&w->flows, f, link);
+    w->live_flows++;
+    flow_now(f, &f->started);
+    f->last_activity = f->started;
+    f->rng = (uint32_t)(f->id * 2654435761u) | 1u;
+
+    f->ins = tf_inspect_new(f->cfg->handshake_message_max, flow_emit, f);
+    f->timer = evtimer_new(w->base, flow_timer_cb, f);
+    f->route_ev = evtimer_new(w->base, flow_route_cb, f);
+    f->client.bev = bufferevent_socket_new(w->base, fd, BEV_OPT_CLOSE_ON_FREE);
+    if (f->client.bev == NULL)
+        evutil_closesocket(fd);
+    f->server.bev = bufferevent_socket_new(w->base, -1, BEV_OPT_CLOSE_ON_FREE);
+    if (f->ins == NULL || f->timer == NULL || f->route_ev == NULL || f->client.bev == NULL ||
+        f->server.bev == NULL) {
+        flow_close_with(f, "proxy", "error", "out of memory");
+        return;
+    }
+    flow_set_nodelay(f->client.bev);
+    for (struct tf_leg *leg = &f->client; leg; leg = leg == &f->client ? &f->server : NULL) {
+        bufferevent_setcb(leg->bev, flow_read_cb, flow_write_cb, flow_event_cb, leg);
+        /* Reads up to a full TLS record and more at once: fewer callbacks. */
+        bufferevent_set_max_single_read(leg->bev, 64 * 1024);
+        bufferevent_set_max_single_write(leg->bev, 64 * 1024);
+    }
+    switch (f->lc->route) {
+    case TF_ROUTE_CONNECT:
+        /* flow_start and the rules wait for the request to name the target. */
+        f->state = TF_FLOW_REQUEST;
+        bufferevent_enable(f->client.bev, EV_READ | EV_WRITE);
+        flow_arm_timer(f);
+        return;
+    case TF_ROUTE_SNI:
+        f->state = TF_FLOW_HELLO;
+        flow_emit_start(f);
+        if (!flow_decide(f, NULL))
+            return;
+        bufferevent_enable(f->client.bev, EV_READ | EV_WRITE);
+        flow_arm_timer(f);
+        return;
+    case TF_ROUTE_REDIRECT:
+    case TF_ROUTE_TPROXY:
+        flow_accept_intercepted(f, fd);
+        return;
+    case TF_ROUTE_FORWARD:
+    default:
+        break;
+    }
+    flow_emit_start(f);
+    if (!flow_decide(f, NULL))
+        return;
+    /*
+     * The client's first bytes (its ClientHello) are read and inspected at
+     * once and wait in the server leg's output until the connect completes.
+     */
+    bufferevent_enable(f->client.bev, EV_READ | EV_WRITE);
+    flow_arm_timer(f);
+    flow_resolve(f);
+}
+
 static void
 flow_read_cb(struct bufferevent *bev, void *arg)
 {
@@ -867,6 +1487,16 @@ flow_read_cb(struct bufferevent *bev, void *arg)
 
     if (n == 0)
         return;
+    if (f->ending && (f->refused || (f->lc->route == TF_ROUTE_CONNECT && !f->tunnel))) {
+        /* Refused, or no tunnel: nothing of it is the flow's. */
+        evbuffer_drain(in, n);
+        return;
+    }
+    if (f->state == TF_FLOW_REQUEST) {
+        flow_now(f, &f->last_activity);
+        flow_request_read(f);
+        return;
+    }
     leg->bytes += n;
     flow_now(f, &f->last_activity);
     if (f->mitm != NULL) {
@@ -874,10 +1504,15 @@ flow_read_cb(struct bufferevent *bev, void *arg)
         if (f->ending)
             return;
     } else {
+        if (f->ending) {
+            /* A fault ends the flow: what comes now is the peers' reaction to it. */
+            evbuffer_drain(in, n);
+            return;
+        }
         if (!tf_inspect_idle(f->ins, leg->dir))
             flow_inspect(leg, in);
-        if (leg->peer->shut || f->ending) {
-            /* The other side already got our FIN, or a fault ends the flow. */
+        if (leg->peer->shut) {
+            /* The other side already got our FIN; nothing more may go to it. */
             evbuffer_drain(in, n);
             return;
         }
@@ -895,6 +1530,8 @@ flow_read_cb(struct bufferevent *bev, void *arg)
         bufferevent_disable(bev, EV_READ);
         bufferevent_setwatermark(leg->peer->bev, EV_WRITE, f->cfg->buffer_max / 2, 0);
     }
+    if (f->state == TF_FLOW_HELLO && leg == &f->client)
+        flow_route_sni(f);
 }
 
 static void
@@ -940,6 +1577,13 @@ flow_connected(struct tf_flow *f)
     bufferevent_enable(f->server.bev, EV_READ | EV_WRITE);
     evtimer_del(f->timer);
     flow_arm_timer(f);
+    bool opened = false;
+    if (f->lc->route == TF_ROUTE_CONNECT && !f->tunnel) {
+        /* The tunnel is open: what the client sends from now on is the flow's. */
+        f->tunnel = opened = true;
+        flow_answer(f, 200, NULL);
+        bufferevent_enable(f->client.bev, EV_READ);
+    }
     if (f->mitm != NULL) {
         struct evbuffer *to_server = flow_sink(&f->client);
         size_t before = evbuffer_get_length(to_server);
@@ -949,6 +1593,9 @@ flow_connected(struct tf_flow *f)
     }
     if (f->server.shut_pending)
         flow_shutdown_leg(&f->server);
+    /* Tunnel bytes that came in the same read as the CONNECT head. */
+    if (opened && !f->ending && evbuffer_get_length(bufferevent_get_input(f->client.bev)) > 0)
+        flow_read_cb(f->client.bev, &f->client);
 }
 
 static void
@@ -966,7 +1613,7 @@ flow_event_cb(struct bufferevent *bev, short what, void *arg)
         if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR)) {
             leg->eof = true;
             bufferevent_disable(leg->bev, EV_READ);
-            if (f->client.eof && (f->server.eof || f->state == TF_FLOW_CONNECTING))
+            if (f->client.eof && (f->server.eof || !flow_server_up(f)))
                 flow_fault_try_finish(f);
         }
         return;
@@ -974,6 +1621,11 @@ flow_event_cb(struct bufferevent *bev, short what, void *arg)
     if (what & BEV_EVENT_EOF) {
         /* Bytes that arrived with the FIN have been read already; pass the FIN on. */
         flow_read_cb(leg->bev, leg);
+        if ((f->state == TF_FLOW_REQUEST || f->state == TF_FLOW_HELLO) && !f->ending) {
+            /* The client left before it named a server: there is no one to tell. */
+            flow_close_with(f, leg->side, "fin", NULL);
+            return;
+        }
         if (f->mitm != NULL && !f->ending) {
             struct evbuffer *to_server = flow_sink(&f->client);
             size_t before = evbuffer_get_length(to_server);
@@ -998,10 +1650,10 @@ flow_event_cb(struct bufferevent *bev, short what, void *arg)
         int err = EVUTIL_SOCKET_ERROR();
         char why[512];
         if (f->state == TF_FLOW_CONNECTING && leg == &f->server) {
-            int dnserr = bufferevent_socket_get_dns_error(bev);
-            snprintf(why, sizeof(why), "%s",
-                     dnserr ? evutil_gai_strerror(dnserr) : evutil_socket_error_to_string(err));
-            flow_close_with(f, "proxy", "error", why);
+            /* This address failed: the next one, if the name had more. */
+            snprintf(f->connect_error, sizeof(f->connect_error), "%s",
+                     evutil_socket_error_to_string(err));
+            flow_connect_next(f);
             return;
         }
         snprintf(why, sizeof(why), "%s", evutil_socket_error_to_string(err));
@@ -1040,7 +1692,10 @@ flow_verdict(struct tf_flow *f, json_t *end, const char *closed_by, const char *
         if (level && strcmp(level, "fatal") == 0 && fatal == NULL)
             fatal = a;
     }
-    if (strcmp(how, "fault") == 0) {
+    if (f->refused) {
+        outcome = "failed";
+        snprintf(summary, sizeof(summary), "%s", error ? error : "refused by the route");
+    } else if (strcmp(how, "fault") == 0) {
         outcome = complete ? "aborted" : "failed";
         if (complete)
             snprintf(summary, sizeof(summary), "connection ended by a fault after the handshake: %s",
@@ -1130,11 +1785,21 @@ flow_close_with(struct tf_flow *f, const char *closed_by, const char *how, const
 
     if (f->state == TF_FLOW_CLOSED)
         return;
+    if (!f->started_emitted)
+        flow_emit_start(f); /* connect: the request never got far enough */
+    if (f->dns_req != NULL) {
+        /* Its callback runs now, with EVUTIL_EAI_CANCEL, and leaves the flow alone. */
+        struct evdns_getaddrinfo_request *req = f->dns_req;
+        f->dns_req = NULL;
+        evdns_getaddrinfo_cancel(req);
+    }
     flow_now(f, &now);
     end = json_object();
     json_object_set_new(end, "listener", json_string(f->lc->name));
     json_object_set_new(end, "client", json_string(f->client_addr));
-    json_object_set_new(end, "upstream", json_string(f->upstream));
+    if (f->upstream[0] != '\0')
+        json_object_set_new(end, "upstream", json_string(f->upstream));
+    flow_route_fields(f, end);
     json_object_set_new(end, "duration_ms",
                         json_integer((json_int_t)flow_ms_between(&f->started, &now)));
     json_object_set_new(end, "bytes", json_pack("{s:I, s:I}", "c2s", (json_int_t)f->client.bytes,
@@ -1156,16 +1821,21 @@ flow_close_with(struct tf_flow *f, const char *closed_by, const char *how, const
     /* A reset on one side, or a failed upstream, is passed on as a reset. */
     if (strcmp(how, "reset") == 0 || (strcmp(closed_by, "proxy") == 0 && strcmp(how, "error") == 0)) {
         flow_reset_socket(f->client.bev);
-        if (f->state != TF_FLOW_CONNECTING)
+        if (flow_server_up(f))
             flow_reset_socket(f->server.bev);
     }
     f->state = TF_FLOW_CLOSED;
     if (f->client.bev)
         bufferevent_free(f->client.bev);
+    tf_origdst_own_port_remove(f->own_port);
     if (f->server.bev)
         bufferevent_free(f->server.bev);
     if (f->timer)
         event_free(f->timer);
+    if (f->route_ev)
+        event_free(f->route_ev);
+    if (f->addrs)
+        evutil_freeaddrinfo(f->addrs);
     tf_inspect_free(f->ins);
     tf_inject_free(f->inj);
     tf_mitm_free(f->mitm);

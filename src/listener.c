@@ -4,7 +4,10 @@
  * Job: bind the configured addresses with SO_REUSEPORT so every worker has
  * its own accept queue (the kernel spreads connections; no lock, no
  * hand-off), and turn accepted sockets into flows.  Routing (where the
- * upstream is) is the flow's business; this file knows only addresses.
+ * upstream is) is the flow's business; this file knows only addresses:
+ * how a route's socket must be made (tproxy: IP_TRANSPARENT before bind,
+ * or TPROXY cannot deliver to it) and which addresses are our own (so that
+ * a flow never connects back to us).
  */
 #include <errno.h>
 #include <event2/listener.h>
@@ -20,6 +23,7 @@
 #include "tlsfault/flow.h"
 #include "tlsfault/listener.h"
 #include "tlsfault/log.h"
+#include "tlsfault/origdst.h"
 #include "tlsfault/worker.h"
 
 #define LISTENER_BACKLOG 4096
@@ -44,8 +48,14 @@ tf_listener_format_addr(const struct sockaddr *sa, char *buf, size_t len)
     }
 }
 
+/*
+ * One listening socket for lc at addr.  A tproxy listener needs
+ * IP_TRANSPARENT before bind: TPROXY hands it connections addressed to
+ * anywhere.  *whole: err is a complete message, not a reason to prefix.
+ */
 static int
-listener_socket(const struct sockaddr *addr, socklen_t len, char *err, size_t errlen)
+listener_socket(const struct tf_listener_conf *lc, const struct sockaddr *addr, socklen_t len,
+                char *err, size_t errlen, bool *whole)
 {
     int one = 1;
     int fd = socket(addr->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
@@ -60,6 +70,21 @@ listener_socket(const struct sockaddr *addr, socklen_t len, char *err, size_t er
     }
     if (addr->sa_family == AF_INET6)
         setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+    if (lc->route == TF_ROUTE_TPROXY) {
+        int e = tf_origdst_set_transparent(fd, addr->sa_family);
+        if (e == EPERM) {
+            snprintf(err, errlen, "listener %s: tproxy needs CAP_NET_ADMIN (run as root, or "
+                                  "setcap cap_net_admin+ep on tlsfault)", lc->name);
+            *whole = true;
+            goto fail;
+        }
+        if (e != 0) {
+            snprintf(err, errlen, "%s: %s",
+                     addr->sa_family == AF_INET6 ? "IPV6_TRANSPARENT" : "IP_TRANSPARENT",
+                     strerror(e));
+            goto fail;
+        }
+    }
     if (bind(fd, addr, len) < 0) {
         snprintf(err, errlen, "bind: %s", strerror(errno));
         goto fail;
@@ -80,13 +105,17 @@ tf_listener_open_sockets(const struct tf_listener_conf *lc, int n_workers, int *
 {
     struct sockaddr_storage addr;
     socklen_t len = lc->addr_len;
-    char why[160];
+    char why[200];
+    bool whole = false;
 
     memcpy(&addr, &lc->addr, sizeof(addr));
     for (int i = 0; i < n_workers; i++) {
-        fds[i] = listener_socket((struct sockaddr *)&addr, len, why, sizeof(why));
+        fds[i] = listener_socket(lc, (struct sockaddr *)&addr, len, why, sizeof(why), &whole);
         if (fds[i] < 0) {
-            snprintf(err, errlen, "listener %s (%s): %s", lc->name, lc->listen, why);
+            if (whole)
+                snprintf(err, errlen, "%s", why);
+            else
+                snprintf(err, errlen, "listener %s (%s): %s", lc->name, lc->listen, why);
             for (int j = 0; j < i; j++)
                 close(fds[j]);
             return false;
@@ -101,10 +130,25 @@ tf_listener_open_sockets(const struct tf_listener_conf *lc, int n_workers, int *
     return true;
 }
 
-struct listener_ctx {
-    struct tf_worker *w;
-    size_t index;
-};
+bool
+tf_listener_find_own(const struct tf_worker *w, const struct sockaddr *dst,
+                     bool wildcard_local_only, size_t *index)
+{
+    for (size_t i = 0; i < w->n_listeners; i++) {
+        struct sockaddr_storage bound;
+        socklen_t blen = sizeof(bound);
+        if (w->listeners[i] == NULL)
+            continue;
+        evutil_socket_t fd = evconnlistener_get_fd(w->listeners[i]);
+        if (fd < 0 || getsockname(fd, (struct sockaddr *)&bound, &blen) < 0)
+            continue;
+        if (tf_origdst_reaches(dst, (struct sockaddr *)&bound, wildcard_local_only)) {
+            *index = i;
+            return true;
+        }
+    }
+    return false;
+}
 
 static void
 listener_accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *peer,

@@ -22,6 +22,7 @@
 
 #include "config.h"
 #include "tlsfault/config.h"
+#include "tlsfault/report.h"
 #include "tlsfault/events.h"
 #include "tlsfault/fault.h"
 #include "tlsfault/forge.h"
@@ -36,8 +37,11 @@ static const char usage_text[] =
     "usage: tlsfault -c FILE [-t]\n"
     "       tlsfault --listen ADDR:PORT --upstream HOST:PORT [--mode passthrough|mitm]\n"
     "                [--ca DIR] [--keylog FILE] [--fault SPEC]... [--json FILE]\n"
-    "                [--text FILE] [-t]\n"
+    "                [--text FILE] [--mark N] [-t]\n"
+    "       tlsfault --listen ADDR:PORT --route sni --upstream-port N [options]\n"
+    "       tlsfault --listen ADDR:PORT --route redirect|tproxy|connect [options]\n"
     "       tlsfault --ca-init DIR\n"
+    "       tlsfault report EVENTS.jsonl [-o FILE.html] [--text] [--flow ID]\n"
     "       tlsfault --list-faults | --version | --help\n"
     "\n"
     "An inline TLS-inspecting proxy that logs every handshake message and\n"
@@ -47,7 +51,18 @@ static const char usage_text[] =
     "  -t, --test             check the configuration and exit (0 good, 2 bad)\n"
     "  -l, --listen ADDR:PORT quick mode: listen here (\"127.0.0.1:8443\", \"[::1]:8443\")\n"
     "  -u, --upstream HOST:PORT\n"
-    "                         quick mode: forward to this server\n"
+    "                         quick mode: forward to this server (route forward)\n"
+    "      --route ROUTE      quick mode: how a connection finds its server: forward (the\n"
+    "                         default: --upstream), sni (the ClientHello's server name on\n"
+    "                         --upstream-port), redirect (netfilter REDIRECT), tproxy\n"
+    "                         (netfilter TPROXY; needs CAP_NET_ADMIN) or connect (an HTTP\n"
+    "                         CONNECT proxy); redirect, tproxy and connect take no\n"
+    "                         --upstream.  See TRANSPARENT in tlsfault(8)\n"
+    "      --upstream-port N  quick mode, route sni: the port server names are connected on\n"
+    "      --spoof-source     quick mode, route tproxy: connect upstream from the client's\n"
+    "                         own address\n"
+    "      --mark N           quick mode: SO_MARK on upstream sockets, 1 to 0xffffffff\n"
+    "                         (\"2\" or \"0x2\"), so netfilter rules can skip them\n"
     "  -j, --json FILE        quick mode: JSON Lines event log (\"-\" for stdout)\n"
     "      --text FILE        quick mode: text event log (default stderr; \"none\" for off)\n"
     "      --mode MODE        quick mode: how connections are carried: passthrough (the\n"
@@ -57,9 +72,10 @@ static const char usage_text[] =
     "      --keylog FILE      quick mode, mitm: SSLKEYLOGFILE lines of both legs\n"
     "      --fault SPEC       quick mode: apply a fault rule; SPEC is NAME or\n"
     "                         NAME:key=value,key=value (the fault's parameters, the match\n"
-    "                         keys listener, client, sni, nth, every, first, probability,\n"
-    "                         seed, times, and name); repeat for more rules, which act in\n"
-    "                         the order given.  e.g. --fault 'delay:ms=300,dir=s2c'\n"
+    "                         keys listener, client, dest, dest_port, sni, nth, every,\n"
+    "                         first, probability, seed, times, and name); repeat for more\n"
+    "                         rules, which act in the order given.\n"
+    "                         e.g. --fault 'delay:ms=300,dir=s2c'\n"
     "      --ca-init DIR      make a lab CA in DIR (created if missing; existing files are\n"
     "                         never overwritten), say how to trust it, and exit\n"
     "      --list-faults      print the fault catalogue (names, modes, parameters with\n"
@@ -130,7 +146,13 @@ main_stop_cb(evutil_socket_t sig, short what, void *arg)
         tf_worker_post_drain(&st->workers[i]);
 }
 
-/* Listener sets must match: sockets are bound once, at start-up. */
+/*
+ * Listener sets must match: sockets are bound once, at start-up, and how
+ * depends on the route (tproxy's are IP_TRANSPARENT; the route also picks
+ * how each accepted connection is read).  What a route does with its
+ * connections (upstream, upstream_port, allow, default_upstream,
+ * spoof_source, mark) may change on reload.
+ */
 static bool
 main_same_listeners(const struct tf_config *a, const struct tf_config *b)
 {
@@ -138,9 +160,70 @@ main_same_listeners(const struct tf_config *a, const struct tf_config *b)
         return false;
     for (size_t i = 0; i < a->n_listeners; i++)
         if (strcmp(a->listeners[i].listen, b->listeners[i].listen) != 0 ||
-            strcmp(a->listeners[i].name, b->listeners[i].name) != 0)
+            strcmp(a->listeners[i].name, b->listeners[i].name) != 0 ||
+            a->listeners[i].route != b->listeners[i].route)
             return false;
     return true;
+}
+
+/*
+ * Where a listener's connections go, as one word for the log line
+ * ("listener NAME on ADDR -> WHERE (N workers)", which scripts read):
+ * forward "host:port", sni "<sni>:PORT", redirect and tproxy
+ * "<original-destination>", connect "<connect-target>".
+ */
+static const char *
+main_route_target(const struct tf_listener_conf *lc, char *buf, size_t n)
+{
+    switch (lc->route) {
+    case TF_ROUTE_FORWARD:
+        if (strchr(lc->upstream_host != NULL ? lc->upstream_host : "", ':') != NULL)
+            snprintf(buf, n, "[%s]:%u", lc->upstream_host, lc->upstream_port);
+        else
+            snprintf(buf, n, "%s:%u", lc->upstream_host != NULL ? lc->upstream_host : "?",
+                     lc->upstream_port);
+        return buf;
+    case TF_ROUTE_SNI:
+        snprintf(buf, n, "<sni>:%u", lc->upstream_port);
+        return buf;
+    case TF_ROUTE_REDIRECT:
+    case TF_ROUTE_TPROXY:
+        return "<original-destination>";
+    case TF_ROUTE_CONNECT:
+        return "<connect-target>";
+    }
+    return "?";
+}
+
+/* "route tproxy, spoof_source, mark 0x2": what else the route does, for -t; "" for forward. */
+static void
+main_route_notes(const struct tf_listener_conf *lc, char *buf, size_t n)
+{
+    static const char *const names[] = {
+        [TF_ROUTE_FORWARD] = "forward", [TF_ROUTE_SNI] = "sni",
+        [TF_ROUTE_REDIRECT] = "redirect", [TF_ROUTE_TPROXY] = "tproxy",
+        [TF_ROUTE_CONNECT] = "connect",
+    };
+    size_t used = 0;
+
+    buf[0] = '\0';
+    if (lc->route != TF_ROUTE_FORWARD && (size_t)lc->route < sizeof(names) / sizeof(names[0]))
+        used += (size_t)snprintf(buf + used, n - used, ", route %s", names[lc->route]);
+    if (lc->route == TF_ROUTE_SNI && lc->default_host != NULL && used < n)
+        used += (size_t)snprintf(buf + used, n - used, strchr(lc->default_host, ':') != NULL
+                                                           ? ", no SNI -> [%s]:%u"
+                                                           : ", no SNI -> %s:%u",
+                                 lc->default_host, lc->default_port);
+    if (lc->n_allow > 0 && used < n)
+        used += (size_t)snprintf(buf + used, n - used, ", %zu allow pattern%s", lc->n_allow,
+                                 lc->n_allow == 1 ? "" : "s");
+    if (lc->spoof_source && used < n)
+        used += (size_t)snprintf(buf + used, n - used, ", spoof_source");
+    if (lc->mark != 0 && used < n)
+        used += (size_t)snprintf(buf + used, n - used, ", mark 0x%x", (unsigned)lc->mark);
+    /* IP_TRANSPARENT and SO_MARK: said at -t, before a start fails on EPERM. */
+    if ((lc->route == TF_ROUTE_TPROXY || lc->mark != 0) && used < n)
+        snprintf(buf + used, n - used, "; needs CAP_NET_ADMIN");
 }
 
 static void
@@ -161,7 +244,7 @@ main_reload_cb(evutil_socket_t sig, short what, void *arg)
     }
     if (!main_same_listeners(st->cfg, cfg)) {
         tf_log_error("reload refused, keeping the running configuration: %s: listeners "
-                     "(names or addresses) changed; restart tlsfault to change them",
+                     "(names, addresses or routes) changed; restart tlsfault to change them",
                      cfg->path);
         tf_config_unref(cfg);
         return;
@@ -209,10 +292,12 @@ main_run(struct main_state *st)
             tf_log_error("%s", err);
             goto out;
         }
+        char target[300], notes[300];
         tf_listener_format_addr((struct sockaddr *)&bound, addr, sizeof(addr));
-        tf_log_info("listener %s on %s -> %s:%u (%d workers)", st->cfg->listeners[i].name, addr,
-                    st->cfg->listeners[i].upstream_host, st->cfg->listeners[i].upstream_port,
-                    st->n_workers);
+        main_route_notes(&st->cfg->listeners[i], notes, sizeof(notes));
+        tf_log_info("listener %s on %s -> %s (%d workers)%s", st->cfg->listeners[i].name, addr,
+                    main_route_target(&st->cfg->listeners[i], target, sizeof(target)),
+                    st->n_workers, notes);
     }
 
     /* Workers must not take the signals: the main loop handles them. */
@@ -320,11 +405,13 @@ main_report_ok(const struct tf_config *cfg, const char *where)
            cfg->n_listeners == 1 ? "" : "s", rules);
     for (size_t i = 0; i < cfg->n_listeners; i++) {
         const struct tf_listener_conf *lc = &cfg->listeners[i];
-        if (lc->mode != TF_MODE_MITM)
+        char target[300], notes[300];
+        if (lc->mode != TF_MODE_MITM && lc->route == TF_ROUTE_FORWARD && lc->mark == 0)
             continue;
-        n_mitm++;
-        printf("  mitm listener %s: %s -> %s:%u\n", lc->name, lc->listen, lc->upstream_host,
-               lc->upstream_port);
+        n_mitm += lc->mode == TF_MODE_MITM;
+        main_route_notes(lc, notes, sizeof(notes));
+        printf("  %s listener %s: %s -> %s%s\n", lc->mode == TF_MODE_MITM ? "mitm" : "passthrough",
+               lc->name, lc->listen, main_route_target(lc, target, sizeof(target)), notes);
     }
     if (n_mitm > 0 && cfg->lab_ca != NULL) {
         char subject[256] = "?";
@@ -339,6 +426,10 @@ main_report_ok(const struct tf_config *cfg, const char *where)
 int
 main(int argc, char **argv)
 {
+    /* Subcommands come first: they have options of their own. */
+    if (argc > 1 && strcmp(argv[1], "report") == 0)
+        return tf_report_main(argc - 1, argv + 1);
+
     static const struct option opts[] = {
         { "config", required_argument, NULL, 'c' },
         { "test", no_argument, NULL, 't' },
@@ -352,6 +443,10 @@ main(int argc, char **argv)
         { "fault", required_argument, NULL, 'f' },
         { "ca", required_argument, NULL, 'C' },
         { "keylog", required_argument, NULL, 'K' },
+        { "route", required_argument, NULL, 'R' },
+        { "upstream-port", required_argument, NULL, 'P' },
+        { "mark", required_argument, NULL, 'M' },
+        { "spoof-source", no_argument, NULL, 'S' },
         { "ca-init", required_argument, NULL, 'I' },
         { "list-faults", no_argument, NULL, 'L' },
         { "version", no_argument, NULL, 'V' },
@@ -361,8 +456,9 @@ main(int argc, char **argv)
     const char *config_path = NULL, *listen = NULL, *upstream = NULL, *json = NULL;
     const char *text = NULL, *level = NULL, *mode = NULL;
     const char *ca_dir = NULL, *keylog = NULL, *ca_init = NULL;
+    const char *route = NULL, *upstream_port = NULL, *mark = NULL;
     int workers = -1;
-    bool test_only = false, list_faults = false;
+    bool test_only = false, list_faults = false, spoof_source = false;
     int c;
     char err[8192];
     struct main_state st;
@@ -382,6 +478,10 @@ main(int argc, char **argv)
         case 'm': mode = optarg; break;
         case 'C': ca_dir = optarg; break;
         case 'K': keylog = optarg; break;
+        case 'R': route = optarg; break;
+        case 'P': upstream_port = optarg; break;
+        case 'M': mark = optarg; break;
+        case 'S': spoof_source = true; break;
         case 'I': ca_init = optarg; break;
         case 'c': config_path = optarg; break;
         case 't': test_only = true; break;
@@ -417,7 +517,8 @@ main(int argc, char **argv)
     if (ca_init) {
         free(fault_specs);
         if (config_path || listen || upstream || json || text || mode || ca_dir || keylog ||
-            n_faults > 0 || list_faults || test_only || workers > 0 || level) {
+            route || upstream_port || mark || spoof_source || n_faults > 0 || list_faults ||
+            test_only || workers > 0 || level) {
             fprintf(stderr, "tlsfault: --ca-init stands alone: make the CA first, then run with "
                             "--ca DIR (or ca.dir in the file)\n");
             return EXIT_USAGE;
@@ -435,17 +536,23 @@ main(int argc, char **argv)
         free(fault_specs);
         return EXIT_USAGE;
     }
-    if (config_path && (listen || upstream || json || text || mode || ca_dir || keylog)) {
-        fprintf(stderr, "tlsfault: -c and the quick-mode options (--listen, --upstream, --mode, "
-                        "--ca, --keylog, --json, --text) do not mix\n");
+    bool quick_opts = listen || upstream || json || text || mode || ca_dir || keylog || route ||
+                      upstream_port || mark || spoof_source;
+    if (config_path && quick_opts) {
+        fprintf(stderr, "tlsfault: -c and the quick-mode options (--listen, --upstream, --route, "
+                        "--upstream-port, --spoof-source, --mark, --mode, --ca, --keylog, "
+                        "--json, --text) do not mix\n");
         free(fault_specs);
         return EXIT_USAGE;
     }
     if (config_path) {
         st.cfg = tf_config_load(config_path, err, sizeof(err));
-    } else if (listen || upstream || n_faults > 0 || mode || ca_dir || keylog) {
-        if (!listen || !upstream) {
-            fprintf(stderr, "tlsfault: quick mode needs both --listen and --upstream\n");
+    } else if (quick_opts || n_faults > 0) {
+        /* Only route forward takes --upstream; config.c says what the others need. */
+        bool forward = route == NULL || strcmp(route, "forward") == 0;
+        if (!listen || (forward && !upstream)) {
+            fprintf(stderr, forward ? "tlsfault: quick mode needs both --listen and --upstream\n"
+                                    : "tlsfault: quick mode needs --listen\n");
             free(fault_specs);
             return EXIT_USAGE;
         }
@@ -458,6 +565,10 @@ main(int argc, char **argv)
             .keylog = keylog,
             .faults = fault_specs,
             .n_faults = n_faults,
+            .route = route,
+            .upstream_port = upstream_port,
+            .mark = mark,
+            .spoof_source = spoof_source,
         };
         st.cfg = tf_config_quick_opts(&q, err, sizeof(err));
         if (st.cfg && text) {

@@ -129,13 +129,18 @@ struct tf_quick {
     const char *keylog;          /* may be NULL */
     const char *const *faults;   /* --fault specs ("NAME[:k=v,...]") */
     size_t n_faults;
+    const char *route;           /* --route: NULL is "forward" */
+    const char *upstream_port;   /* --upstream-port as typed (sni); may be NULL */
+    const char *mark;            /* --mark as typed ("2", "0x2"); may be NULL */
+    bool spoof_source;           /* --spoof-source (tproxy) */
 };
 
 /*
- * One forward listener from the command line, with the file's defaults
- * for everything else.  With mode "mitm" the lab CA in ca_dir is loaded
- * (into lab_ca) now.  On failure returns NULL with every problem in err,
- * one per line, each naming its option ("--listen: ...", "--fault \"SPEC\": ...").
+ * One listener from the command line (route "forward" unless --route
+ * says otherwise), with the file's defaults for everything else.  With
+ * mode "mitm" the lab CA in ca_dir is loaded (into lab_ca) now.  On
+ * failure returns NULL with every problem in err, one per line, each
+ * naming its option ("--listen: ...", "--fault \"SPEC\": ...").
  */
 struct tf_config *tf_config_quick_opts(const struct tf_quick *q, char *err, size_t errlen);
 

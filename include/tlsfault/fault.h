@@ -235,8 +235,8 @@ void tf_fault_rule_free(struct tf_fault_rule *rule);
 /*
  * Sets one parameter or match key of rule from its text form.  With
  * match_key_allowed, the match keys (listener, client, sni, nth, every,
- * first, probability, seed, times) and "name" are accepted too, which is
- * what the command-line spec needs; a fault parameter wins over a match key
+ * first, probability, seed, times, dest, dest_port) and "name" are accepted
+ * too, which is what the command-line spec needs; a fault parameter wins over a match key
  * of the same name (duplicate's "times"), and "match.KEY" always means the
  * match key.  On failure returns false, leaves the rule as it was and err
  * says what is wrong, listing the valid keys when the key is unknown.

@@ -1726,3 +1726,235 @@ class PcapCapture:
     def finish(self, settle=0.3):
         _stop_tshark(self.proc, settle)
         return self.path
+
+
+# ------------------------------------------------------------------ more leaves
+
+def make_leaf(name, dns=(), ips=(), pki=None):
+    """A leaf certificate for name (CN and first DNS name; dns and ips add
+    more subjectAltNames), signed by the PKI's intermediate like the usual
+    leaf, made once per run.  Returns (chain, key): chain is leaf +
+    intermediate, ready for s_server -cert (or load_cert_chain)."""
+    pki = pki or PKI.get()
+    tag = re.sub(r"[^A-Za-z0-9_.-]", "_", name)
+    chain = os.path.join(pki.dir, "leaf-%s-chain.pem" % tag)
+    key = os.path.join(pki.dir, "leaf-%s.key" % tag)
+    if os.path.exists(chain):
+        return chain, key
+    cert = os.path.join(pki.dir, "leaf-%s.pem" % tag)
+    csr = os.path.join(pki.dir, "leaf-%s.csr" % tag)
+    ext = os.path.join(pki.dir, "leaf-%s.ext" % tag)
+    sans = ["DNS:%s" % n for n in [name] + [d for d in dns if d != name]]
+    sans += ["IP:%s" % a for a in ips]
+    with open(ext, "w") as f:
+        f.write("basicConstraints=critical,CA:FALSE\n"
+                "keyUsage=critical,digitalSignature,keyEncipherment\n"
+                "extendedKeyUsage=serverAuth\n"
+                "subjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid:always\n"
+                "subjectAltName=%s\n" % ",".join(sans))
+    serial = str(int(hashlib.sha256(name.encode()).hexdigest()[:12], 16))
+    pki._openssl("genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out", key)
+    pki._openssl("req", "-new", "-key", key, "-out", csr, "-subj", "/O=tlsfault tests/CN=%s" % name)
+    pki._openssl("x509", "-req", "-in", csr, "-CA", pki.inter, "-CAkey", pki.inter_key,
+                 "-set_serial", serial, "-days", "30", "-sha256", "-extfile", ext, "-out", cert)
+    with open(chain + ".tmp", "w") as out:
+        for f in (cert, pki.inter):
+            with open(f) as src:
+                out.write(src.read())
+    os.rename(chain + ".tmp", chain)
+    return chain, key
+
+
+# ------------------------------------------------------------------ private /etc/hosts
+
+_hosts_method_cache = []
+
+def hosts_method():
+    """How a command can get a private /etc/hosts here: "root" (unshare -m,
+    then mount --bind), "userns" (unshare -rm: a user namespace, for
+    non-root users where the kernel allows it), or None.  Tried once."""
+    if _hosts_method_cache:
+        return _hosts_method_cache[0]
+    probe = write_file("hosts-probe", "127.0.0.9 tlsfault-hosts-probe.test\n")
+    script = 'mount --bind "$1" /etc/hosts && grep -q tlsfault-hosts-probe /etc/hosts'
+    method = None
+    for m, pre in (("root", ["unshare", "-m"]), ("userns", ["unshare", "-rm"])):
+        if m == "root" and os.geteuid() != 0:
+            continue
+        if have("unshare") and run(pre + ["sh", "-c", script, "sh", probe], timeout=10).rc == 0:
+            method = m
+            break
+    _hosts_method_cache.append(method)
+    return method
+
+
+def with_hosts(argv, hosts_path):
+    """argv run with hosts_path bind-mounted over /etc/hosts in a private
+    mount namespace (see hosts_method(); the host's /etc/hosts is never
+    touched).  The command keeps the process id (exec), so Proc can stop
+    it.  Raises RuntimeError when no method works here."""
+    m = hosts_method()
+    if m is None:
+        raise RuntimeError("no private /etc/hosts here (unshare -m needs root, "
+                           "unshare -rm needs user namespaces)")
+    pre = ["unshare", "-m"] if m == "root" else ["unshare", "-rm"]
+    return pre + ["sh", "-c", 'mount --bind "$1" /etc/hosts && shift && exec "$@"', "sh",
+                  hosts_path] + [str(a) for a in argv]
+
+
+# ------------------------------------------------------------------ network namespaces
+
+LAB_NETNS = os.path.join(TF_SRCDIR, "scripts", "lab-netns.sh")
+# The addresses scripts/lab-netns.sh gives the lab (client tfc, router tfr,
+# server tfs).
+LAB_ADDR = {
+    4: {"client": "10.200.1.2", "router_c": "10.200.1.1", "router_s": "10.200.2.1",
+        "server": "10.200.2.2"},
+    6: {"client": "fd00:200:1::2", "router_c": "fd00:200:1::1", "router_s": "fd00:200:2::1",
+        "server": "fd00:200:2::2"},
+}
+
+
+def hostport(host, port):
+    """host:port, with brackets around an IPv6 address."""
+    return ("[%s]:%d" if ":" in host else "%s:%d") % (host, port)
+
+
+def netns_unavailable():
+    """None when this machine can run the namespace lab (root, ip netns,
+    veth pairs, an iptables that works inside a namespace), else why not."""
+    if os.geteuid() != 0:
+        return "needs root (network namespaces, netfilter rules)"
+    for cmd in ("ip", "unshare", "nsenter"):
+        if not have(cmd):
+            return "no %s command" % cmd
+    if not (have("iptables") or have("iptables-legacy")):
+        return "no iptables (Debian package iptables)"
+    name = "tfprobe%d" % os.getpid()
+    try:
+        r = run(["ip", "netns", "add", name], timeout=10)
+        if r.rc != 0:
+            return "ip netns add fails: %s" % r.err.strip()
+        r = run(["ip", "-n", name, "link", "add", "p0", "type", "veth", "peer", "name", "p1"],
+                timeout=10)
+        if r.rc != 0:
+            return "no veth pairs: %s" % r.err.strip()
+        ok = False
+        for ipt in ("iptables", "iptables-legacy"):
+            if have(ipt) and run(["ip", "netns", "exec", name, ipt, "-t", "nat", "-S"],
+                                 timeout=10).rc == 0:
+                ok = True
+                break
+        if not ok:
+            return "neither iptables nor iptables-legacy works in a namespace"
+    finally:
+        run(["ip", "netns", "del", name], timeout=10)
+    return None
+
+
+class LabNetns:
+    """The three-namespace lab of scripts/lab-netns.sh (client, router,
+    server), made at construction and removed at exit.  mode: redirect,
+    tproxy or none; the namespace names carry a suffix unique to this
+    process (and instance), so parallel runs do not collide."""
+
+    _count = 0
+
+    def __init__(self, mode="redirect", v6=True, port=443, proxy_port=8443, backend="iptables",
+                 suffix=None):
+        LabNetns._count += 1
+        self.suffix = suffix or "t%d-%d" % (os.getpid(), LabNetns._count)
+        self.mode, self.v6, self.port, self.proxy_port = mode, v6, port, proxy_port
+        self.opts = ["--mode", mode, "--port", str(port), "--proxy-port", str(proxy_port),
+                     "--backend", backend, "--suffix", self.suffix] + (["--v6"] if v6 else [])
+        self.ns = {"client": "tfc" + self.suffix, "router": "tfr" + self.suffix,
+                   "server": "tfs" + self.suffix}
+        self.up_result = run(["sh", LAB_NETNS] + self.opts + ["up"], timeout=30)
+        add_cleanup(self.down)
+        if self.up_result.rc != 0:
+            self.down()
+            raise RuntimeError("lab-netns.sh up failed: %s" % self.up_result.describe())
+
+    def argv(self, where, argv):
+        """argv run in namespace where (client, router, server)."""
+        return ["ip", "netns", "exec", self.ns[where]] + [str(a) for a in argv]
+
+    def run(self, where, argv, **kw):
+        return run(self.argv(where, argv), **kw)
+
+    def proc(self, where, argv, **kw):
+        return Proc(self.argv(where, argv), **kw)
+
+    def status(self):
+        return run(["sh", LAB_NETNS] + self.opts + ["status"], timeout=30).out
+
+    def down(self):
+        if getattr(self, "_down", False):
+            return
+        self._down = True
+        run(["sh", LAB_NETNS] + self.opts + ["down"], timeout=30)
+
+
+class PrivateNet:
+    """A private network namespace (`unshare -n`) with its loopback up, held
+    open by a sleeping process; argv() runs commands in it (nsenter).  Its
+    netfilter rules and sockets are its own: tests may add rules freely."""
+
+    def __init__(self):
+        self.holder = Proc(["unshare", "-n", "sh", "-c",
+                            "ip link set lo up && echo ready && exec sleep 3600"],
+                           name="unshare-n")
+        if not self.holder.wait_for(r"ready", stream="out", timeout=10):
+            err = self.holder.err
+            self.holder.kill()
+            raise RuntimeError("unshare -n failed: %s" % err)
+        add_cleanup(self.holder.kill)
+
+    def argv(self, argv):
+        return ["nsenter", "-t", str(self.holder.pid), "-n"] + [str(a) for a in argv]
+
+    def run(self, argv, **kw):
+        return run(self.argv(argv), **kw)
+
+    def proc(self, argv, **kw):
+        return Proc(self.argv(argv), **kw)
+
+
+def netfilter_cmd(family=4, netns_argv=None):
+    """The iptables command that works where netns_argv(argv) runs (default:
+    here): iptables, else iptables-legacy; ip6tables for family 6."""
+    wrap = netns_argv or (lambda a: a)
+    for ipt in ("iptables", "iptables-legacy"):
+        if have(ipt) and run(wrap([ipt, "-t", "nat", "-S"]), timeout=10).rc == 0:
+            return ipt if family == 4 else ipt.replace("iptables", "ip6tables")
+    return None
+
+
+class TlsfaultCmd(Tlsfault):
+    """A running tlsfault started with exactly these arguments (quick mode
+    with any route, or -c FILE), optionally inside something: prefix is
+    prepended (ip netns exec NS, nsenter, unshare; see with_hosts()).  Like
+    Tlsfault it waits for "ready" and reads the listener lines; json_path
+    is the JSON log the arguments name (for .events)."""
+
+    def __init__(self, args, json_path=None, prefix=(), timeout=20.0, name="tlsfault"):
+        self.config = None
+        self.json_path = json_path
+        argv = list(prefix) + [TF_BIN] + [str(a) for a in args]
+        self.proc = Proc(argv, name=name)
+        self.events = EventLog(json_path) if json_path else None
+        if not self.proc.wait_for(self.READY, timeout=timeout):
+            err = self.proc.err
+            rc = self.proc.p.poll()
+            self.proc.kill()
+            raise RuntimeError("tlsfault did not become ready (exit %r): %s\ncommand: %s" % (
+                rc, err[-3000:], " ".join(argv)))
+        self.listeners = {}
+        for m in re.finditer(self.LISTENER, self.proc.err):
+            host = m.group(2)
+            if host.startswith("[") and host.endswith("]"):
+                host = host[1:-1]
+            self.listeners[m.group(1)] = (host, int(m.group(3)))
+        if not self.listeners:
+            raise RuntimeError("tlsfault printed no listener line: %s" % self.proc.err[-2000:])
+        self.host, self.port = next(iter(self.listeners.values()))

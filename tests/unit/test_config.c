@@ -178,6 +178,18 @@ test_assert_tls_defaults(const struct tf_tls_settings *t)
     assert_false(t->forge_on_verify_failure);
 }
 
+/* What only some routes set, unset: everything allowed, no default, no mark. */
+static void
+test_assert_route_defaults(const struct tf_listener_conf *lc)
+{
+    assert_null(lc->allow);
+    assert_int_equal(lc->n_allow, 0);
+    assert_null(lc->default_host);
+    assert_int_equal(lc->default_port, 0);
+    assert_false(lc->spoof_source);
+    assert_int_equal(lc->mark, 0);
+}
+
 /* ------------------------------------------------------------ bad fixtures */
 
 /*
@@ -205,10 +217,11 @@ static struct bad_case bad_cases[] = {
     /* keys */
     {"unknown_key.conf",
      "FILE:7: unknown key \"upstreem\" in listener; valid keys: name, listen, route, upstream, "
-     "mode, client_tls, upstream_tls"},
+     "mode, client_tls, upstream_tls, upstream_port, allow, default_upstream, spoof_source, "
+     "mark"},
     {"unknown_key_top.conf",
      "FILE:2: unknown key \"listener\" at top level; valid keys: workers, listeners, faults, log, "
-     "timeouts, limits, ca"},
+     "timeouts, limits, ca, mark"},
     {"unknown_key_log.conf",
      "FILE:3: unknown key \"file\" in log; valid keys: text, json, level, keylog, content"},
     {"unknown_key_timeouts.conf",
@@ -269,13 +282,21 @@ static struct bad_case bad_cases[] = {
      "FILE:4: unknown listener \"lab\" in match; valid: lab-v4, lab-v6"},
     {"fault_match_not_group.conf", "FILE:4: \"match\" must be a group ({ ... })"},
     {"fault_match_bad.conf",
-     "FILE:6: unknown key \"snii\" in match; valid keys: listener, client, sni, nth, every, "
-     "first, probability, seed, times\n"
+     "FILE:6: unknown key \"snii\" in match; valid keys: listener, client, dest, dest_port, sni, "
+     "nth, every, first, probability, seed, times\n"
      "FILE:7: \"client\" \"10.0.0.1/8\" has bits set past the /8 prefix (did you mean "
      "10.0.0.0/8?)\n"
      "FILE:8: \"probability\" must be a number from 0 to 1, not \"1.5\"\n"
      "FILE:9: \"nth\" must be an integer of at least 1, not \"0\"\n"
-     "FILE:10: \"match.sni\" must be a single value (number, string or boolean)"},
+     "FILE:10: \"match.sni\" must be a single value (number, string or boolean)\n"
+     "FILE:13: \"dest\" \"192.0.2.1/24\" has bits set past the /24 prefix (did you mean "
+     "192.0.2.0/24?)\n"
+     "FILE:13: \"dest_port\" must be a port from 1 to 65535, not \"0\"\n"
+     "FILE:14: \"dest\" must be an address or CIDR (10.0.0.0/8, ::1, fd00::/64), not "
+     "\"lab.test\"\n"
+     "FILE:14: \"dest_port\" must be a port from 1 to 65535, not \"https\"\n"
+     "FILE:15: \"dest\" prefix /129 is too long for IPv6 (at most /128)\n"
+     "FILE:15: \"dest_port\" must be a port from 1 to 65535, not \"65536\""},
     /* ranges */
     {"workers_range.conf", "FILE:2: \"workers\" must be between 0 and 256, not 300"},
     {"handshake_message_max_range.conf",
@@ -292,9 +313,79 @@ static struct bad_case bad_cases[] = {
     {"log_level_unknown.conf",
      "FILE:3: unknown log level \"verbose\"; valid: error, warn, info, debug"},
     /* route and mode */
-    {"route_unavailable.conf",
-     "FILE:3: route \"sni\" is not available in this version; valid: forward"},
-    {"route_unknown.conf", "FILE:3: unknown route \"bogus\"; valid: forward"},
+    {"route_unknown.conf",
+     "FILE:3: unknown route \"bogus\"; valid: forward, sni, redirect, tproxy, connect"},
+    /* what each route takes */
+    {"route_redirect_upstream.conf",
+     "FILE:4: route \"redirect\" takes its upstream from the original destination; remove "
+     "upstream\n"
+     "FILE:6: route \"tproxy\" takes its upstream from the original destination; remove "
+     "upstream"},
+    {"route_sni_upstream.conf",
+     "FILE:4: route \"sni\" takes its upstream from the ClientHello's server name; remove "
+     "upstream (set upstream_port, and default_upstream for hellos without SNI)\n"
+     "FILE:6: route \"connect\" takes its upstream from each CONNECT request; remove upstream"},
+    {"route_sni_no_port.conf",
+     "FILE:3: listener \"sni\" has no \"upstream_port\" (required for route \"sni\": the port "
+     "server names are connected on)\n"
+     "FILE:4: \"upstream_port\" must be an integer"},
+    {"route_keys.conf",
+     "FILE:4: route \"forward\" takes its port from upstream (\"host:port\"); remove "
+     "upstream_port\n"
+     "FILE:5: route \"forward\" does not take \"allow\" (routes \"sni\" and \"connect\" do)\n"
+     "FILE:6: route \"forward\" does not take \"default_upstream\" (route \"sni\" does)\n"
+     "FILE:7: route \"forward\" does not take \"spoof_source\" (route \"tproxy\" does)\n"
+     "FILE:9: route \"redirect\" does not take \"allow\" (routes \"sni\" and \"connect\" do)\n"
+     "FILE:10: route \"redirect\" does not take \"spoof_source\" (route \"tproxy\" does)\n"
+     "FILE:12: route \"tproxy\" does not take \"upstream_port\" (route \"sni\" does)\n"
+     "FILE:12: route \"tproxy\" does not take \"default_upstream\" (route \"sni\" does)\n"
+     "FILE:14: route \"connect\" does not take \"upstream_port\" (route \"sni\" does)\n"
+     "FILE:15: route \"connect\" does not take \"default_upstream\" (route \"sni\" does)\n"
+     "FILE:16: route \"connect\" does not take \"spoof_source\" (route \"tproxy\" does)\n"
+     "FILE:18: route \"sni\" does not take \"spoof_source\" (route \"tproxy\" does)"},
+    {"route_values.conf",
+     "FILE:3: \"upstream_port\" must be between 1 and 65535, not 0\n"
+     "FILE:4: \"upstream_port\" must be between 1 and 65535, not 65536\n"
+     "FILE:5: default_upstream \"origin.lab.test\": missing port (expected host:port or "
+     "[v6]:port)\n"
+     "FILE:7: default_upstream \"127.0.0.1:0\": port 0 is out of range for an upstream "
+     "(1-65535)\n"
+     "FILE:8: \"spoof_source\" must be true or false\n"
+     "FILE:10: \"allow\" must be a list (( ... ))"},
+    {"allow_bad.conf",
+     "FILE:7: allow \"*.lab.test:443\": route \"sni\" matches server names only (the port is "
+     "upstream_port)\n"
+     "FILE:8: allow \"lab test\": not a host-name pattern (letters, digits, \"-\", \"_\", \".\" "
+     "and the wildcards \"*\", \"?\", \"[...]\")\n"
+     "FILE:9: allow \"\": empty pattern\n"
+     "FILE:13: \"allow\" must list at least one pattern (leave it out to allow everything)\n"
+     "FILE:16: each \"allow\" entry must be a string, such as \"*.lab.test\"\n"
+     "FILE:19: allow \"[::1:443\": missing \"]\" after the IPv6 address\n"
+     "FILE:20: allow \"[lab.test]:443\": \"lab.test\" in brackets is not an IPv6 address or "
+     "pattern\n"
+     "FILE:21: allow \"[::1]443\": expected \":\" and a port after \"]\"\n"
+     "FILE:22: allow \"::1:443\": an IPv6 address needs brackets, as in [2001:db8::1]:443\n"
+     "FILE:23: allow \":443\": missing host (expected host-pattern:port or host-pattern)\n"
+     "FILE:24: allow \"*.lab.test:\": missing port after \":\" (write \":*\" or leave the \":\" "
+     "out to allow every port)\n"
+     "FILE:25: allow \"*.lab.test:https\": port \"https\" is not a number\n"
+     "FILE:26: allow \"*.lab.test:0\": port 0 is out of range (1-65535)\n"
+     "FILE:27: allow \"*.lab.test:65536\": port 65536 is out of range (1-65535)\n"
+     "FILE:28: allow \"lab/test:443\": \"lab/test\" is not a host-name pattern (letters, "
+     "digits, \"-\", \"_\", \".\" and the wildcards \"*\", \"?\", \"[...]\")\n"
+     "FILE:29: allow \"[]:443\": \"\" in brackets is not an IPv6 address or pattern"},
+    {"mark_bad.conf",
+     "FILE:2: \"mark\" must be from 1 to 0xffffffff, not 0\n"
+     "FILE:4: \"mark\" must be a number from 1 to 0xffffffff (\"2\" or \"0x2\"), not \"0x\"\n"
+     "FILE:5: \"mark\" must be a number from 1 to 0xffffffff (\"2\" or \"0x2\"), not \"two\"\n"
+     "FILE:6: \"mark\" must be from 1 to 0xffffffff, not -2147483648 (libconfig reads integers "
+     "above 0x7fffffff as negative: for 0x80000000, write \"0x80000000\")\n"
+     "FILE:7: \"mark\" must be from 1 to 0xffffffff, not 4294967296\n"
+     "FILE:8: \"mark\" must be an integer or a string such as \"0x2\"\n"
+     "FILE:9: \"mark\" must be a number from 1 to 0xffffffff (\"2\" or \"0x2\"), not "
+     "\"0x100000000\"\n"
+     "FILE:10: \"mark\" must be from 1 to 0xffffffff, not -3 (libconfig reads integers above "
+     "0x7fffffff as negative: for 0xfffffffd, write \"0xfffffffd\")"},
     {"mode_unknown.conf", "FILE:3: unknown mode \"transparent\"; valid: passthrough, mitm"},
     /* required settings and names */
     {"no_listen.conf", "FILE:3: listener \"listener1\" has no \"listen\" address"},
@@ -343,7 +434,8 @@ static struct bad_case bad_cases[] = {
     {"multiple_errors.conf",
      "FILE:2: \"workers\" must be between 0 and 256, not -1\n"
      "FILE:8: unknown key \"colour\" in listener; valid keys: name, listen, route, upstream, "
-     "mode, client_tls, upstream_tls\n"
+     "mode, client_tls, upstream_tls, upstream_port, allow, default_upstream, spoof_source, "
+     "mark\n"
      "FILE:6: listen \"127.0.0.1\": missing port (expected host:port or [v6]:port)\n"
      "FILE:11: listener name \"lab\" is already used (line 4)\n"
      "FILE:10: listener \"lab\" has no \"upstream\" (required for route \"forward\")\n"
@@ -440,6 +532,7 @@ static const char *const good_fixtures[] = {
     "good_mitm.conf",
     "good_mitm_files.conf",
     "good_ca_unused.conf",
+    "good_routes.conf",
 };
 
 /*
@@ -565,6 +658,8 @@ test_defaults(void **state)
     assert_string_equal(lc->upstream_host, "127.0.0.1");
     assert_int_equal(lc->upstream_port, 4433);
     assert_int_equal(lc->line, 2);
+    test_assert_route_defaults(lc);
+    assert_int_equal(cfg->mark, 0);
     test_assert_tls_defaults(&lc->client_tls);
     test_assert_tls_defaults(&lc->upstream_tls);
     /* mitm settings keep their defaults, and nothing is loaded without a mitm listener. */
@@ -713,6 +808,106 @@ test_faults(void **state)
     assert_int_equal(r->args.ms, 1000); /* 1000.0 */
     assert_true(r->match.probability == 1.0);
     tf_config_unref(cfg); /* ASan: the rules go with the snapshot */
+}
+
+/* One listener per route with every key it takes; the top-level mark as the default. */
+static void
+test_routes(void **state)
+{
+    char path[1024];
+    const struct tf_listener_conf *lc;
+    const struct tf_fault_rule *r;
+
+    (void)state;
+    test_fixture(path, sizeof(path), "good_routes.conf");
+    struct tf_config *cfg = test_load_good(path);
+    assert_int_equal(cfg->n_listeners, 7);
+    assert_int_equal(cfg->mark, 4096); /* "4096", written after the listeners */
+
+    lc = tf_config_listener(cfg, "fwd");
+    assert_non_null(lc);
+    assert_int_equal(lc->route, TF_ROUTE_FORWARD);
+    assert_string_equal(lc->upstream_host, "127.0.0.1");
+    assert_int_equal(lc->upstream_port, 4433);
+    assert_null(lc->allow);
+    assert_int_equal(lc->mark, 7); /* its own mark wins */
+
+    lc = tf_config_listener(cfg, "sni");
+    assert_non_null(lc);
+    assert_int_equal(lc->route, TF_ROUTE_SNI);
+    assert_null(lc->upstream_host);
+    assert_int_equal(lc->upstream_port, 443);
+    assert_int_equal(lc->n_allow, 3);
+    assert_string_equal(lc->allow[0], "*.lab.test");
+    assert_string_equal(lc->allow[1], "lab.test");
+    assert_string_equal(lc->allow[2], "host[0-9].example.test");
+    assert_string_equal(lc->default_host, "::1"); /* brackets removed */
+    assert_int_equal(lc->default_port, 4433);
+    assert_false(lc->spoof_source);
+    assert_int_equal(lc->mark, 4096);
+
+    lc = tf_config_listener(cfg, "redir");
+    assert_non_null(lc);
+    assert_int_equal(lc->route, TF_ROUTE_REDIRECT);
+    assert_null(lc->upstream_host);
+    assert_int_equal(lc->upstream_port, 0);
+    assert_null(lc->allow);
+    assert_null(lc->default_host);
+    assert_false(lc->spoof_source);
+    assert_int_equal(lc->mark, 4096);
+    test_assert_v4(lc, "0.0.0.0", 8445);
+
+    lc = tf_config_listener(cfg, "tp");
+    assert_non_null(lc);
+    assert_int_equal(lc->route, TF_ROUTE_TPROXY);
+    assert_null(lc->upstream_host);
+    assert_true(lc->spoof_source);
+    assert_int_equal(lc->mark, 2); /* "0x2" */
+    test_assert_v6(lc, "::", 8446);
+
+    lc = tf_config_listener(cfg, "tp2");
+    assert_non_null(lc);
+    assert_false(lc->spoof_source); /* written as false */
+    assert_int_equal(lc->mark, 0xffffffffu); /* 0xffffffffL */
+
+    lc = tf_config_listener(cfg, "proxy");
+    assert_non_null(lc);
+    assert_int_equal(lc->route, TF_ROUTE_CONNECT);
+    assert_null(lc->upstream_host);
+    assert_int_equal(lc->upstream_port, 0);
+    assert_int_equal(lc->n_allow, 6); /* a list ( ) works as well as an array [ ] */
+    assert_string_equal(lc->allow[0], "*.lab.test:443"); /* kept as written */
+    assert_string_equal(lc->allow[1], "example.test");
+    assert_string_equal(lc->allow[2], "[2001:db8::1]:8443");
+    assert_string_equal(lc->allow[3], "[::1]");
+    assert_string_equal(lc->allow[4], "[fd00::*]:*");
+    assert_string_equal(lc->allow[5], "*.example.test:*");
+    assert_null(lc->default_host);
+    assert_int_equal(lc->mark, 4096);
+
+    lc = tf_config_listener(cfg, "sni-open");
+    assert_non_null(lc);
+    assert_int_equal(lc->upstream_port, 8443);
+    assert_null(lc->allow);
+    assert_int_equal(lc->n_allow, 0);
+    assert_null(lc->default_host);
+
+    assert_int_equal(cfg->n_faults, 3);
+    r = cfg->faults[0];
+    assert_int_equal(r->match.dest.ss_family, AF_INET);
+    assert_int_equal(r->match.dest_prefix, 8);
+    assert_int_equal(r->match.dest_port, 5432);
+    assert_int_equal(r->match.net.ss_family, 0);
+    r = cfg->faults[1];
+    assert_int_equal(r->match.dest.ss_family, AF_INET6);
+    assert_int_equal(r->match.dest_prefix, 32);
+    assert_int_equal(r->match.dest_port, 0);
+    /* A dest match on a forward listener is allowed: it never matches there. */
+    r = cfg->faults[2];
+    assert_string_equal(r->match.listener, "fwd");
+    assert_int_equal(r->match.dest.ss_family, 0);
+    assert_int_equal(r->match.dest_port, 443);
+    tf_config_unref(cfg); /* ASan: allow lists and default hosts go with the snapshot */
 }
 
 /* Every key of both legs, the lab CA by directory, and the mitm faults. */
@@ -906,6 +1101,45 @@ test_shipped_conf(void **state)
     assert_int_equal(cfg->handshake_message_max, 65536);
     assert_int_equal(cfg->buffer_max, 262144);
     assert_int_equal(cfg->n_faults, 0); /* the example rules are commented out */
+    assert_int_equal(cfg->mark, 0);
+    test_assert_route_defaults(&cfg->listeners[0]);
+    test_assert_route_defaults(&cfg->listeners[1]);
+    tf_config_unref(cfg);
+}
+
+/* conf/transparent.conf: one listener per transparent route, the top-level mark. */
+static void
+test_shipped_transparent_conf(void **state)
+{
+    char path[1024];
+
+    (void)state;
+    test_path(path, sizeof(path), "conf/transparent.conf");
+    struct tf_config *cfg = test_load_good(path);
+
+    assert_int_equal(cfg->mark, 2);
+    assert_int_equal(cfg->n_listeners, 3);
+    const struct tf_listener_conf *redir = tf_config_listener(cfg, "redir");
+    assert_non_null(redir);
+    assert_int_equal(redir->route, TF_ROUTE_REDIRECT);
+    test_assert_v4(redir, "0.0.0.0", 8443);
+    assert_null(redir->upstream_host);
+    assert_int_equal(redir->mark, 2);
+    const struct tf_listener_conf *tp = tf_config_listener(cfg, "tp");
+    assert_non_null(tp);
+    assert_int_equal(tp->route, TF_ROUTE_TPROXY);
+    assert_true(tp->spoof_source);
+    assert_int_equal(tp->mark, 2);
+    const struct tf_listener_conf *sni = tf_config_listener(cfg, "by-name");
+    assert_non_null(sni);
+    assert_int_equal(sni->route, TF_ROUTE_SNI);
+    assert_int_equal(sni->upstream_port, 443);
+    assert_int_equal(sni->n_allow, 2);
+    assert_string_equal(sni->allow[0], "*.lab.test");
+    assert_string_equal(sni->allow[1], "lab.test");
+    assert_string_equal(sni->default_host, "127.0.0.1");
+    assert_int_equal(sni->default_port, 4433);
+    assert_int_equal(cfg->n_faults, 0); /* the example rule is commented out */
     tf_config_unref(cfg);
 }
 
@@ -1011,6 +1245,7 @@ test_quick_good(void **state)
     assert_string_equal(lc->upstream_host, "origin.lab.test");
     assert_int_equal(lc->upstream_port, 443);
     assert_int_equal(lc->line, 0);
+    test_assert_route_defaults(lc);
     /* The file's defaults hold in quick mode too. */
     assert_null(cfg->log_json);
     assert_string_equal(cfg->log_text, "stderr");
@@ -1113,8 +1348,8 @@ test_quick_faults(void **state)
         "cert-wrong-eku, cert-sha1, cert-weak-key, server-versions, server-ciphers, require-sni\n"
         "--fault \"cert-expired\": fault \"cert-expired\" needs --mode mitm\n"
         "--fault \"delay:dri=5\": unknown parameter \"dri\" for fault \"delay\"; valid: ms, "
-        "jitter, dir, after_bytes, name, listener, client, sni, nth, every, first, probability, "
-        "seed, times\n"
+        "jitter, dir, after_bytes, name, listener, client, dest, dest_port, sni, nth, every, "
+        "first, probability, seed, times\n"
         "--fault \"stall\": rule name \"fault5\" is already used\n"
         "--fault \"stall:listener=lab\": unknown listener \"lab\" in match; valid: listener1");
 
@@ -1123,6 +1358,99 @@ test_quick_faults(void **state)
     assert_non_null(cfg);
     assert_int_equal(cfg->n_faults, 0);
     tf_config_unref(cfg);
+}
+
+/* --route, --upstream-port, --spoof-source, --mark: what each route takes, as in the file. */
+static void
+test_quick_routes(void **state)
+{
+    char err[2048];
+    struct tf_config *cfg;
+    struct tf_quick q;
+
+    (void)state;
+    q = (struct tf_quick){.listen = "127.0.0.1:8443", .route = "sni", .upstream_port = "443"};
+    cfg = tf_config_quick_opts(&q, err, sizeof(err));
+    if (cfg == NULL)
+        fail_msg("quick sni refused: %s", err);
+    assert_int_equal(cfg->listeners[0].route, TF_ROUTE_SNI);
+    assert_null(cfg->listeners[0].upstream_host);
+    assert_int_equal(cfg->listeners[0].upstream_port, 443);
+    test_assert_route_defaults(&cfg->listeners[0]);
+    assert_int_equal(cfg->mark, 0);
+    tf_config_unref(cfg);
+
+    q = (struct tf_quick){.listen = "0.0.0.0:8443", .route = "tproxy", .spoof_source = true,
+                          .mark = "0x2"};
+    cfg = tf_config_quick_opts(&q, err, sizeof(err));
+    if (cfg == NULL)
+        fail_msg("quick tproxy refused: %s", err);
+    assert_int_equal(cfg->listeners[0].route, TF_ROUTE_TPROXY);
+    assert_null(cfg->listeners[0].upstream_host);
+    assert_true(cfg->listeners[0].spoof_source);
+    assert_int_equal(cfg->listeners[0].mark, 2);
+    assert_int_equal(cfg->mark, 2);
+    tf_config_unref(cfg);
+
+    static const char *const routes[] = {"redirect", "connect", "forward"};
+    for (size_t i = 0; i < ARRAY_LEN(routes); i++) {
+        q = (struct tf_quick){.listen = "127.0.0.1:8443", .route = routes[i], .mark = "4294967295",
+                              .upstream = i == 2 ? "127.0.0.1:4433" : NULL};
+        cfg = tf_config_quick_opts(&q, err, sizeof(err));
+        if (cfg == NULL)
+            fail_msg("quick %s refused: %s", routes[i], err);
+        assert_string_equal(cfg->listeners[0].name, "listener1");
+        assert_int_equal(cfg->listeners[0].mark, 0xffffffffu);
+        assert_false(cfg->listeners[0].spoof_source);
+        tf_config_unref(cfg);
+    }
+
+    /* Every problem, in the order of the options. */
+    q = (struct tf_quick){.listen = "127.0.0.1:8443", .route = "redirect",
+                          .upstream = "127.0.0.1:4433", .upstream_port = "443",
+                          .spoof_source = true, .mark = "0"};
+    assert_null(tf_config_quick_opts(&q, err, sizeof(err)));
+    assert_string_equal(err, "--upstream: --route redirect takes the upstream from the original "
+                             "destination; remove --upstream\n"
+                             "--upstream-port: only --route sni takes it\n"
+                             "--spoof-source: only --route tproxy can keep the client's address\n"
+                             "--mark: must be a number from 1 to 0xffffffff (\"2\" or \"0x2\"), "
+                             "not \"0\"");
+
+    q = (struct tf_quick){.listen = "127.0.0.1:8443", .route = "sni", .upstream = "h:1"};
+    assert_null(tf_config_quick_opts(&q, err, sizeof(err)));
+    assert_string_equal(err, "--upstream: --route sni takes the upstream from the ClientHello's "
+                             "server name; use --upstream-port N instead\n"
+                             "--route sni needs --upstream-port N (the port server names are "
+                             "connected on)");
+
+    q = (struct tf_quick){.listen = "127.0.0.1:8443", .route = "sni", .upstream_port = "0"};
+    assert_null(tf_config_quick_opts(&q, err, sizeof(err)));
+    assert_string_equal(err, "--upstream-port: port 0 is out of range (1-65535)");
+
+    q = (struct tf_quick){.listen = "127.0.0.1:8443", .route = "sni", .upstream_port = "https"};
+    assert_null(tf_config_quick_opts(&q, err, sizeof(err)));
+    assert_string_equal(err, "--upstream-port: port \"https\" is not a number");
+
+    q = (struct tf_quick){.listen = "127.0.0.1:8443", .route = "connect", .upstream = "h:1"};
+    assert_null(tf_config_quick_opts(&q, err, sizeof(err)));
+    assert_string_equal(err, "--upstream: --route connect takes the upstream from each CONNECT "
+                             "request; remove --upstream");
+
+    q = (struct tf_quick){.listen = "127.0.0.1:8443", .upstream = "h:1", .upstream_port = "443",
+                          .mark = "0x100000000"};
+    assert_null(tf_config_quick_opts(&q, err, sizeof(err)));
+    assert_string_equal(err, "--upstream-port: only --route sni takes it (forward takes the port "
+                             "from --upstream HOST:PORT)\n"
+                             "--mark: must be a number from 1 to 0xffffffff (\"2\" or \"0x2\"), "
+                             "not \"0x100000000\"");
+
+    /* An unknown route: only what no route takes is judged. */
+    q = (struct tf_quick){.listen = "127.0.0.1:8443", .route = "transparent",
+                          .spoof_source = true};
+    assert_null(tf_config_quick_opts(&q, err, sizeof(err)));
+    assert_string_equal(err, "--route: unknown route \"transparent\"; valid: forward, sni, "
+                             "redirect, tproxy, connect");
 }
 
 /* --mode mitm: the lab CA from --ca, loaded now; --keylog; the mitm faults. */
@@ -1341,18 +1669,21 @@ main(void)
         cmocka_unit_test(test_defaults),
         cmocka_unit_test(test_two_listeners),
         cmocka_unit_test(test_faults),
+        cmocka_unit_test(test_routes),
         cmocka_unit_test(test_include),
         cmocka_unit_test(test_mitm),
         cmocka_unit_test(test_mitm_ca_files),
         cmocka_unit_test(test_ca_unused),
         cmocka_unit_test(test_shipped_conf),
         cmocka_unit_test(test_shipped_mitm_conf),
+        cmocka_unit_test(test_shipped_transparent_conf),
         cmocka_unit_test(test_missing_file),
         cmocka_unit_test(test_directory),
         cmocka_unit_test(test_error_buffer),
         cmocka_unit_test(test_quick_good),
         cmocka_unit_test(test_quick_bad),
         cmocka_unit_test(test_quick_faults),
+        cmocka_unit_test(test_quick_routes),
         cmocka_unit_test(test_quick_mitm),
         cmocka_unit_test(test_split_good),
         cmocka_unit_test(test_split_bad),

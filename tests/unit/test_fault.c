@@ -484,6 +484,17 @@ test_spec_good(void **state)
     assert_int_equal(r->args.times, 3);
     assert_int_equal(r->match.times, 2);
     tf_fault_rule_free(r);
+    r = spec_ok("delay:dest=fd00::/64,dest_port=443");
+    assert_int_equal(r->match.dest.ss_family, AF_INET6);
+    assert_int_equal(r->match.dest_prefix, 64);
+    assert_int_equal(r->match.dest_port, 443);
+    assert_int_equal(r->match.net.ss_family, 0); /* dest is not client */
+    tf_fault_rule_free(r);
+    r = spec_ok("delay:match.dest=192.0.2.0/24,match.dest_port=8443");
+    assert_int_equal(r->match.dest.ss_family, AF_INET);
+    assert_int_equal(r->match.dest_prefix, 24);
+    assert_int_equal(r->match.dest_port, 8443);
+    tf_fault_rule_free(r);
     r = spec_ok("delay:times=4,probability=0.25,seed=7,client=10.0.0.0/8,listener=lab");
     assert_int_equal(r->match.times, 4);
     assert_true(r->match.probability == 0.25);
@@ -529,7 +540,7 @@ test_spec_bad(void **state)
          "cert-weak-key, server-versions, server-ciphers, require-sni"},
         {"server-versions:versions=TLS1.2",
          "unknown parameter \"versions\" for fault \"server-versions\"; valid: min, max, name, "
-         "listener, client, sni, nth, every, first, probability, seed, times"},
+         "listener, client, dest, dest_port, sni, nth, every, first, probability, seed, times"},
         {"server-versions:min=TLS1.3,max=TLS1.2", "\"min\" (TLS1.3) is above \"max\" (TLS1.2)"},
         {"server-versions:min=TLS1.3", "\"min\" (TLS1.3) is above \"max\" (TLS1.0)"},
         {"server-versions:max=SSL3.0", "\"max\" must be from TLS1.0 to TLS1.3, not \"SSL3.0\""},
@@ -543,23 +554,25 @@ test_spec_bad(void **state)
         {"server-ciphers:ciphersuites=", "\"ciphersuites\" must not be empty"},
         {"cert-sha1:seconds=1",
          "unknown parameter \"seconds\" for fault \"cert-sha1\"; valid: name, listener, client, "
-         "sni, nth, every, first, probability, seed, times"},
+         "dest, dest_port, sni, nth, every, first, probability, seed, times"},
         {"require-sni:host=a",
          "unknown parameter \"host\" for fault \"require-sni\"; valid: name, listener, client, "
-         "sni, nth, every, first, probability, seed, times"},
+         "dest, dest_port, sni, nth, every, first, probability, seed, times"},
         {"delay:", "expected key=value after \"delay:\""},
         {"delay:ms", "expected key=value, not \"ms\""},
         {"delay:=5", "expected key=value, not \"=5\""},
         {"delay:ms=1,,dir=c2s", "expected key=value, not \"\""},
         {"delay:dri=5",
          "unknown parameter \"dri\" for fault \"delay\"; valid: ms, jitter, dir, after_bytes, "
-         "name, listener, client, sni, nth, every, first, probability, seed, times"},
+         "name, listener, client, dest, dest_port, sni, nth, every, first, probability, seed, "
+         "times"},
         {"strip-sni:x=1",
-         "unknown parameter \"x\" for fault \"strip-sni\"; valid: name, listener, client, sni, "
-         "nth, every, first, probability, seed, times"},
+         "unknown parameter \"x\" for fault \"strip-sni\"; valid: name, listener, client, dest, "
+         "dest_port, sni, nth, every, first, probability, seed, times"},
         {"delay:match.bogus=1",
          "unknown parameter \"match.bogus\" for fault \"delay\"; valid: ms, jitter, dir, "
-         "after_bytes, name, listener, client, sni, nth, every, first, probability, seed, times"},
+         "after_bytes, name, listener, client, dest, dest_port, sni, nth, every, first, "
+         "probability, seed, times"},
         {"delay:ms=1,ms=2", "\"ms\" is given twice"},
         {"delay:ms=abc", "\"ms\" must be an integer, not \"abc\""},
         {"delay:ms=5000000", "\"ms\" must be between 0 and 3600000, not 5000000"},
@@ -623,6 +636,18 @@ test_spec_bad(void **state)
         {"delay:probability=0x1p-1",
          "\"probability\" must be a number from 0 to 1, not \"0x1p-1\""},
         {"delay:probability= 0.5", "\"probability\" must be a number from 0 to 1, not \" 0.5\""},
+        {"delay:dest=10.0.0.1/8",
+         "\"dest\" \"10.0.0.1/8\" has bits set past the /8 prefix (did you mean 10.0.0.0/8?)"},
+        {"delay:dest=10.0.0.0/33", "\"dest\" prefix /33 is too long for IPv4 (at most /32)"},
+        {"delay:dest=lab.test",
+         "\"dest\" must be an address or CIDR (10.0.0.0/8, ::1, fd00::/64), not \"lab.test\""},
+        {"delay:dest=", "\"dest\" must be an address or CIDR (10.0.0.0/8, ::1, fd00::/64), not "
+                        "\"\""},
+        {"delay:dest_port=0", "\"dest_port\" must be a port from 1 to 65535, not \"0\""},
+        {"delay:dest_port=65536", "\"dest_port\" must be a port from 1 to 65535, not \"65536\""},
+        {"delay:dest_port=-1", "\"dest_port\" must be a port from 1 to 65535, not \"-1\""},
+        {"delay:dest_port=https", "\"dest_port\" must be a port from 1 to 65535, not \"https\""},
+        {"delay:dest_port=", "\"dest_port\" must be a port from 1 to 65535, not \"\""},
     };
     char err[1024];
 
@@ -660,8 +685,8 @@ test_set_failure_keeps_rule(void **state)
                              "record, bytes");
     assert_false(tf_fault_rule_set(r, "name", "x", false, err, sizeof(err)));
     assert_false(tf_fault_rule_set_match(r, "ms", "1", err, sizeof(err)));
-    assert_string_equal(err, "unknown key \"ms\" in match; valid keys: listener, client, sni, "
-                             "nth, every, first, probability, seed, times");
+    assert_string_equal(err, "unknown key \"ms\" in match; valid keys: listener, client, dest, "
+                             "dest_port, sni, nth, every, first, probability, seed, times");
     tf_fault_rule_free(r);
 
     r = rule_of("strip-sni");
@@ -994,6 +1019,112 @@ test_match_client_cidr(void **state)
     tf_fault_rule_free(r);
 }
 
+/* A flow from 192.0.2.7 to dest (an address with a port), on listener "lab". */
+static enum tf_fault_decision
+decide_to(struct tf_fault_rule *r, const char *dest, uint16_t port)
+{
+    struct sockaddr_storage client = addr_of("192.0.2.7");
+    struct sockaddr_storage to = addr_of(dest);
+    if (to.ss_family == AF_INET)
+        ((struct sockaddr_in *)&to)->sin_port = htons(port);
+    else
+        ((struct sockaddr_in6 *)&to)->sin6_port = htons(port);
+    struct tf_fault_flow_info info = {"lab", (const struct sockaddr *)&client,
+                                      (const struct sockaddr *)&to};
+    return tf_fault_rule_decide(r, &info, false, NULL);
+}
+
+static void
+test_match_dest(void **state)
+{
+    static const struct {
+        const char *cidr, *port, *dest;
+        uint16_t dest_port;
+        enum tf_fault_decision want;
+    } cases[] = {
+        {"10.0.0.0/8", NULL, "10.1.2.3", 443, TF_FAULT_YES},
+        {"10.0.0.0/8", NULL, "11.0.0.1", 443, TF_FAULT_NO},
+        {"10.0.0.0/8", NULL, "::ffff:10.9.9.9", 443, TF_FAULT_YES}, /* v4-mapped, tproxy on [::] */
+        {"10.0.0.0/8", NULL, "fd00::1", 443, TF_FAULT_NO},
+        {"198.51.100.10", NULL, "198.51.100.10", 1, TF_FAULT_YES},
+        {"198.51.100.10", NULL, "198.51.100.11", 1, TF_FAULT_NO},
+        {"2001:db8::/32", NULL, "2001:db8:1::5", 8443, TF_FAULT_YES},
+        {"2001:db8::/32", NULL, "2001:db9::5", 8443, TF_FAULT_NO},
+        {"2001:db8::/32", NULL, "10.0.0.1", 8443, TF_FAULT_NO},
+        {NULL, "443", "10.0.0.1", 443, TF_FAULT_YES},
+        {NULL, "443", "2001:db8::1", 443, TF_FAULT_YES},
+        {NULL, "443", "10.0.0.1", 8443, TF_FAULT_NO},
+        {"10.0.0.0/8", "5432", "10.0.0.9", 5432, TF_FAULT_YES},
+        {"10.0.0.0/8", "5432", "10.0.0.9", 5433, TF_FAULT_NO},   /* both must match */
+        {"10.0.0.0/8", "5432", "172.16.0.9", 5432, TF_FAULT_NO},
+    };
+
+    (void)state;
+    for (size_t i = 0; i < ARRAY_LEN(cases); i++) {
+        struct tf_fault_rule *r = rule_of("stall");
+        if (cases[i].cidr != NULL)
+            set_ok(r, "dest", cases[i].cidr);
+        if (cases[i].port != NULL)
+            set_ok(r, "dest_port", cases[i].port);
+        enum tf_fault_decision got = decide_to(r, cases[i].dest, cases[i].dest_port);
+        if (got != cases[i].want)
+            fail_msg("dest %s port %u against dest=%s dest_port=%s: got %d, want %d",
+                     cases[i].dest, cases[i].dest_port, cases[i].cidr ? cases[i].cidr : "-",
+                     cases[i].port ? cases[i].port : "-", got, cases[i].want);
+        /* A match that refuses takes no place in the counters. */
+        assert_int_equal(atomic_load(&r->seen), got == TF_FAULT_YES ? 1 : 0);
+        tf_fault_rule_free(r);
+    }
+
+    /*
+     * No original destination (forward and sni listeners; flow->dest NULL):
+     * a rule with dest or dest_port never matches, one without still does.
+     */
+    struct sockaddr_storage client = addr_of("10.0.0.1");
+    struct tf_fault_flow_info no_dest = {"lab", (const struct sockaddr *)&client, NULL};
+    struct tf_fault_rule *r = rule_of("stall");
+    assert_int_equal(tf_fault_rule_decide(r, &no_dest, false, NULL), TF_FAULT_YES);
+    set_ok(r, "dest", "0.0.0.0/0");
+    assert_int_equal(tf_fault_rule_decide(r, &no_dest, false, NULL), TF_FAULT_NO);
+    assert_int_equal(tf_fault_rule_decide(r, NULL, false, NULL), TF_FAULT_NO);
+    tf_fault_rule_free(r);
+    r = rule_of("stall");
+    set_ok(r, "dest_port", "443");
+    assert_int_equal(tf_fault_rule_decide(r, &no_dest, false, NULL), TF_FAULT_NO);
+    assert_int_equal(tf_fault_rule_decide(r, &no_dest, true, "lab.test"), TF_FAULT_NO);
+    tf_fault_rule_free(r);
+
+    /* dest is the destination, client the source: each judged on its own address. */
+    r = rule_of("stall");
+    set_ok(r, "client", "192.0.2.0/24");
+    set_ok(r, "dest", "10.0.0.0/8");
+    assert_int_equal(decide_to(r, "10.0.0.1", 443), TF_FAULT_YES);
+    set_ok(r, "client", "10.0.0.0/8"); /* 192.0.2.7 is not in it */
+    assert_int_equal(decide_to(r, "10.0.0.1", 443), TF_FAULT_NO);
+    tf_fault_rule_free(r);
+
+    /* With SNI too: dest decides at once, the SNI later. */
+    r = rule_of("stall");
+    set_ok(r, "dest_port", "443");
+    set_ok(r, "sni", "*.lab.test");
+    assert_int_equal(decide_to(r, "10.0.0.1", 443), TF_FAULT_LATER);
+    assert_int_equal(decide_to(r, "10.0.0.1", 80), TF_FAULT_NO);
+    tf_fault_rule_free(r);
+
+    /* An address family nobody routes: no match. */
+    struct sockaddr_storage odd;
+    memset(&odd, 0, sizeof(odd));
+    odd.ss_family = AF_UNIX;
+    struct tf_fault_flow_info odd_dest = {"lab", (const struct sockaddr *)&client,
+                                          (const struct sockaddr *)&odd};
+    r = rule_of("stall");
+    set_ok(r, "dest_port", "1");
+    assert_int_equal(tf_fault_rule_decide(r, &odd_dest, false, NULL), TF_FAULT_NO);
+    set_bad(r, "dest_port", "0", "\"dest_port\" must be a port from 1 to 65535, not \"0\"");
+    assert_int_equal(r->match.dest_port, 1); /* the refused value left the first in place */
+    tf_fault_rule_free(r);
+}
+
 static void
 test_match_sni(void **state)
 {
@@ -1046,41 +1177,37 @@ decide_run(struct tf_fault_rule *r, int n, char *out)
 static void
 test_match_counting(void **state)
 {
+    /* A stall rule with up to two settings, then a run of flows: Y fires, N does not. */
+    static const struct {
+        const char *set[2][2];
+        const char *want;
+    } cases[] = {
+        {{{"nth", "3"}}, "NNYNNN"},
+        {{{"every", "2"}}, "NYNYNYN"},
+        {{{"first", "2"}}, "YYNNN"},
+        {{{"times", "2"}}, "YYNNN"},
+        /* Combined: every 2nd flow, at most twice: flows 2 and 4. */
+        {{{"every", "2"}, {"times", "2"}}, "NYNYNNNNNN"},
+    };
     char got[64];
 
     (void)state;
+    for (size_t i = 0; i < ARRAY_LEN(cases); i++) {
+        struct tf_fault_rule *r = rule_of("stall");
+
+        for (size_t j = 0; j < 2 && cases[i].set[j][0] != NULL; j++)
+            set_ok(r, cases[i].set[j][0], cases[i].set[j][1]);
+        decide_run(r, (int)strlen(cases[i].want), got);
+        assert_string_equal(got, cases[i].want);
+        tf_fault_rule_free(r);
+    }
+
+    /* times: every flow is seen, only the first two fire. */
     struct tf_fault_rule *r = rule_of("stall");
-    set_ok(r, "nth", "3");
-    decide_run(r, 6, got);
-    assert_string_equal(got, "NNYNNN");
-    tf_fault_rule_free(r);
-
-    r = rule_of("stall");
-    set_ok(r, "every", "2");
-    decide_run(r, 7, got);
-    assert_string_equal(got, "NYNYNYN");
-    tf_fault_rule_free(r);
-
-    r = rule_of("stall");
-    set_ok(r, "first", "2");
-    decide_run(r, 5, got);
-    assert_string_equal(got, "YYNNN");
-    tf_fault_rule_free(r);
-
-    r = rule_of("stall");
     set_ok(r, "times", "2");
     decide_run(r, 5, got);
-    assert_string_equal(got, "YYNNN");
     assert_int_equal(atomic_load(&r->seen), 5);
     assert_int_equal(atomic_load(&r->fired), 2);
-    tf_fault_rule_free(r);
-
-    /* Combined: every 2nd flow, at most twice: flows 2 and 4. */
-    r = rule_of("stall");
-    set_ok(r, "every", "2");
-    set_ok(r, "times", "2");
-    decide_run(r, 10, got);
-    assert_string_equal(got, "NYNYNNNNNN");
     tf_fault_rule_free(r);
 
     /* Counting is per ordinal of matching flows: others do not take a place. */
@@ -1246,6 +1373,7 @@ main(void)
         cmocka_unit_test(test_match_everything),
         cmocka_unit_test(test_match_listener),
         cmocka_unit_test(test_match_client_cidr),
+        cmocka_unit_test(test_match_dest),
         cmocka_unit_test(test_match_sni),
         cmocka_unit_test(test_match_counting),
         cmocka_unit_test(test_match_probability),
