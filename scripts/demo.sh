@@ -96,6 +96,24 @@ for spec in drop-server-hello reset-after-client-hello 'alert:description=protoc
     wait "$fpid" 2>/dev/null || true
 done
 
+say "mitm: tlsfault terminates both legs with certificates forged by its lab CA"
+rm -rf lab-ca
+"$TF" --ca-init lab-ca >/dev/null
+for spec in none cert-expired cert-wrong-host cert-no-intermediate server-versions; do
+    fp=$(free_port)
+    if [ "$spec" = none ]; then set --; else set -- --fault "$spec"; fi
+    "$TF" --listen "127.0.0.1:$fp" --upstream "127.0.0.1:$origin" --mode mitm --ca lab-ca \
+        --keylog keys.log "$@" --json events.jsonl --text events.txt -w 1 2>> tlsfault.stderr &
+    fpid=$!
+    wait_port "$fp"
+    printf '%-38s ' "--mode mitm ${spec#none}:"
+    curl -sS --max-time 3 --resolve "lab.test:$fp:127.0.0.1" --cacert lab-ca/root.pem \
+        "https://lab.test:$fp/" -o /dev/null -w 'HTTP %{http_code}\n' 2>&1 | head -1 || true
+    sleep 0.2
+    kill "$fpid" 2>/dev/null || true
+    wait "$fpid" 2>/dev/null || true
+done
+
 say "an unreachable upstream: tlsfault -> 127.0.0.1:$closed (nothing listens)"
 bad=$(free_port)
 "$TF" --listen "127.0.0.1:$bad" --upstream "127.0.0.1:$closed" --json events.jsonl \
@@ -116,4 +134,5 @@ else
     grep '"flow_end"' events.jsonl
 fi
 echo
-echo "logs: $out/events.txt, $out/events.jsonl"
+"$TF" report events.jsonl -o report.html 2>/dev/null && echo "report: $out/report.html (open it in a browser)"
+echo "logs: $out/events.txt, $out/events.jsonl; mitm session keys: $out/keys.log"
