@@ -142,6 +142,7 @@ struct config_load {
     char *dir;            /* the file's directory, for relative paths; NULL: none */
     SSL_CTX *scratch;     /* tries cipher, group and sigalg strings; made when first needed */
     const config_setting_t *ca;         /* the ca group, for messages */
+    const config_setting_t *control;    /* the control group, for messages */
     const config_setting_t **rule_fault; /* each rule's "fault" setting, by rule index */
 };
 
@@ -207,6 +208,15 @@ config_free(struct tf_config *cfg)
 {
     if (cfg == NULL)
         return;
+    for (size_t i = 0; i < cfg->n_faults; i++)
+        tf_fault_rule_unref(cfg->faults[i]);
+    free(cfg->faults);
+    if (cfg->shares != NULL) {
+        /* Everything else is the base snapshot's. */
+        tf_config_unref(cfg->shares);
+        free(cfg);
+        return;
+    }
     for (size_t i = 0; i < cfg->n_listeners; i++) {
         free(cfg->listeners[i].name);
         free(cfg->listeners[i].listen);
@@ -219,9 +229,6 @@ config_free(struct tf_config *cfg)
         config_tls_free(&cfg->listeners[i].upstream_tls);
     }
     free(cfg->listeners);
-    for (size_t i = 0; i < cfg->n_faults; i++)
-        tf_fault_rule_free(cfg->faults[i]);
-    free(cfg->faults);
     free(cfg->path);
     free(cfg->log_text);
     free(cfg->log_json);
@@ -234,6 +241,12 @@ config_free(struct tf_config *cfg)
     free(cfg->ca_untrusted_cert);
     free(cfg->ca_untrusted_key);
     tf_lab_ca_free(cfg->lab_ca);
+    free(cfg->control.listen);
+    free(cfg->control.token_file);
+    if (cfg->control.token != NULL) {
+        OPENSSL_cleanse(cfg->control.token, strlen(cfg->control.token));
+        free(cfg->control.token);
+    }
     free(cfg);
 }
 
@@ -277,6 +290,12 @@ tf_config_unref(struct tf_config *cfg)
     /* fetch_sub returns the count before the drop: 1 means we were last. */
     if (cfg != NULL && atomic_fetch_sub(&cfg->refs, 1) == 1)
         config_free(cfg);
+}
+
+struct tf_config *
+tf_config_base(struct tf_config *cfg)
+{
+    return cfg != NULL && cfg->shares != NULL ? cfg->shares : cfg;
 }
 
 const struct tf_listener_conf *
@@ -927,6 +946,15 @@ config_apply_level(struct config_load *ld, const config_setting_t *s,
 }
 
 static void
+config_apply_bool(struct config_load *ld, const config_setting_t *s, const struct config_key *key,
+                  const char *label, void *obj)
+{
+    (void)ld;
+    (void)label;
+    *(bool *)((char *)obj + key->offset) = config_setting_get_bool(s) != 0;
+}
+
+static void
 config_apply_section(struct config_load *ld, const config_setting_t *s,
                      const struct config_key *key, const char *label, void *obj)
 {
@@ -1244,6 +1272,19 @@ config_apply_ca(struct config_load *ld, const config_setting_t *s, const struct 
     config_walk(ld, key->section, s, obj);
 }
 
+/* The control group: remembered for the checks made once the whole file is read. */
+static void
+config_apply_control(struct config_load *ld, const config_setting_t *s,
+                     const struct config_key *key, const char *label, void *obj)
+{
+    struct tf_config *cfg = obj;
+    (void)label;
+    ld->control = s;
+    cfg->control.enabled = true;
+    cfg->control.line = (int)config_setting_source_line(s);
+    config_walk(ld, key->section, s, obj);
+}
+
 #define CONFIG_CFG(field) offsetof(struct tf_config, field)
 #define CONFIG_DRAFT(field) offsetof(struct config_listener_draft, field)
 #define CONFIG_TLS(field) offsetof(struct tf_tls_settings, field)
@@ -1336,6 +1377,14 @@ static const struct config_key config_limit_keys[] = {
      NULL},
 };
 
+static const struct config_key config_control_keys[] = {
+    {"listen", CONFIG_KIND_STRING, config_apply_string, CONFIG_CFG(control.listen), 0, 0, NULL},
+    {"token_file", CONFIG_KIND_STRING, config_apply_path, CONFIG_CFG(control.token_file), 0, 0,
+     NULL},
+    {"allow_remote", CONFIG_KIND_BOOL, config_apply_bool, CONFIG_CFG(control.allow_remote), 0, 0,
+     NULL},
+};
+
 static const struct config_section config_listener_section = {
     " in listener", "", config_listener_keys, CONFIG_ARRAY_LEN(config_listener_keys),
 };
@@ -1359,6 +1408,9 @@ static const struct config_section config_timeout_section = {
 static const struct config_section config_limit_section = {
     " in limits", "limits.", config_limit_keys, CONFIG_ARRAY_LEN(config_limit_keys),
 };
+static const struct config_section config_control_section = {
+    " in control", "control.", config_control_keys, CONFIG_ARRAY_LEN(config_control_keys),
+};
 
 static const struct config_key config_top_keys[] = {
     {"workers", CONFIG_KIND_INT, config_apply_int, CONFIG_CFG(workers), 0, 256, NULL},
@@ -1368,7 +1420,7 @@ static const struct config_key config_top_keys[] = {
     {"timeouts", CONFIG_KIND_GROUP, config_apply_section, 0, 0, 0, &config_timeout_section},
     {"limits", CONFIG_KIND_GROUP, config_apply_section, 0, 0, 0, &config_limit_section},
     {"ca", CONFIG_KIND_GROUP, config_apply_ca, 0, 0, 0, &config_ca_section},
-    {"control", CONFIG_KIND_GROUP, NULL, 0, 0, 0, NULL},
+    {"control", CONFIG_KIND_GROUP, config_apply_control, 0, 0, 0, &config_control_section},
     {"mark", CONFIG_KIND_MARK, config_apply_mark, CONFIG_CFG(mark), 0, 0, NULL},
 };
 
@@ -2411,6 +2463,199 @@ config_lab_ca(struct config_load *ld, const config_setting_t *root)
         config_error_at(ld, ld->ca, "%s", why);
 }
 
+/* ------------------------------------------------------------ the control API */
+
+#define CONFIG_CONTROL_DEFAULT "127.0.0.1:8474"
+#define CONFIG_TOKEN_MAX 1024
+
+bool
+tf_config_is_loopback(const struct sockaddr *addr)
+{
+    static const uint8_t mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+
+    if (addr == NULL)
+        return false;
+    if (addr->sa_family == AF_INET) {
+        const struct sockaddr_in *sin = (const struct sockaddr_in *)(const void *)addr;
+        return (ntohl(sin->sin_addr.s_addr) >> 24) == 127;
+    }
+    if (addr->sa_family == AF_INET6) {
+        const struct sockaddr_in6 *sin6 = (const struct sockaddr_in6 *)(const void *)addr;
+        const uint8_t *b = sin6->sin6_addr.s6_addr;
+        return IN6_IS_ADDR_LOOPBACK(&sin6->sin6_addr) ||
+               (memcmp(b, mapped, sizeof(mapped)) == 0 && b[12] == 127);
+    }
+    return false;
+}
+
+/*
+ * The bearer token: the file's first line, without the line end and
+ * surrounding blanks.  It goes into an HTTP header, so it must be
+ * printable ASCII without spaces.  Returns a new string, or NULL with the
+ * reason in why.
+ */
+static char *
+config_read_token(const char *path, char *why, size_t whylen)
+{
+    char buf[CONFIG_TOKEN_MAX + 2];
+    FILE *f = fopen(path, "r");
+
+    if (f == NULL) {
+        config_fail(why, whylen, "cannot read: %s", strerror(errno));
+        return NULL;
+    }
+    bool got = fgets(buf, sizeof(buf), f) != NULL;
+    fclose(f);
+    size_t n = got ? strlen(buf) : 0;
+    if (n > 0 && buf[n - 1] != '\n' && n > CONFIG_TOKEN_MAX) {
+        OPENSSL_cleanse(buf, sizeof(buf));
+        config_fail(why, whylen, "the token is longer than %d bytes", CONFIG_TOKEN_MAX);
+        return NULL;
+    }
+    while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r' || buf[n - 1] == ' ' ||
+                     buf[n - 1] == '\t'))
+        buf[--n] = '\0';
+    size_t start = 0;
+    while (start < n && (buf[start] == ' ' || buf[start] == '\t'))
+        start++;
+    if (start == n) {
+        config_fail(why, whylen, "is empty (its first line is the token)");
+        return NULL;
+    }
+    for (size_t i = start; i < n; i++)
+        if (buf[i] <= 0x20 || buf[i] >= 0x7f) {
+            OPENSSL_cleanse(buf, sizeof(buf));
+            config_fail(why, whylen, "the token must be printable ASCII without spaces");
+            return NULL;
+        }
+    char *token = strdup(buf + start);
+    OPENSSL_cleanse(buf, sizeof(buf));
+    if (token == NULL)
+        config_fail(why, whylen, "out of memory");
+    return token;
+}
+
+/*
+ * The control group, judged as a whole: the address (default
+ * 127.0.0.1:8474) must be an address; a non-loopback one needs
+ * allow_remote and a token, because whoever reaches the port decides what
+ * tlsfault does to the traffic; the token file must hold a token.
+ */
+static void
+config_control_check(struct config_load *ld)
+{
+    struct tf_control_conf *cc = &ld->cfg->control;
+    const config_setting_t *group = ld->control;
+    const config_setting_t *ls, *ts;
+    char why[CONFIG_LINE_MAX];
+    char q[CONFIG_QUOTE_MAX];
+
+    if (!cc->enabled || group == NULL)
+        return;
+    ls = config_setting_get_member(group, "listen");
+    ts = config_setting_get_member(group, "token_file");
+    if (ls != NULL && cc->listen == NULL)
+        return; /* refused already (wrong type, empty) */
+    if (cc->listen == NULL && (cc->listen = strdup(CONFIG_CONTROL_DEFAULT)) == NULL) {
+        config_oom_at(ld, group);
+        return;
+    }
+    if (!config_parse_listen(cc->listen, &cc->addr, &cc->addr_len, why, sizeof(why))) {
+        config_error_at(ld, ls != NULL ? ls : group, "control.listen: %s", why);
+        return;
+    }
+    if (cc->token_file != NULL) {
+        cc->token = config_read_token(cc->token_file, why, sizeof(why));
+        if (cc->token == NULL)
+            config_error_at(ld, ts, "control.token_file \"%s\": %s", cc->token_file, why);
+    }
+    if (tf_config_is_loopback((const struct sockaddr *)&cc->addr))
+        return;
+    if (!cc->allow_remote)
+        config_error_at(ld, ls != NULL ? ls : group,
+                        "control.listen \"%s\" is not a loopback address: whoever reaches the "
+                        "control API decides what happens to the traffic; set "
+                        "control.allow_remote = true and a control.token_file to allow it",
+                        config_quote(q, sizeof(q), cc->listen));
+    else if (ts == NULL)
+        config_error_at(ld, ls != NULL ? ls : group,
+                        "control.listen \"%s\" is not a loopback address: a remote control API "
+                        "needs a control.token_file",
+                        config_quote(q, sizeof(q), cc->listen));
+}
+
+/*
+ * Contract in config.h.  The checks are the file's (config_fault_name,
+ * config_check_fault_listeners, config_check_mitm_faults,
+ * config_fault_tls_strings), said with the rule's name instead of a line.
+ */
+struct tf_config *
+tf_config_with_rules(struct tf_config *base, struct tf_fault_rule **rules, size_t n, char *err,
+                     size_t errlen)
+{
+    struct tf_config *owner = tf_config_base(base);
+    struct tf_config *cfg = NULL;
+    struct config_load ld;
+    char names[CONFIG_LINE_MAX];
+    char why[CONFIG_LINE_MAX];
+    bool any_mitm = false;
+
+    memset(&ld, 0, sizeof(ld));
+    config_errors_init(&ld.err, err, errlen);
+    if (owner == NULL) {
+        config_errors_add(&ld.err, "no configuration");
+        return NULL;
+    }
+    config_listener_names(owner, names, sizeof(names));
+    for (size_t i = 0; i < owner->n_listeners; i++)
+        any_mitm = any_mitm || owner->listeners[i].mode == TF_MODE_MITM;
+    for (size_t i = 0; i < n; i++) {
+        const struct tf_fault_rule *rule = rules[i];
+        bool can_meet_mitm = any_mitm;
+
+        for (size_t j = 0; j < i; j++)
+            if (strcmp(rules[j]->name, rule->name) == 0) {
+                config_errors_add(&ld.err, "rule name \"%s\" is already used", rule->name);
+                break;
+            }
+        if (rule->match.listener != NULL) {
+            const struct tf_listener_conf *lc = tf_config_listener(owner, rule->match.listener);
+            if (lc == NULL) {
+                config_errors_add(&ld.err, "rule \"%s\": unknown listener \"%s\" in match; "
+                                  "valid: %s", rule->name, rule->match.listener, names);
+                continue;
+            }
+            can_meet_mitm = lc->mode == TF_MODE_MITM;
+        }
+        if (rule->def->mode == TF_FAULT_MODE_MITM && !can_meet_mitm)
+            config_errors_add(&ld.err, "rule \"%s\": fault \"%s\" needs a listener with mode "
+                              "\"mitm\"", rule->name, rule->def->name);
+        else if (!config_fault_tls_strings(&ld, rule, NULL, why, sizeof(why)))
+            config_errors_add(&ld.err, "rule \"%s\": %s", rule->name, why);
+    }
+    SSL_CTX_free(ld.scratch);
+    if (ld.err.count > 0)
+        return NULL;
+
+    cfg = malloc(sizeof(*cfg));
+    struct tf_fault_rule **list = calloc(n > 0 ? n : 1, sizeof(*list));
+    if (cfg == NULL || list == NULL) {
+        free(cfg);
+        free(list);
+        config_errors_add(&ld.err, "out of memory");
+        return NULL;
+    }
+    /* A shallow copy: the pointers stay the owner's, which is held below. */
+    memcpy(cfg, owner, sizeof(*cfg));
+    atomic_init(&cfg->refs, 1);
+    for (size_t i = 0; i < n; i++)
+        list[i] = tf_fault_rule_ref(rules[i]);
+    cfg->faults = list;
+    cfg->n_faults = n;
+    cfg->shares = tf_config_ref(owner);
+    return cfg;
+}
+
 /* ------------------------------------------------------------ entry points */
 
 /*
@@ -2498,6 +2743,7 @@ tf_config_load(const char *path, char *err, size_t errlen)
     config_check_fault_listeners(&ld, config_root_setting(&lc));
     config_check_mitm_faults(&ld);
     config_lab_ca(&ld, config_root_setting(&lc));
+    config_control_check(&ld);
 
 done:
     if (lc_ready)
@@ -2651,6 +2897,21 @@ tf_config_quick_opts(const struct tf_quick *q, char *err, size_t errlen)
              (cfg->lab_ca = tf_lab_ca_load(cfg->ca_dir, NULL, NULL, NULL, NULL, NULL, why,
                                            sizeof(why))) == NULL)
         config_errors_add(&e, "--ca \"%s\": %s", q->ca_dir, why);
+
+    if (q->control != NULL) {
+        struct tf_control_conf *cc = &cfg->control;
+        if (!config_parse_listen(q->control, &cc->addr, &cc->addr_len, why, sizeof(why)))
+            config_errors_add(&e, "--control: %s", why);
+        else if (!tf_config_is_loopback((const struct sockaddr *)&cc->addr))
+            config_errors_add(&e, "--control: \"%s\" is not a loopback address; a remote "
+                                  "control API needs a configuration file with "
+                                  "control.allow_remote and control.token_file",
+                              config_quote(qt, sizeof(qt), q->control));
+        else if ((cc->listen = strdup(q->control)) == NULL)
+            config_errors_add(&e, "out of memory");
+        else
+            cc->enabled = true;
+    }
 
     if (q->n_faults > 0 && (cfg->faults = calloc(q->n_faults, sizeof(*cfg->faults))) == NULL) {
         config_errors_add(&e, "out of memory");

@@ -5,7 +5,8 @@
  * direction), render it once per sink and write it whole.  Events arrive
  * from every worker thread; a mutex keeps lines from interleaving.  Lines
  * go to stdio buffers and are flushed by the main loop's timer and at
- * exit, so a busy proxy does not pay a write(2) per event.
+ * exit, so a busy proxy does not pay a write(2) per event.  A tap (the
+ * control API: live flows, counters, /events) sees each event first.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -28,6 +29,8 @@ struct tf_events {
     bool close_json;
     FILE *keylog;             /* opened on first use: only mitm flows write to it */
     bool keylog_failed;
+    tf_events_tap_fn *tap;    /* the control API's view of the stream; NULL: none */
+    void *tap_arg;
 };
 
 static FILE *
@@ -86,6 +89,13 @@ tf_events_free(struct tf_events *ev)
         fclose(ev->keylog);
     pthread_mutex_destroy(&ev->lock);
     free(ev);
+}
+
+void
+tf_events_set_tap(struct tf_events *ev, tf_events_tap_fn *fn, void *arg)
+{
+    ev->tap = fn;
+    ev->tap_arg = arg;
 }
 
 void
@@ -247,7 +257,7 @@ tf_events_emit(struct tf_events *ev, uint64_t flow, const char *event, const cha
     char ts[40];
     json_t *obj;
 
-    if (ev == NULL || (ev->text == NULL && ev->json == NULL)) {
+    if (ev == NULL || (ev->text == NULL && ev->json == NULL && ev->tap == NULL)) {
         json_decref(fields);
         return;
     }
@@ -262,6 +272,8 @@ tf_events_emit(struct tf_events *ev, uint64_t flow, const char *event, const cha
         json_object_update(obj, fields);
         json_decref(fields);
     }
+    if (ev->tap != NULL)
+        ev->tap(ev->tap_arg, flow, event, obj);
 
     char *line = ev->json ? json_dumps(obj, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
     char text[4096];

@@ -316,6 +316,49 @@ fault_quote(char *buf, size_t n, const char *v)
     return buf;
 }
 
+/*
+ * Whether s is UTF-8 (RFC 3629: no overlongs, surrogates or code points
+ * above U+10FFFF).  Free-text values must be: the control API shows them
+ * as JSON strings, which are UTF-8.
+ */
+static bool
+fault_utf8_valid(const char *s)
+{
+    const unsigned char *p = (const unsigned char *)s;
+    while (*p != '\0') {
+        unsigned c = *p, n, min;
+        uint32_t cp;
+        if (c < 0x80) {
+            p++;
+            continue;
+        }
+        if (c >= 0xc2 && c <= 0xdf) {
+            n = 1;
+            min = 0x80;
+            cp = c & 0x1f;
+        } else if (c >= 0xe0 && c <= 0xef) {
+            n = 2;
+            min = 0x800;
+            cp = c & 0x0f;
+        } else if (c >= 0xf0 && c <= 0xf4) {
+            n = 3;
+            min = 0x10000;
+            cp = c & 0x07;
+        } else {
+            return false;
+        }
+        for (unsigned i = 1; i <= n; i++) {
+            if ((p[i] & 0xc0) != 0x80)
+                return false;
+            cp = cp << 6 | (p[i] & 0x3f);
+        }
+        if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
+            return false;
+        p += n + 1;
+    }
+    return true;
+}
+
 /* Appends "a, b, c" style items to buf; what does not fit is cut off. */
 static void
 fault_list_add(char *buf, size_t len, size_t *used, const char *item)
@@ -566,6 +609,8 @@ fault_parse_string(const struct tf_fault_param *p, const char *v, struct tf_faul
 
     if (*v == '\0')
         return fault_fail(err, errlen, "\"%s\" must not be empty", p->name);
+    if (!fault_utf8_valid(v))
+        return fault_fail(err, errlen, "\"%s\" must be UTF-8 text", p->name);
     for (size_t i = 0; i < FAULT_ARRAY_LEN(fault_string_choices); i++) {
         if (fault_string_choices[i].offset != p->offset)
             continue;
@@ -1010,11 +1055,15 @@ tf_fault_print_catalogue(FILE *out)
 
 /* ------------------------------------------------------------ rules */
 
-void
-tf_fault_rule_free(struct tf_fault_rule *rule)
+static void
+fault_rule_destroy(struct tf_fault_rule *rule)
 {
-    if (rule == NULL)
-        return;
+    for (size_t i = 0; i < rule->n_given; i++) {
+        free(rule->given_keys[i]);
+        free(rule->given_values[i]);
+    }
+    free(rule->given_keys);
+    free(rule->given_values);
     free(rule->name);
     free(rule->args.pattern);
     free(rule->args.fields);
@@ -1025,6 +1074,75 @@ tf_fault_rule_free(struct tf_fault_rule *rule)
     free(rule->match.listener);
     free(rule->match.sni);
     free(rule);
+}
+
+struct tf_fault_rule *
+tf_fault_rule_ref(struct tf_fault_rule *rule)
+{
+    if (rule != NULL)
+        atomic_fetch_add(&rule->refs, 1);
+    return rule;
+}
+
+void
+tf_fault_rule_unref(struct tf_fault_rule *rule)
+{
+    /* fetch_sub returns the count before the drop: 1 means we were last. */
+    if (rule != NULL && atomic_fetch_sub(&rule->refs, 1) == 1)
+        fault_rule_destroy(rule);
+}
+
+void
+tf_fault_rule_free(struct tf_fault_rule *rule)
+{
+    tf_fault_rule_unref(rule);
+}
+
+/*
+ * Remembers that key was set to value (replacing an earlier value of the
+ * same key), for tf_fault_rule_rebuild and the control API.
+ */
+static bool
+fault_given_set(struct tf_fault_rule *rule, const char *key, const char *value, char *err,
+                size_t errlen)
+{
+    char *v = strdup(value);
+    if (v == NULL)
+        return fault_fail(err, errlen, "out of memory");
+    for (size_t i = 0; i < rule->n_given; i++)
+        if (strcmp(rule->given_keys[i], key) == 0) {
+            free(rule->given_values[i]);
+            rule->given_values[i] = v;
+            return true;
+        }
+    char *k = strdup(key);
+    char **keys = realloc(rule->given_keys, (rule->n_given + 1) * sizeof(*keys));
+    if (keys != NULL)
+        rule->given_keys = keys;
+    char **values = keys != NULL ? realloc(rule->given_values, (rule->n_given + 1) *
+                                                                    sizeof(*values))
+                                 : NULL;
+    if (values != NULL)
+        rule->given_values = values;
+    if (k == NULL || keys == NULL || values == NULL) {
+        free(k);
+        free(v);
+        return fault_fail(err, errlen, "out of memory");
+    }
+    rule->given_keys[rule->n_given] = k;
+    rule->given_values[rule->n_given] = v;
+    rule->n_given++;
+    return true;
+}
+
+/* The value given for key, or NULL. */
+static const char *
+fault_given(const struct tf_fault_rule *rule, const char *key)
+{
+    for (size_t i = 0; i < rule->n_given; i++)
+        if (strcmp(rule->given_keys[i], key) == 0)
+            return rule->given_values[i];
+    return NULL;
 }
 
 static bool
@@ -1052,6 +1170,8 @@ tf_fault_rule_new(const struct tf_fault_def *def, const char *name)
     rule->args.after = -1;
     rule->match.probability = 1.0;
     rule->match.seed = 1;
+    rule->enabled = true;
+    atomic_init(&rule->refs, 1);
     atomic_init(&rule->seen, 0);
     atomic_init(&rule->fired, 0);
     if (rule->name == NULL)
@@ -1094,7 +1214,8 @@ tf_fault_rule_set(struct tf_fault_rule *rule, const char *key, const char *value
     if (key == NULL || value == NULL)
         return fault_fail(err, errlen, "missing key or value");
     if ((p = fault_param(def, key)) != NULL)
-        return fault_set_param(rule, p, value, err, errlen);
+        return fault_set_param(rule, p, value, err, errlen) &&
+               fault_given_set(rule, p->name, value, err, errlen);
     if (match_key_allowed) {
         if (strncmp(key, "match.", 6) == 0 && fault_is_match_key(key + 6))
             return tf_fault_rule_set_match(rule, key + 6, value, err, errlen);
@@ -1237,15 +1358,17 @@ fault_set_string(char **slot, const char *v, char *err, size_t errlen)
     return true;
 }
 
-bool
-tf_fault_rule_set_match(struct tf_fault_rule *rule, const char *key, const char *value,
-                        char *err, size_t errlen)
+static bool
+fault_set_match(struct tf_fault_rule *rule, const char *key, const char *value, char *err,
+                size_t errlen)
 {
     struct tf_fault_match *m = &rule->match;
     char q[FAULT_QUOTE_MAX];
 
     if (key == NULL || value == NULL)
         return fault_fail(err, errlen, "missing key or value");
+    if ((strcmp(key, "listener") == 0 || strcmp(key, "sni") == 0) && !fault_utf8_valid(value))
+        return fault_fail(err, errlen, "\"%s\" must be UTF-8 text", key);
     if (strcmp(key, "listener") == 0) {
         if (*value == '\0')
             return fault_fail(err, errlen, "\"listener\" must not be empty");
@@ -1305,6 +1428,18 @@ tf_fault_rule_set_match(struct tf_fault_rule *rule, const char *key, const char 
         fault_list_add(valid, sizeof(valid), &used, fault_match_keys[i]);
     return fault_fail(err, errlen, "unknown key \"%s\" in match; valid keys: %s",
                       fault_quote(q, sizeof(q), key), valid);
+}
+
+bool
+tf_fault_rule_set_match(struct tf_fault_rule *rule, const char *key, const char *value,
+                        char *err, size_t errlen)
+{
+    char given[32];
+
+    if (!fault_set_match(rule, key, value, err, errlen))
+        return false;
+    snprintf(given, sizeof(given), "match.%s", key); /* key is one of fault_match_keys */
+    return fault_given_set(rule, given, value, err, errlen);
 }
 
 enum tf_fault_dir
@@ -1552,6 +1687,8 @@ tf_fault_rule_decide(struct tf_fault_rule *rule, const struct tf_fault_flow_info
 {
     const struct tf_fault_match *m = &rule->match;
 
+    if (!rule->enabled)
+        return TF_FAULT_NO;
     if (m->listener != NULL &&
         (flow == NULL || flow->listener == NULL || strcmp(m->listener, flow->listener) != 0))
         return TF_FAULT_NO;
@@ -1598,4 +1735,441 @@ tf_fault_rule_decide(struct tf_fault_rule *rule, const struct tf_fault_flow_info
             return TF_FAULT_NO;
     } while (!atomic_compare_exchange_weak(&rule->fired, &fired, fired + 1));
     return TF_FAULT_YES;
+}
+
+/* ------------------------------------------------------------ JSON (control API) */
+
+static const char *const fault_param_type_names[] = {
+    [TF_PARAM_DIR] = "dir",           [TF_PARAM_PEER] = "peer",
+    [TF_PARAM_UINT] = "uint",         [TF_PARAM_UINT64] = "uint64",
+    [TF_PARAM_INT] = "int",           [TF_PARAM_BOOL] = "bool",
+    [TF_PARAM_STRING] = "string",     [TF_PARAM_BYTES] = "bytes",
+    [TF_PARAM_VERSION] = "version",   [TF_PARAM_ALERT] = "alert",
+    [TF_PARAM_ALERT_LEVEL] = "alert_level", [TF_PARAM_HS_TYPE] = "handshake_type",
+    [TF_PARAM_POSITIONS] = "positions",
+};
+
+/* Top-level keys of a rule object besides its parameters. */
+static const char *const fault_json_keys[] = {"name", "fault", "enabled", "params", "match"};
+
+/*
+ * A parameter's or match key's text as JSON: a number where the value is
+ * one, a boolean for booleans, else the string.  Returns a new reference.
+ */
+static json_t *
+fault_json_value(const char *text, bool integer, bool real, bool boolean)
+{
+    if (integer) {
+        long long n;
+        bool overflow = false;
+        if (fault_parse_integer(text, &n, &overflow) && !overflow)
+            return json_integer((json_int_t)n);
+    }
+    if (real) {
+        char *end = NULL;
+        double d = strtod(text, &end);
+        if (end != text && *end == '\0')
+            return json_real(d);
+    }
+    bool b;
+    if (boolean && fault_bool_word(text, &b))
+        return json_boolean(b);
+    return json_string(text);
+}
+
+/*
+ * Bytes given as text that is not UTF-8 ("\xc5" in the file) cannot be a
+ * JSON string: shown as "hex:..." instead, which reads back the same.
+ */
+static json_t *
+fault_bytes_hex(const uint8_t *b, size_t n)
+{
+    char *text = malloc(4 + 2 * n + 1);
+    json_t *v;
+
+    if (text == NULL)
+        return NULL;
+    memcpy(text, "hex:", 4);
+    for (size_t i = 0; i < n; i++)
+        snprintf(text + 4 + 2 * i, 3, "%02x", b[i]);
+    text[4 + 2 * n] = '\0';
+    v = json_string(text);
+    free(text);
+    return v;
+}
+
+static json_t *
+fault_param_json(const struct tf_fault_param *p, const char *text)
+{
+    bool integer = p->type == TF_PARAM_UINT || p->type == TF_PARAM_UINT64 ||
+                   p->type == TF_PARAM_INT;
+    return fault_json_value(text, integer, false, p->type == TF_PARAM_BOOL);
+}
+
+static json_t *
+fault_match_json(const char *key, const char *text)
+{
+    bool integer = strcmp(key, "nth") == 0 || strcmp(key, "every") == 0 ||
+                   strcmp(key, "first") == 0 || strcmp(key, "times") == 0 ||
+                   strcmp(key, "seed") == 0 || strcmp(key, "dest_port") == 0;
+    return fault_json_value(text, integer, strcmp(key, "probability") == 0, false);
+}
+
+json_t *
+tf_fault_catalogue_json(void)
+{
+    json_t *out = json_array();
+
+    for (size_t i = 0; i < tf_fault_catalogue_len; i++) {
+        const struct tf_fault_def *d = &tf_fault_catalogue[i];
+        json_t *params = json_array();
+        for (size_t k = 0; k < d->n_params; k++) {
+            const struct tf_fault_param *p = &d->params[k];
+            json_t *o = json_pack("{s:s, s:s, s:o, s:s}", "name", p->name, "type",
+                                  fault_param_type_names[p->type], "default",
+                                  fault_param_json(p, p->def), "help", p->help);
+            if (p->type == TF_PARAM_UINT || p->type == TF_PARAM_UINT64 ||
+                p->type == TF_PARAM_INT) {
+                json_object_set_new(o, "min", json_integer((json_int_t)p->min));
+                json_object_set_new(o, "max", json_integer((json_int_t)p->max));
+            }
+            json_array_append_new(params, o);
+        }
+        json_array_append_new(out, json_pack("{s:s, s:s, s:b, s:s, s:s, s:o}", "name", d->name,
+                                             "mode", tf_fault_mode_name(d->mode), "available",
+                                             d->available, "help", d->help, "client_sees",
+                                             d->client_sees, "params", params));
+    }
+    return out;
+}
+
+json_t *
+tf_fault_rule_json(const struct tf_fault_rule *rule)
+{
+    json_t *params = json_object();
+    json_t *match = json_object();
+
+    for (size_t i = 0; i < rule->def->n_params; i++) {
+        const struct tf_fault_param *p = &rule->def->params[i];
+        const char *v = fault_given(rule, p->name);
+        json_t *value = fault_param_json(p, v != NULL ? v : p->def);
+        if (value == NULL && p->type == TF_PARAM_BYTES)
+            value = fault_bytes_hex(rule->args.bytes, rule->args.bytes_len);
+        json_object_set_new(params, p->name, value != NULL ? value : json_null());
+    }
+    for (size_t i = 0; i < rule->n_given; i++)
+        if (strncmp(rule->given_keys[i], "match.", 6) == 0)
+            json_object_set_new(match, rule->given_keys[i] + 6,
+                                fault_match_json(rule->given_keys[i] + 6, rule->given_values[i]));
+    json_t *o = json_pack("{s:s, s:s, s:s, s:b, s:o, s:o, s:I, s:I}", "name", rule->name, "fault",
+                          rule->def->name, "mode", tf_fault_mode_name(rule->def->mode),
+                          "enabled", rule->enabled, "params", params, "match", match, "seen",
+                          (json_int_t)atomic_load(&rule->seen), "fired",
+                          (json_int_t)atomic_load(&rule->fired));
+    if (rule->line > 0)
+        json_object_set_new(o, "line", json_integer(rule->line));
+    return o;
+}
+
+/*
+ * A JSON scalar as the text the file's value would give (config.c's
+ * config_value_text): strings as they are, whole numbers without a
+ * fraction, booleans as true/false.  NULL for anything else.
+ */
+static const char *
+fault_json_text(const json_t *v, char *buf, size_t n)
+{
+    switch (json_typeof(v)) {
+    case JSON_STRING:
+        /* An embedded NUL would cut the value short without a word. */
+        if (strlen(json_string_value(v)) != json_string_length(v))
+            return NULL;
+        return json_string_value(v);
+    case JSON_INTEGER:
+        snprintf(buf, n, "%" JSON_INTEGER_FORMAT, json_integer_value(v));
+        return buf;
+    case JSON_REAL: {
+        double d = json_real_value(v);
+        if (d > -1e15 && d < 1e15 && d == (double)(long long)d) {
+            snprintf(buf, n, "%lld", (long long)d);
+            return buf;
+        }
+        for (int prec = 1; prec <= 17; prec++) {
+            snprintf(buf, n, "%.*g", prec, d);
+            if (strtod(buf, NULL) == d)
+                break;
+        }
+        return buf;
+    }
+    case JSON_TRUE:
+        return "true";
+    case JSON_FALSE:
+        return "false";
+    default:
+        return NULL;
+    }
+}
+
+static json_t *
+fault_valid_params(const struct tf_fault_def *def, bool with_keys)
+{
+    json_t *a = json_array();
+    for (size_t i = 0; i < def->n_params; i++)
+        json_array_append_new(a, json_string(def->params[i].name));
+    for (size_t i = 0; with_keys && i < FAULT_ARRAY_LEN(fault_json_keys); i++)
+        json_array_append_new(a, json_string(fault_json_keys[i]));
+    return a;
+}
+
+static json_t *
+fault_valid_match_keys(void)
+{
+    json_t *a = json_array();
+    for (size_t i = 0; i < FAULT_ARRAY_LEN(fault_match_keys); i++)
+        json_array_append_new(a, json_string(fault_match_keys[i]));
+    return a;
+}
+
+static void
+fault_set_valid(json_t **valid, json_t *names)
+{
+    if (valid != NULL) {
+        json_decref(*valid);
+        *valid = names;
+    } else {
+        json_decref(names);
+    }
+}
+
+/*
+ * Sets one parameter from JSON.  with_keys: the message lists the rule's
+ * other keys too (a parameter beside "fault" rather than in "params").
+ */
+static bool
+fault_json_param(struct tf_fault_rule *rule, const char *key, const json_t *v, bool with_keys,
+                 char *err, size_t errlen, json_t **valid)
+{
+    char num[64];
+    char q[FAULT_QUOTE_MAX];
+
+    if (fault_param(rule->def, key) == NULL) {
+        char hint[160] = "";
+        if (fault_is_match_key(key))
+            snprintf(hint, sizeof(hint), "; \"%s\" belongs in \"match\"", key);
+        fault_set_valid(valid, fault_valid_params(rule->def, with_keys));
+        if (rule->def->n_params == 0 && !with_keys)
+            return fault_fail(err, errlen, "unknown parameter \"%s\": fault \"%s\" takes none%s",
+                              fault_quote(q, sizeof(q), key), rule->def->name, hint);
+        char names[512];
+        size_t used = 0;
+        names[0] = '\0';
+        for (size_t i = 0; i < rule->def->n_params; i++)
+            fault_list_add(names, sizeof(names), &used, rule->def->params[i].name);
+        for (size_t i = 0; with_keys && i < FAULT_ARRAY_LEN(fault_json_keys); i++)
+            fault_list_add(names, sizeof(names), &used, fault_json_keys[i]);
+        return fault_fail(err, errlen, "unknown parameter \"%s\" for fault \"%s\"; valid: %s%s",
+                          fault_quote(q, sizeof(q), key), rule->def->name,
+                          used > 0 ? names : "none", hint);
+    }
+    const char *text = fault_json_text(v, num, sizeof(num));
+    if (text == NULL)
+        return fault_fail(err, errlen, "\"%s\" must be a single value (number, string or "
+                          "boolean)", key);
+    return tf_fault_rule_set(rule, key, text, false, err, errlen);
+}
+
+static bool
+fault_json_match(struct tf_fault_rule *rule, const char *key, const json_t *v, char *err,
+                 size_t errlen, json_t **valid)
+{
+    char num[64];
+
+    if (!fault_is_match_key(key)) {
+        fault_set_valid(valid, fault_valid_match_keys());
+        return tf_fault_rule_set_match(rule, key, "", err, errlen); /* says what is valid */
+    }
+    const char *text = fault_json_text(v, num, sizeof(num));
+    if (text == NULL)
+        return fault_fail(err, errlen, "\"match.%s\" must be a single value (number, string or "
+                          "boolean)", key);
+    return tf_fault_rule_set_match(rule, key, text, err, errlen);
+}
+
+struct tf_fault_rule *
+tf_fault_rule_from_json(const json_t *obj, char *err, size_t errlen, json_t **valid)
+{
+    char q[FAULT_QUOTE_MAX];
+    char names[1024];
+    struct tf_fault_rule *rule = NULL;
+    const char *key;
+    const json_t *v;
+
+    if (!json_is_object(obj)) {
+        fault_fail(err, errlen, "expected a JSON object: {\"name\": ..., \"fault\": ..., "
+                   "\"params\": {...}, \"match\": {...}}");
+        return NULL;
+    }
+    const json_t *jname = json_object_get(obj, "name");
+    const json_t *jfault = json_object_get(obj, "fault");
+    const json_t *jenabled = json_object_get(obj, "enabled");
+    const json_t *jparams = json_object_get(obj, "params");
+    const json_t *jmatch = json_object_get(obj, "match");
+
+    if (jname == NULL || !json_is_string(jname)) {
+        fault_fail(err, errlen, jname == NULL ? "\"name\" is required" : "\"name\" must be a "
+                                                                         "string");
+        return NULL;
+    }
+    if (!fault_rule_name_valid(json_string_value(jname)) ||
+        strlen(json_string_value(jname)) != json_string_length(jname)) {
+        fault_fail(err, errlen, "name \"%s\" is not valid (use 1-64 letters, digits, \".\", "
+                   "\"_\" or \"-\")", fault_quote(q, sizeof(q), json_string_value(jname)));
+        return NULL;
+    }
+    if (jfault == NULL || !json_is_string(jfault)) {
+        fault_fail(err, errlen, jfault == NULL ? "\"fault\" is required (GET /faults lists them)"
+                                               : "\"fault\" must be a string");
+        return NULL;
+    }
+    const struct tf_fault_def *def = tf_fault_find(json_string_value(jfault));
+    if (def == NULL) {
+        tf_fault_names(names, sizeof(names));
+        json_t *all = json_array();
+        for (size_t i = 0; i < tf_fault_catalogue_len; i++)
+            if (tf_fault_catalogue[i].available)
+                json_array_append_new(all, json_string(tf_fault_catalogue[i].name));
+        fault_set_valid(valid, all);
+        fault_fail(err, errlen, "fault \"%s\" is unknown; valid: %s",
+                   fault_quote(q, sizeof(q), json_string_value(jfault)), names);
+        return NULL;
+    }
+    if (!def->available) {
+        fault_fail(err, errlen, "fault \"%s\" needs mode %s, which is not available in this "
+                   "version", def->name, tf_fault_mode_name(def->mode));
+        return NULL;
+    }
+    if (jenabled != NULL && !json_is_boolean(jenabled)) {
+        fault_fail(err, errlen, "\"enabled\" must be true or false");
+        return NULL;
+    }
+    if (jparams != NULL && !json_is_object(jparams)) {
+        fault_fail(err, errlen, "\"params\" must be an object ({\"ms\": 300, ...})");
+        return NULL;
+    }
+    if (jmatch != NULL && !json_is_object(jmatch)) {
+        fault_fail(err, errlen, "\"match\" must be an object ({\"sni\": \"*.lab.test\", ...})");
+        return NULL;
+    }
+    rule = tf_fault_rule_new(def, json_string_value(jname));
+    if (rule == NULL) {
+        fault_fail(err, errlen, "out of memory");
+        return NULL;
+    }
+    /* Parameters beside "fault", as in the file; then those in "params". */
+    json_object_foreach((json_t *)(uintptr_t)obj, key, v)
+    {
+        bool reserved = false;
+        for (size_t i = 0; i < FAULT_ARRAY_LEN(fault_json_keys); i++)
+            reserved = reserved || strcmp(key, fault_json_keys[i]) == 0;
+        if (reserved)
+            continue;
+        if (jparams != NULL && json_object_get(jparams, key) != NULL) {
+            fault_fail(err, errlen, "\"%s\" is given twice (beside \"fault\" and in \"params\")",
+                       fault_quote(q, sizeof(q), key));
+            goto fail;
+        }
+        if (!fault_json_param(rule, key, v, true, err, errlen, valid))
+            goto fail;
+    }
+    json_object_foreach((json_t *)(uintptr_t)jparams, key, v)
+    {
+        if (!fault_json_param(rule, key, v, false, err, errlen, valid))
+            goto fail;
+    }
+    json_object_foreach((json_t *)(uintptr_t)jmatch, key, v)
+    {
+        if (!fault_json_match(rule, key, v, err, errlen, valid))
+            goto fail;
+    }
+    if (jenabled != NULL)
+        rule->enabled = json_is_true(jenabled);
+    tf_fault_rule_complete(rule);
+    if (!tf_fault_rule_check(rule, err, errlen))
+        goto fail;
+    return rule;
+fail:
+    tf_fault_rule_unref(rule);
+    return NULL;
+}
+
+struct tf_fault_rule *
+tf_fault_rule_rebuild(const struct tf_fault_rule *old, const json_t *params, const json_t *match,
+                      int enabled, bool reset, char *err, size_t errlen, json_t **valid)
+{
+    const char *key;
+    const json_t *v;
+    struct tf_fault_rule *rule;
+
+    if (params != NULL && !json_is_object(params)) {
+        fault_fail(err, errlen, "\"params\" must be an object ({\"ms\": 300, ...})");
+        return NULL;
+    }
+    if (match != NULL && !json_is_object(match)) {
+        fault_fail(err, errlen, "\"match\" must be an object ({\"sni\": \"*.lab.test\", ...})");
+        return NULL;
+    }
+    rule = tf_fault_rule_new(old->def, old->name);
+    if (rule == NULL) {
+        fault_fail(err, errlen, "out of memory");
+        return NULL;
+    }
+    /* Unknown names first, so that nothing is judged against a typo. */
+    json_object_foreach((json_t *)(uintptr_t)params, key, v)
+    {
+        if (fault_param(old->def, key) == NULL) {
+            fault_json_param(rule, key, v, false, err, errlen, valid);
+            goto fail;
+        }
+    }
+    json_object_foreach((json_t *)(uintptr_t)match, key, v)
+    {
+        if (!fault_is_match_key(key)) {
+            fault_json_match(rule, key, v, err, errlen, valid);
+            goto fail;
+        }
+    }
+    for (size_t i = 0; i < old->n_given; i++) {
+        const char *k = old->given_keys[i];
+        bool replaced = strncmp(k, "match.", 6) == 0
+                            ? match != NULL && json_object_get(match, k + 6) != NULL
+                            : params != NULL && json_object_get(params, k) != NULL;
+        if (replaced)
+            continue;
+        /* What the old rule took, the new one takes: a failure is a bug, said as such. */
+        if (!tf_fault_rule_set(rule, k, old->given_values[i], true, err, errlen))
+            goto fail;
+    }
+    json_object_foreach((json_t *)(uintptr_t)params, key, v)
+    {
+        if (!json_is_null(v) && !fault_json_param(rule, key, v, false, err, errlen, valid))
+            goto fail;
+    }
+    json_object_foreach((json_t *)(uintptr_t)match, key, v)
+    {
+        if (!json_is_null(v) && !fault_json_match(rule, key, v, err, errlen, valid))
+            goto fail;
+    }
+    tf_fault_rule_complete(rule);
+    if (!tf_fault_rule_check(rule, err, errlen))
+        goto fail;
+    rule->enabled = enabled < 0 ? old->enabled : enabled != 0;
+    rule->line = old->line;
+    if (!reset) {
+        atomic_store(&rule->seen, atomic_load(&old->seen));
+        atomic_store(&rule->fired, atomic_load(&old->fired));
+    }
+    return rule;
+fail:
+    tf_fault_rule_unref(rule);
+    return NULL;
 }

@@ -5,8 +5,11 @@
  * resolved by evdns, never blocking the loop), move bytes both ways with
  * back-pressure, carry half-close and reset across, enforce the connect,
  * handshake and idle timeouts, and end with one flow_end event that says
- * how and why it ended.  What the bytes mean is inspect.c's business; the
- * flow only feeds it while it still wants bytes.
+ * how and why it ended (its verdict is verdict.c's reading of the facts
+ * gathered here; with probe on, a TLS 1.3 flow's flow_end waits for the
+ * chain fetched by probe.c, in state TF_FLOW_VERDICT).  What the bytes
+ * mean is inspect.c's business; the flow only feeds it while it still
+ * wants bytes.
  *
  * Routes (how the upstream is found) differ only in what happens before
  * the upstream connect; from the connect on, every flow is the same:
@@ -47,6 +50,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "tlsfault/config.h"
@@ -59,6 +63,8 @@
 #include "tlsfault/log.h"
 #include "tlsfault/mitm.h"
 #include "tlsfault/origdst.h"
+#include "tlsfault/probe.h"
+#include "tlsfault/verdict.h"
 #include "tlsfault/worker.h"
 
 enum tf_flow_state {
@@ -68,6 +74,7 @@ enum tf_flow_state {
     TF_FLOW_CONNECTING,  /* upstream being resolved and connected; client bytes queue up */
     TF_FLOW_INSPECTING,  /* both connected, handshake being watched */
     TF_FLOW_RELAYING,    /* handshake over: bytes moved without parsing */
+    TF_FLOW_VERDICT,     /* sockets closed; flow_end waits for the chain probe (probe.h) */
     TF_FLOW_CLOSED,
 };
 
@@ -154,6 +161,12 @@ struct tf_flow {
     struct evutil_addrinfo *addrs;     /* the target's addresses (owned) ... */
     struct evutil_addrinfo *next_addr; /* ... and the next one to try when one fails */
     char connect_error[200];   /* why the last address failed */
+    /* verdict */
+    enum tf_dir last_read;     /* whose bytes came last */
+    struct tf_probe *probe;    /* TLS 1.3 passthrough: fetching the hidden chain (owned) */
+    bool probe_tried;
+    json_t *pending_end;       /* TF_FLOW_VERDICT: flow_end and the facts of its verdict */
+    json_t *pending_facts;
     TAILQ_ENTRY(tf_flow) link;
 };
 
@@ -323,6 +336,8 @@ flow_timer_cb(evutil_socket_t fd, short what, void *arg)
     evtimer_add(f->timer, &tv);
 }
 
+static void flow_probe_maybe(struct tf_flow *f);
+
 /* Feeds every chunk of buf to the inspector without copying or draining. */
 static void
 flow_inspect(struct tf_leg *leg, struct evbuffer *buf)
@@ -346,6 +361,8 @@ flow_inspect(struct tf_leg *leg, struct evbuffer *buf)
         if (evbuffer_ptr_set(buf, &pos, total, EVBUFFER_PTR_ADD) < 0)
             break;
     }
+    if (!f->probe_tried && f->mitm == NULL && tf_inspect_version(f->ins) == 0x0304)
+        flow_probe_maybe(f);
     /* Done, or not TLS at all: from now on only the idle timeout applies. */
     if (f->state == TF_FLOW_INSPECTING &&
         (tf_inspect_handshake_done(f->ins) || tf_inspect_idle(f->ins, TF_DIR_C2S) ||
@@ -1498,6 +1515,7 @@ flow_read_cb(struct bufferevent *bev, void *arg)
         return;
     }
     leg->bytes += n;
+    f->last_read = leg->dir;
     flow_now(f, &f->last_activity);
     if (f->mitm != NULL) {
         flow_mitm_read(leg, in);
@@ -1777,12 +1795,137 @@ flow_verdict(struct tf_flow *f, json_t *end, const char *closed_by, const char *
     json_object_set_new(end, "summary", json_string(summary));
 }
 
+static const char *
+flow_state_name(enum tf_flow_state st)
+{
+    switch (st) {
+    case TF_FLOW_REQUEST: return "request";
+    case TF_FLOW_HELLO: return "hello";
+    case TF_FLOW_CONNECTING: return "connecting";
+    case TF_FLOW_INSPECTING: return "inspecting";
+    case TF_FLOW_RELAYING: return "relaying";
+    default: return "closed";
+    }
+}
+
+/*
+ * The facts of the verdict (verdict.h): flow_end's own fields, what the
+ * inspector and the mitm legs kept, and what only the flow knows.
+ */
+static json_t *
+flow_facts(struct tf_flow *f, json_t *end, const char *how)
+{
+    json_t *facts = json_copy(end);
+    if (facts == NULL)
+        return NULL;
+    json_object_set_new(facts, "mode",
+                        json_string(f->lc->mode == TF_MODE_MITM ? "mitm" : "passthrough"));
+    json_object_set_new(facts, "state", json_string(flow_state_name(f->state)));
+    if (f->refused)
+        json_object_set_new(facts, "refused", json_true());
+    if (strcmp(how, "fault") == 0)
+        json_object_set_new(facts, "fault_end",
+                            json_string(f->end.end == TF_INJECT_RESET ? "reset" : "fin"));
+    if (f->inj != NULL && tf_inject_damaged(f->inj))
+        json_object_set_new(facts, "damaged", json_true());
+    if (f->client.bytes + f->server.bytes > 0)
+        json_object_set_new(facts, "last_read", json_string(tf_dir_name(f->last_read)));
+    json_object_set_new(facts, "timeouts",
+                        json_pack("{s:I, s:I, s:I}", "connect_ms",
+                                  (json_int_t)f->cfg->connect_timeout_ms, "handshake_ms",
+                                  (json_int_t)f->cfg->handshake_timeout_ms, "idle_ms",
+                                  (json_int_t)f->cfg->idle_timeout_ms));
+    tf_inspect_facts(f->ins, facts);
+    if (f->mitm != NULL)
+        tf_mitm_facts(f->mitm, facts);
+    return facts;
+}
+
+/* Adds the verdict (and the probe's result) to end and emits it; takes both references. */
+static void
+flow_emit_end(struct tf_flow *f, json_t *end, json_t *facts)
+{
+    if (facts != NULL) {
+        if (f->probe != NULL)
+            json_object_set_new(facts, "probe", tf_probe_result(f->probe));
+        json_t *verdict = tf_verdict_build(facts, time(NULL));
+        /* One outcome: the verdict may know better (a client that left right after). */
+        json_object_set(end, "outcome", json_object_get(verdict, "outcome"));
+        json_object_set_new(end, "verdict", verdict);
+        json_decref(facts);
+    }
+    tf_events_emit(f->w->events, f->id, "flow_end", NULL, end);
+}
+
+/* Last of a flow: out of the worker's list, and freed. */
+static void
+flow_free(struct tf_flow *f)
+{
+    struct tf_worker *w = f->w;
+    tf_probe_free(f->probe);
+    json_decref(f->pending_end);
+    json_decref(f->pending_facts);
+    TAILQ_REMOVE(&w->flows, f, link);
+    w->live_flows--;
+    tf_config_unref(f->cfg);
+    free(f);
+    if (w->draining && w->live_flows == 0)
+        event_base_loopexit(w->base, NULL);
+}
+
+/* TF_FLOW_VERDICT: the probe answered, gave up, or tlsfault is stopping. */
+static void
+flow_finish_verdict(struct tf_flow *f)
+{
+    json_t *end = f->pending_end, *facts = f->pending_facts;
+    f->pending_end = f->pending_facts = NULL;
+    f->state = TF_FLOW_CLOSED;
+    flow_emit_end(f, end, facts);
+    flow_free(f);
+}
+
+static void
+flow_probe_done_cb(void *arg)
+{
+    struct tf_flow *f = arg;
+    if (f->state == TF_FLOW_VERDICT)
+        flow_finish_verdict(f);
+}
+
+/*
+ * The ServerHello said TLS 1.3: the chain will pass encrypted.  With probe
+ * on, a side connection to the same upstream address and SNI fetches it
+ * (probe.c); flow_end waits for it, bounded by its timeout.
+ */
+static void
+flow_probe_maybe(struct tf_flow *f)
+{
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof(ss);
+    f->probe_tried = true;
+    if (!tf_probe_enabled(f->lc) || !flow_server_up(f))
+        return;
+    evutil_socket_t fd = bufferevent_getfd(f->server.bev);
+    if (fd < 0 || getpeername(fd, (struct sockaddr *)&ss, &len) != 0)
+        return;
+    unsigned ms = TF_PROBE_TIMEOUT_MS < f->cfg->handshake_timeout_ms ? TF_PROBE_TIMEOUT_MS
+                                                                     : f->cfg->handshake_timeout_ms;
+    uint32_t mark = f->lc->mark != 0 ? f->lc->mark : f->cfg->mark;
+    f->probe = tf_probe_start(f->w->base, (struct sockaddr *)&ss, len, tf_inspect_sni(f->ins),
+                              mark, ms, flow_probe_done_cb, f);
+}
+
 static void
 flow_close_with(struct tf_flow *f, const char *closed_by, const char *how, const char *error)
 {
     struct timeval now;
-    json_t *end;
+    json_t *end, *facts = NULL;
 
+    if (f->state == TF_FLOW_VERDICT) {
+        /* Stopping: the probe is not waited for any longer ("pending"). */
+        flow_finish_verdict(f);
+        return;
+    }
     if (f->state == TF_FLOW_CLOSED)
         return;
     if (!f->started_emitted)
@@ -1814,9 +1957,14 @@ flow_close_with(struct tf_flow *f, const char *closed_by, const char *how, const
         tf_inject_summarize(f->inj, end);
     if (f->mitm)
         tf_mitm_summarize(f->mitm, end);
-    if (f->ins)
+    if (f->ins) {
         flow_verdict(f, end, closed_by, how, error);
-    tf_events_emit(f->w->events, f->id, "flow_end", NULL, end);
+        facts = flow_facts(f, end, how);
+    }
+    /* A probe still fetching the chain: flow_end waits for it (TF_FLOW_VERDICT). */
+    bool wait_probe = facts != NULL && f->probe != NULL && !tf_probe_finished(f->probe);
+    if (!wait_probe)
+        flow_emit_end(f, end, facts);
 
     /* A reset on one side, or a failed upstream, is passed on as a reset. */
     if (strcmp(how, "reset") == 0 || (strcmp(closed_by, "proxy") == 0 && strcmp(how, "error") == 0)) {
@@ -1847,13 +1995,23 @@ flow_close_with(struct tf_flow *f, const char *closed_by, const char *how, const
         evbuffer_free(f->discard);
     flow_shaper_free(&f->client.shaper);
     flow_shaper_free(&f->server.shaper);
-    struct tf_worker *w = f->w;
-    TAILQ_REMOVE(&w->flows, f, link);
-    w->live_flows--;
-    tf_config_unref(f->cfg);
-    free(f);
-    if (w->draining && w->live_flows == 0)
-        event_base_loopexit(w->base, NULL);
+    if (wait_probe) {
+        /* Everything but the probe is gone; flow_probe_done_cb finishes the flow. */
+        f->client.bev = f->server.bev = NULL;
+        f->timer = f->route_ev = NULL;
+        f->addrs = NULL;
+        f->ins = NULL;
+        f->inj = NULL;
+        f->mitm = NULL;
+        f->mid = f->to_client = f->discard = NULL;
+        memset(&f->client.shaper, 0, sizeof(f->client.shaper));
+        memset(&f->server.shaper, 0, sizeof(f->server.shaper));
+        f->pending_end = end;
+        f->pending_facts = facts;
+        f->state = TF_FLOW_VERDICT;
+        return;
+    }
+    flow_free(f);
 }
 
 void

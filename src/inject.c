@@ -317,10 +317,11 @@ tf_inject_wants(const struct tf_inject *inj, enum tf_dir dir)
         return false;
     for (size_t i = 0; i < inj->n_rules; i++) {
         const struct inject_rule *r = &inj->rules[i];
-        if (inject_is_network(r))
-            continue;
+        /* Any rule waiting for the SNI, network ones too: the hello decides it. */
         if (r->state == INJECT_PENDING && !inj->hello_decided)
             return true;
+        if (inject_is_network(r))
+            continue;
         if (r->state != INJECT_ACTIVE || !inject_acts_on(r, dir))
             continue;
         if (inject_message_level(r)) {

@@ -20,6 +20,9 @@
  * After the handshake both readers only skim record headers, so the flow
  * relays at the cost of a TCP relay while still noticing encrypted alerts
  * and renegotiation.  Sockets, timing and faults are the flow's business.
+ * For the verdict it also keeps the offered versions and suites, the
+ * server's clear chain, a log of the messages, and a TLS 1.3 client's
+ * first protected record when it is too small to be a Finished (an alert).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -33,6 +36,15 @@
 
 #define INSPECT_PREVIEW 48
 #define TLS13 0x0304
+/*
+ * A protected TLS 1.3 record this small cannot be a Finished (32+ bytes of
+ * verify_data, a content type and a 16-byte tag): from the client right
+ * after the server's flight it is an alert (2 bytes + type + tag = 19) or,
+ * with 0-RTT, EndOfEarlyData (21).  Only a later record is its Finished.
+ */
+#define INSPECT_TLS13_SMALL_RECORD 24
+/* The message log kept for the verdict (verdict.c): enough for any handshake. */
+#define INSPECT_MESSAGES_MAX 64
 
 struct inspect_dir {
     struct tf_inspect *ins;
@@ -42,6 +54,10 @@ struct inspect_dir {
     bool encrypted;             /* later records of this direction are unreadable */
     bool ccs_seen;
     uint32_t encrypted_records; /* since this direction became encrypted */
+    size_t small_first;         /* TLS 1.3 client: length of a first protected record too
+                                 * small to be its Finished (0: none) */
+    uint64_t data_records;      /* after the handshake: records that carry data (TLS 1.3:
+                                 * those too big to be an alert) */
     bool non_tls;
     char non_tls_kind[16];
     uint8_t preview[INSPECT_PREVIEW];
@@ -70,6 +86,13 @@ struct tf_inspect {
     json_t *alpn_offered;
     char last_message[64];
     enum tf_dir last_dir;
+    /* kept for the verdict (tf_inspect_facts) */
+    json_t *offered_versions;   /* the first ClientHello's supported_versions */
+    json_t *offered_suites;     /* ... and its cipher_suites */
+    json_t *server_chain;       /* the server's first decoded Certificate chain */
+    bool downgrade_sentinel;    /* the ServerHello's random ends with DOWNGRD */
+    char sentinel[8];           /* "tls12" / "tls11" */
+    json_t *messages;           /* [{dir, type[, description]}] in order, capped */
 };
 
 const char *
@@ -93,6 +116,7 @@ tf_inspect_new(size_t handshake_message_max, tf_inspect_emit_fn emit, void *arg)
     ins->emit = emit;
     ins->arg = arg;
     ins->alerts = json_array();
+    ins->messages = json_array();
     for (int i = 0; i < 2; i++) {
         ins->d[i].ins = ins;
         ins->d[i].dir = (enum tf_dir)i;
@@ -113,6 +137,10 @@ tf_inspect_free(struct tf_inspect *ins)
     }
     json_decref(ins->alerts);
     json_decref(ins->alpn_offered);
+    json_decref(ins->offered_versions);
+    json_decref(ins->offered_suites);
+    json_decref(ins->server_chain);
+    json_decref(ins->messages);
     free(ins);
 }
 
@@ -157,12 +185,38 @@ inspect_check_done(struct tf_inspect *ins)
         inspect_finish(ins);
 }
 
+/* Appends {dir, type} to the message log; consecutive protected records fold into one. */
+static void
+inspect_log_message(struct inspect_dir *d, const char *type)
+{
+    json_t *log = d->ins->messages;
+    size_t n = json_array_size(log);
+    if (strcmp(type, "encrypted") == 0 && n > 0) {
+        json_t *last = json_array_get(log, n - 1);
+        const char *t = json_string_value(json_object_get(last, "type"));
+        const char *dir = json_string_value(json_object_get(last, "dir"));
+        if (t && dir && strcmp(t, "encrypted") == 0 && strcmp(dir, tf_dir_name(d->dir)) == 0) {
+            json_int_t c = json_integer_value(json_object_get(last, "count"));
+            json_object_set_new(last, "count", json_integer(c + 1));
+            return;
+        }
+    }
+    if (n >= INSPECT_MESSAGES_MAX)
+        return;
+    json_t *m = json_pack("{s:s, s:s}", "dir", tf_dir_name(d->dir), "type", type);
+    if (strcmp(type, "encrypted") == 0)
+        json_object_set_new(m, "count", json_integer(1));
+    json_array_append_new(log, m);
+}
+
 static void
 inspect_note_message(struct inspect_dir *d, const char *type)
 {
     snprintf(d->last_message, sizeof(d->last_message), "%s", type);
     snprintf(d->ins->last_message, sizeof(d->ins->last_message), "%s", type);
     d->ins->last_dir = d->dir;
+    if (strncmp(type, "alert ", 6) != 0)
+        inspect_log_message(d, type);
 }
 
 static void
@@ -176,6 +230,7 @@ inspect_server_hello(struct inspect_dir *d, const struct tf_server_hello_info *i
     ins->server_hello_seen = true;
     ins->version = info->version;
     ins->cipher_suite = info->cipher_suite;
+    ins->downgrade_sentinel = info->downgrade_sentinel;
     if (info->version == TLS13) {
         /* RFC 8446 §2: the server's next flight and the client's reply are encrypted. */
         ins->d[TF_DIR_C2S].encrypted = true;
@@ -211,15 +266,29 @@ inspect_message_cb(void *arg, uint8_t type, const uint8_t *body, size_t len)
         json_t *alpn = json_object_get(obj, "alpn");
         if (alpn && !ins->alpn_offered)
             ins->alpn_offered = json_incref(alpn);
+        json_t *versions = json_object_get(obj, "supported_versions");
+        if (json_is_array(versions) && !ins->offered_versions)
+            ins->offered_versions = json_incref(versions);
+        json_t *suites = json_object_get(obj, "cipher_suites");
+        if (json_is_array(suites) && !ins->offered_suites)
+            ins->offered_suites = json_incref(suites);
         break;
     }
     case TF_HS_SERVER_HELLO:
-        if (ok)
+        if (ok) {
             inspect_server_hello(d, &sh);
+            json_t *sentinel = json_object_get(obj, "downgrade_sentinel");
+            if (json_is_string(sentinel))
+                snprintf(ins->sentinel, sizeof(ins->sentinel), "%s", json_string_value(sentinel));
+        }
         break;
     case TF_HS_CERTIFICATE:
-        if (d->dir == TF_DIR_S2C)
+        if (d->dir == TF_DIR_S2C) {
             ins->server_flight_full = true;
+            json_t *chain = json_object_get(obj, "chain");
+            if (json_is_array(chain) && !ins->server_chain)
+                ins->server_chain = json_incref(chain);
+        }
         break;
     case TF_HS_SERVER_HELLO_DONE:
         ins->server_flight_full = true;
@@ -241,6 +310,8 @@ inspect_encrypted(struct inspect_dir *d, const struct tf_record *rec)
     json_t *obj = json_object();
     json_object_set_new(obj, "content_type", ct ? json_string(ct) : json_integer(rec->type));
     json_object_set_new(obj, "length", json_integer((json_int_t)rec->len));
+    if (!d->ins->done)
+        inspect_log_message(d, "encrypted");
     inspect_emit(d, "encrypted", obj);
 }
 
@@ -261,6 +332,11 @@ inspect_alert(struct inspect_dir *d, const struct tf_record *rec)
         snprintf(name, sizeof(name), "alert %s",
                  json_is_string(desc) ? json_string_value(desc) : "malformed");
         inspect_note_message(d, name);
+        if (json_array_size(d->ins->messages) < INSPECT_MESSAGES_MAX) {
+            json_t *m = json_pack("{s:s, s:s}", "dir", tf_dir_name(d->dir), "type", "alert");
+            json_object_set(m, "description", desc ? desc : json_null());
+            json_array_append_new(d->ins->messages, m);
+        }
         inspect_emit(d, "alert", obj);
         if (n < 2)
             break;
@@ -271,8 +347,11 @@ inspect_alert(struct inspect_dir *d, const struct tf_record *rec)
 static void
 inspect_skimmed(struct inspect_dir *d, const struct tf_record *rec)
 {
-    if (rec->type == TF_CT_APPLICATION_DATA)
+    if (rec->type == TF_CT_APPLICATION_DATA) {
+        if (d->ins->version != TLS13 || rec->len > INSPECT_TLS13_SMALL_RECORD)
+            d->data_records++;
         return;
+    }
     if (rec->type == TF_CT_ALERT) {
         json_t *a = json_pack("{s:s, s:b, s:I}", "dir", tf_dir_name(d->dir), "encrypted", 1,
                               "length", (json_int_t)rec->len);
@@ -315,7 +394,11 @@ inspect_record_cb(void *arg, const struct tf_record *rec)
         return true;
     }
     if (d->encrypted || rec->type == TF_CT_APPLICATION_DATA || rec->type == TF_CT_HEARTBEAT) {
-        if (d->encrypted)
+        if (d->encrypted && ins->version == TLS13 && d->dir == TF_DIR_C2S &&
+            d->encrypted_records == 0 && d->small_first == 0 &&
+            rec->type == TF_CT_APPLICATION_DATA && rec->len <= INSPECT_TLS13_SMALL_RECORD)
+            d->small_first = rec->len; /* an alert (or EndOfEarlyData), not the Finished */
+        else if (d->encrypted)
             d->encrypted_records++;
         if (rec->type == TF_CT_ALERT) {
             json_t *a = json_pack("{s:s, s:b, s:I}", "dir", tf_dir_name(d->dir), "encrypted", 1,
@@ -492,4 +575,65 @@ tf_inspect_stage(const struct tf_inspect *ins, char *buf, size_t len)
         snprintf(buf, len, "after %s from %s", ins->last_message, inspect_side(ins->last_dir));
     else
         snprintf(buf, len, "before any TLS message");
+}
+
+void
+tf_inspect_facts(const struct tf_inspect *ins, json_t *facts)
+{
+    const struct inspect_dir *c = &ins->d[TF_DIR_C2S];
+    json_t *ch = json_object();
+
+    json_object_set_new(ch, "seen", json_boolean(ins->client_hello_seen));
+    if (ins->offered_versions)
+        json_object_set(ch, "versions", ins->offered_versions);
+    if (ins->offered_suites)
+        json_object_set(ch, "cipher_suites", ins->offered_suites);
+    json_object_set_new(ch, "has_sni", json_boolean(ins->has_sni));
+    json_object_set_new(facts, "client_hello", ch);
+    if (ins->server_hello_seen) {
+        char buf[32];
+        json_t *sh = json_object();
+        inspect_version_name(ins->version, buf, sizeof(buf));
+        json_object_set_new(sh, "version", json_string(buf));
+        const char *suite = tf_names_cipher_suite(ins->cipher_suite);
+        if (suite == NULL) {
+            snprintf(buf, sizeof(buf), "0x%04x", ins->cipher_suite);
+            suite = buf;
+        }
+        json_object_set_new(sh, "cipher_suite", json_string(suite));
+        if (ins->downgrade_sentinel)
+            json_object_set_new(sh, "downgrade_sentinel",
+                                json_string(ins->sentinel[0] ? ins->sentinel : "yes"));
+        json_object_set_new(facts, "server_hello", sh);
+    }
+    if (ins->server_chain)
+        json_object_set(facts, "server_chain", ins->server_chain);
+    json_object_set(facts, "messages", ins->messages);
+    if (ins->done)
+        json_object_set_new(facts, "data_records",
+                            json_pack("{s:I, s:I}", "c2s", (json_int_t)c->data_records, "s2c",
+                                      (json_int_t)ins->d[TF_DIR_S2C].data_records));
+    /* Still the client's only protected record: it was an alert, not an early-data end. */
+    if (c->small_first > 0 && c->encrypted_records == 0)
+        json_object_set_new(facts, "c2s_protected_alert",
+                            json_pack("{s:I}", "length", (json_int_t)c->small_first));
+    for (int i = 0; i < 2; i++) {
+        const struct inspect_dir *d = &ins->d[i];
+        if (!d->non_tls)
+            continue;
+        json_t *nt = json_object_get(facts, "non_tls_at");
+        if (nt == NULL) {
+            nt = json_object();
+            json_object_set_new(facts, "non_tls_at", nt);
+        }
+        json_object_set_new(nt, tf_dir_name((enum tf_dir)i),
+                            json_pack("{s:s, s:I}", "kind", d->non_tls_kind, "offset",
+                                      (json_int_t)d->rec.offset));
+    }
+}
+
+bool
+tf_inspect_server_hello_seen(const struct tf_inspect *ins)
+{
+    return ins->server_hello_seen;
 }

@@ -7,7 +7,11 @@
  * main thread's own loop: SIGHUP reloads the configuration (live flows
  * keep theirs; a bad file is refused and the old one stays), SIGTERM and
  * SIGINT drain (stop accepting, let flows finish within the grace period,
- * exit 0).  The main loop also flushes the event sinks periodically.
+ * exit 0).  The main loop also flushes the event sinks periodically and,
+ * when configured, serves the control API (control.c), whose rule changes
+ * reach the workers by the same path as a reload (main_apply_config).
+ * `tlsfault report` and `tlsfault ctl` are subcommands with their own
+ * options (report.c, ctl.c).
  */
 #include <event2/event.h>
 #include <event2/thread.h>
@@ -22,6 +26,8 @@
 
 #include "config.h"
 #include "tlsfault/config.h"
+#include "tlsfault/control.h"
+#include "tlsfault/ctl.h"
 #include "tlsfault/report.h"
 #include "tlsfault/events.h"
 #include "tlsfault/fault.h"
@@ -42,6 +48,7 @@ static const char usage_text[] =
     "       tlsfault --listen ADDR:PORT --route redirect|tproxy|connect [options]\n"
     "       tlsfault --ca-init DIR\n"
     "       tlsfault report EVENTS.jsonl [-o FILE.html] [--text] [--flow ID]\n"
+    "       tlsfault ctl [--control ADDR] [--token-file FILE] COMMAND ...  (ctl --help)\n"
     "       tlsfault --list-faults | --version | --help\n"
     "\n"
     "An inline TLS-inspecting proxy that logs every handshake message and\n"
@@ -65,6 +72,9 @@ static const char usage_text[] =
     "                         (\"2\" or \"0x2\"), so netfilter rules can skip them\n"
     "  -j, --json FILE        quick mode: JSON Lines event log (\"-\" for stdout)\n"
     "      --text FILE        quick mode: text event log (default stderr; \"none\" for off)\n"
+    "      --control ADDR     quick mode: serve the control API on this loopback address\n"
+    "                         (\"127.0.0.1:8474\"); drive it with tlsfault ctl.  See CONTROL\n"
+    "                         in tlsfault(8)\n"
     "      --mode MODE        quick mode: how connections are carried: passthrough (the\n"
     "                         default: nothing decrypted) or mitm (TLS terminated on both\n"
     "                         legs with a certificate forged by the lab CA; needs --ca)\n"
@@ -93,6 +103,7 @@ struct main_state {
     struct event_base *base;
     struct tf_config *cfg;
     struct tf_events *events;
+    struct tf_control *control;
     struct tf_worker *workers;
     int n_workers;
     _Atomic int workers_left;
@@ -147,7 +158,8 @@ main_stop_cb(evutil_socket_t sig, short what, void *arg)
 }
 
 /*
- * Listener sets must match: sockets are bound once, at start-up, and how
+ * Listener sets must match, and so must the control API's address:
+ * sockets are bound once, at start-up, and how
  * depends on the route (tproxy's are IP_TRANSPARENT; the route also picks
  * how each accepted connection is read).  What a route does with its
  * connections (upstream, upstream_port, allow, default_upstream,
@@ -157,6 +169,9 @@ static bool
 main_same_listeners(const struct tf_config *a, const struct tf_config *b)
 {
     if (a->n_listeners != b->n_listeners)
+        return false;
+    if (a->control.enabled != b->control.enabled ||
+        (a->control.enabled && strcmp(a->control.listen, b->control.listen) != 0))
         return false;
     for (size_t i = 0; i < a->n_listeners; i++)
         if (strcmp(a->listeners[i].listen, b->listeners[i].listen) != 0 ||
@@ -226,6 +241,50 @@ main_route_notes(const struct tf_listener_conf *lc, char *buf, size_t n)
         snprintf(buf + used, n - used, "; needs CAP_NET_ADMIN");
 }
 
+/*
+ * Makes cfg the running snapshot: every worker gets it for its new flows
+ * (live flows keep theirs).  Reloads and the control API's rule changes
+ * both come here.  Takes its own reference.
+ */
+static void
+main_apply_config(struct main_state *st, struct tf_config *cfg)
+{
+    for (int i = 0; i < st->n_workers; i++)
+        tf_worker_post_config(&st->workers[i], cfg);
+    tf_config_ref(cfg);
+    tf_config_unref(st->cfg);
+    st->cfg = cfg;
+}
+
+/*
+ * Reads the file again and applies it.  Returns 200, or 409 (quick mode;
+ * listeners or control.listen changed) / 422 (the file is bad) with the
+ * reason in err; the running configuration stays then.  Rules added
+ * through the control API are replaced by the file's.
+ */
+static int
+main_reload(struct main_state *st, char *err, size_t errlen)
+{
+    if (st->cfg->path == NULL) {
+        snprintf(err, errlen, "nothing to reload in quick mode");
+        return 409;
+    }
+    struct tf_config *cfg = tf_config_load(st->cfg->path, err, errlen);
+    if (cfg == NULL)
+        return 422;
+    if (!main_same_listeners(st->cfg, cfg)) {
+        snprintf(err, errlen, "%s: listeners (names, addresses or routes) or control.listen "
+                 "changed; restart tlsfault to change them", cfg->path);
+        tf_config_unref(cfg);
+        return 409;
+    }
+    main_apply_config(st, cfg);
+    tf_config_unref(cfg);
+    tf_control_rules_reloaded(st->control);
+    tf_log_info("reloaded %s; new connections use it, live ones keep theirs", st->cfg->path);
+    return 200;
+}
+
 static void
 main_reload_cb(evutil_socket_t sig, short what, void *arg)
 {
@@ -233,27 +292,31 @@ main_reload_cb(evutil_socket_t sig, short what, void *arg)
     char err[4096];
     (void)sig;
     (void)what;
-    if (st->cfg->path == NULL) {
-        tf_log_warn("SIGHUP: nothing to reload in quick mode");
-        return;
-    }
-    struct tf_config *cfg = tf_config_load(st->cfg->path, err, sizeof(err));
-    if (cfg == NULL) {
+    int status = main_reload(st, err, sizeof(err));
+    if (status == 409 && st->cfg->path == NULL)
+        tf_log_warn("SIGHUP: %s", err);
+    else if (status != 200)
         tf_log_error("reload refused, keeping the running configuration:\n%s", err);
-        return;
-    }
-    if (!main_same_listeners(st->cfg, cfg)) {
-        tf_log_error("reload refused, keeping the running configuration: %s: listeners "
-                     "(names, addresses or routes) changed; restart tlsfault to change them",
-                     cfg->path);
-        tf_config_unref(cfg);
-        return;
-    }
-    for (int i = 0; i < st->n_workers; i++)
-        tf_worker_post_config(&st->workers[i], cfg);
-    tf_config_unref(st->cfg);
-    st->cfg = cfg;
-    tf_log_info("reloaded %s; new connections use it, live ones keep theirs", cfg->path);
+}
+
+/* The control API's hooks (control.h): all run on this thread. */
+static struct tf_config *
+main_control_current(void *arg)
+{
+    struct main_state *st = arg;
+    return st->cfg;
+}
+
+static void
+main_control_apply(void *arg, struct tf_config *cfg)
+{
+    main_apply_config(arg, cfg);
+}
+
+static int
+main_control_reload(void *arg, char *err, size_t errlen)
+{
+    return main_reload(arg, err, errlen);
 }
 
 static void
@@ -298,6 +361,22 @@ main_run(struct main_state *st)
         tf_log_info("listener %s on %s -> %s (%d workers)%s", st->cfg->listeners[i].name, addr,
                     main_route_target(&st->cfg->listeners[i], target, sizeof(target)),
                     st->n_workers, notes);
+    }
+
+    /* The control API taps the events before any worker can emit one. */
+    if (st->cfg->control.enabled) {
+        static const struct tf_control_hooks hooks = {
+            .current = main_control_current,
+            .apply = main_control_apply,
+            .reload = main_control_reload,
+        };
+        struct tf_control_hooks h = hooks;
+        h.arg = st;
+        st->control = tf_control_new(st->base, st->events, &h, err, sizeof(err));
+        if (st->control == NULL) {
+            tf_log_error("%s", err);
+            goto out;
+        }
     }
 
     /* Workers must not take the signals: the main loop handles them. */
@@ -348,6 +427,8 @@ main_run(struct main_state *st)
     tf_log_info("stopped");
     rc = 0;
 out:
+    tf_control_free(st->control); /* the workers are gone: nothing taps any more */
+    st->control = NULL;
     for (int i = 0; i < 4; i++)
         if (sigs[i])
             event_free(sigs[i]);
@@ -413,6 +494,9 @@ main_report_ok(const struct tf_config *cfg, const char *where)
         printf("  %s listener %s: %s -> %s%s\n", lc->mode == TF_MODE_MITM ? "mitm" : "passthrough",
                lc->name, lc->listen, main_route_target(lc, target, sizeof(target)), notes);
     }
+    if (cfg->control.enabled)
+        printf("  control API on %s%s\n", cfg->control.listen,
+               cfg->control.token != NULL ? " (bearer token required)" : "");
     if (n_mitm > 0 && cfg->lab_ca != NULL) {
         char subject[256] = "?";
         X509 *root = tf_lab_ca_root(cfg->lab_ca);
@@ -429,6 +513,8 @@ main(int argc, char **argv)
     /* Subcommands come first: they have options of their own. */
     if (argc > 1 && strcmp(argv[1], "report") == 0)
         return tf_report_main(argc - 1, argv + 1);
+    if (argc > 1 && strcmp(argv[1], "ctl") == 0)
+        return tf_ctl_main(argc - 1, argv + 1);
 
     static const struct option opts[] = {
         { "config", required_argument, NULL, 'c' },
@@ -447,6 +533,7 @@ main(int argc, char **argv)
         { "upstream-port", required_argument, NULL, 'P' },
         { "mark", required_argument, NULL, 'M' },
         { "spoof-source", no_argument, NULL, 'S' },
+        { "control", required_argument, NULL, 'O' },
         { "ca-init", required_argument, NULL, 'I' },
         { "list-faults", no_argument, NULL, 'L' },
         { "version", no_argument, NULL, 'V' },
@@ -456,7 +543,7 @@ main(int argc, char **argv)
     const char *config_path = NULL, *listen = NULL, *upstream = NULL, *json = NULL;
     const char *text = NULL, *level = NULL, *mode = NULL;
     const char *ca_dir = NULL, *keylog = NULL, *ca_init = NULL;
-    const char *route = NULL, *upstream_port = NULL, *mark = NULL;
+    const char *route = NULL, *upstream_port = NULL, *mark = NULL, *control = NULL;
     int workers = -1;
     bool test_only = false, list_faults = false, spoof_source = false;
     int c;
@@ -482,6 +569,7 @@ main(int argc, char **argv)
         case 'P': upstream_port = optarg; break;
         case 'M': mark = optarg; break;
         case 'S': spoof_source = true; break;
+        case 'O': control = optarg; break;
         case 'I': ca_init = optarg; break;
         case 'c': config_path = optarg; break;
         case 't': test_only = true; break;
@@ -517,7 +605,8 @@ main(int argc, char **argv)
     if (ca_init) {
         free(fault_specs);
         if (config_path || listen || upstream || json || text || mode || ca_dir || keylog ||
-            route || upstream_port || mark || spoof_source || n_faults > 0 || list_faults ||
+            route || upstream_port || mark || spoof_source || control || n_faults > 0 ||
+            list_faults ||
             test_only || workers > 0 || level) {
             fprintf(stderr, "tlsfault: --ca-init stands alone: make the CA first, then run with "
                             "--ca DIR (or ca.dir in the file)\n");
@@ -537,11 +626,11 @@ main(int argc, char **argv)
         return EXIT_USAGE;
     }
     bool quick_opts = listen || upstream || json || text || mode || ca_dir || keylog || route ||
-                      upstream_port || mark || spoof_source;
+                      upstream_port || mark || spoof_source || control;
     if (config_path && quick_opts) {
         fprintf(stderr, "tlsfault: -c and the quick-mode options (--listen, --upstream, --route, "
                         "--upstream-port, --spoof-source, --mark, --mode, --ca, --keylog, "
-                        "--json, --text) do not mix\n");
+                        "--json, --text, --control) do not mix\n");
         free(fault_specs);
         return EXIT_USAGE;
     }
@@ -569,6 +658,7 @@ main(int argc, char **argv)
             .upstream_port = upstream_port,
             .mark = mark,
             .spoof_source = spoof_source,
+            .control = control,
         };
         st.cfg = tf_config_quick_opts(&q, err, sizeof(err));
         if (st.cfg && text) {

@@ -90,6 +90,16 @@ struct tf_mitm {
     uint64_t data_bytes[2];     /* plaintext seen per direction */
     size_t content_logged[2];   /* of which logged as "data" events */
     char error[MITM_ERROR_MAX];
+    /* kept for the verdict (tf_mitm_facts) */
+    enum mitm_stage failed_at;  /* the stage mitm_fail ended, when it did */
+    bool failed;
+    json_t *upstream_chain;     /* the real server's chain, decoded (first Certificate) */
+    json_t *forged_chain;       /* what the client was shown */
+    int client_alert;           /* first alert the client sent us, -1 none */
+    bool client_alert_fatal;
+    int to_client_alert;        /* first alert our client leg sent, -1 none */
+    unsigned upstream_msgs;     /* handshake messages received from the upstream */
+    char upstream_last[32];     /* the last of them */
 };
 
 static int mitm_ex_index = -1;
@@ -274,6 +284,15 @@ mitm_msg_cb(int write_p, int version, int content_type, const void *buf, size_t 
         json_object_set_new(obj, "type", json_string(name));
         json_object_set_new(obj, "length", json_integer((json_int_t)(len - TF_HS_HEADER_LEN)));
         json_object_set_new(obj, "leg", json_string(mitm_leg_name(m, ssl)));
+        if (ssl == m->upstream && !write_p) {
+            m->upstream_msgs++;
+            snprintf(m->upstream_last, sizeof(m->upstream_last), "%s", name);
+        }
+        json_t *chain = type == TF_HS_CERTIFICATE ? json_object_get(obj, "chain") : NULL;
+        if (json_is_array(chain) && ssl == m->upstream && !write_p && m->upstream_chain == NULL)
+            m->upstream_chain = json_incref(chain);
+        else if (json_is_array(chain) && ssl == m->client && write_p && m->forged_chain == NULL)
+            m->forged_chain = json_incref(chain);
         m->emit(m->arg, "handshake", dir, obj);
     } else if (content_type == SSL3_RT_ALERT && len >= 2) {
         json_t *obj = json_object();
@@ -284,6 +303,12 @@ mitm_msg_cb(int write_p, int version, int content_type, const void *buf, size_t 
             m->upstream_alert = p[1];
             m->upstream_alert_fatal = p[0] == 2;
         }
+        if (ssl == m->client && !write_p && m->client_alert < 0) {
+            m->client_alert = p[1];
+            m->client_alert_fatal = p[0] == 2;
+        }
+        if (ssl == m->client && write_p && m->to_client_alert < 0)
+            m->to_client_alert = p[1];
     } else if (content_type == SSL3_RT_CHANGE_CIPHER_SPEC) {
         json_t *obj = json_pack("{s:s}", "leg", mitm_leg_name(m, ssl));
         m->emit(m->arg, "change_cipher_spec", dir, obj);
@@ -307,6 +332,8 @@ tf_mitm_new(struct tf_mitm_ctx *ctx, struct tf_forge *forge, struct tf_inspect *
     m->keylog = keylog;
     m->arg = arg;
     m->upstream_alert = -1;
+    m->client_alert = -1;
+    m->to_client_alert = -1;
     m->stage = MITM_HELLO;
     m->client_wait = evbuffer_new();
     if (m->client_wait == NULL) {
@@ -324,6 +351,8 @@ tf_mitm_free(struct tf_mitm *m)
     SSL_free(m->client);   /* frees its BIOs */
     SSL_free(m->upstream);
     evbuffer_free(m->client_wait);
+    json_decref(m->upstream_chain);
+    json_decref(m->forged_chain);
     free(m);
 }
 
@@ -334,6 +363,10 @@ mitm_fail(struct tf_mitm *m, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(m->error, sizeof(m->error), fmt, ap);
     va_end(ap);
+    if (!m->failed) {
+        m->failed = true;
+        m->failed_at = m->stage;
+    }
     m->stage = MITM_DONE;
     return TF_MITM_FAILED;
 }
@@ -891,4 +924,69 @@ tf_mitm_summarize(const struct tf_mitm *m, json_t *end)
     /* What the client's TLS did, not what a bystander on its leg guessed. */
     json_object_set_new(end, "handshake",
                         json_string(tf_mitm_handshake_done(m) ? "complete" : "incomplete"));
+}
+
+static const char *
+mitm_stage_name(enum mitm_stage st)
+{
+    switch (st) {
+    case MITM_HELLO: return "hello";
+    case MITM_UPSTREAM: return "upstream";
+    case MITM_CLIENT: return "client";
+    case MITM_RELAY: return "relay";
+    case MITM_RAW: return "raw";
+    default: return "done";
+    }
+}
+
+static json_t *
+mitm_alert_json(int desc, bool fatal)
+{
+    const char *name = tf_names_alert((uint8_t)desc);
+    json_t *o = json_pack("{s:s}", "level", fatal ? "fatal" : "warning");
+    if (name != NULL)
+        json_object_set_new(o, "description", json_string(name));
+    else
+        json_object_set_new(o, "description", json_integer(desc));
+    return o;
+}
+
+void
+tf_mitm_facts(const struct tf_mitm *m, json_t *facts)
+{
+    json_t *o = json_object();
+    json_object_set_new(o, "stage", json_string(mitm_stage_name(m->stage)));
+    if (m->failed) {
+        /* MITM_HELLO or MITM_UPSTREAM: towards the server; later: towards the client. */
+        bool upstream = m->failed_at == MITM_HELLO || m->failed_at == MITM_UPSTREAM;
+        json_object_set_new(o, "failed_leg", json_string(upstream ? "upstream" : "client"));
+        json_object_set_new(o, "failed_at", json_string(mitm_stage_name(m->failed_at)));
+    }
+    if (m->error[0])
+        json_object_set_new(o, "error", json_string(m->error));
+    if (m->upstream_alert >= 0)
+        json_object_set_new(o, "upstream_alert",
+                            mitm_alert_json(m->upstream_alert, m->upstream_alert_fatal));
+    if (m->client_alert >= 0)
+        json_object_set_new(o, "client_alert",
+                            mitm_alert_json(m->client_alert, m->client_alert_fatal));
+    if (m->to_client_alert >= 0)
+        json_object_set_new(o, "to_client_alert", mitm_alert_json(m->to_client_alert, true));
+    json_object_set_new(o, "upstream_messages", json_integer(m->upstream_msgs));
+    if (m->upstream_last[0])
+        json_object_set_new(o, "upstream_last", json_string(m->upstream_last));
+    bool verify_on = m->ctx->lc->upstream_tls.verify != TF_VERIFY_NONE;
+    json_object_set_new(o, "verify_on", json_boolean(verify_on));
+    if (m->upstream_done || m->verify_failed) {
+        json_object_set_new(o, "verify_code", json_integer(m->verify_result));
+        json_object_set_new(o, "verify_failed", json_boolean(m->verify_failed));
+    }
+    json_object_set_new(o, "forged", json_boolean(m->forged));
+    json_object_set_new(o, "upstream_done", json_boolean(m->upstream_done));
+    json_object_set_new(o, "client_done", json_boolean(m->client_done));
+    if (m->upstream_chain)
+        json_object_set(o, "upstream_chain", m->upstream_chain);
+    if (m->forged_chain)
+        json_object_set(o, "forged_chain", m->forged_chain);
+    json_object_set_new(facts, "mitm_facts", o);
 }

@@ -203,8 +203,12 @@ worker_tls_free(struct tf_worker_tls *t)
 struct tf_worker_tls *
 tf_worker_tls(struct tf_worker *w, struct tf_config *cfg, char *err, size_t errlen)
 {
+    /*
+     * Snapshots made by the control API differ from their base only in
+     * their rules: they share its listeners and CA, so its material too.
+     */
     for (struct tf_worker_tls *t = w->tls; t != NULL; t = t->next)
-        if (t->cfg == cfg)
+        if (tf_config_base(t->cfg) == tf_config_base(cfg))
             return t;
     struct tf_worker_tls *t = calloc(1, sizeof(*t));
     if (t == NULL) {

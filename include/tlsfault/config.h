@@ -80,6 +80,22 @@ struct tf_listener_conf {
     int line;                     /* where the listener starts in the file; 0 in quick mode */
 };
 
+/*
+ * The control API (control.c): off unless the file has a control group or
+ * quick mode has --control.  Bound once at start-up; a reload may change
+ * the token but not the address.
+ */
+struct tf_control_conf {
+    bool enabled;
+    char *listen;                 /* as written; "127.0.0.1:8474" by default */
+    struct sockaddr_storage addr; /* port 0: the kernel picks (logged) */
+    socklen_t addr_len;
+    char *token_file;             /* NULL: no token */
+    char *token;                  /* the file's first line; NULL: none required */
+    bool allow_remote;            /* a non-loopback listen needs this and a token */
+    int line;                     /* where the group starts; 0 in quick mode */
+};
+
 struct tf_config {
     atomic_uint refs;
     char *path;                   /* the file; NULL in quick mode */
@@ -110,6 +126,14 @@ struct tf_config {
     size_t content_max;           /* mitm: log decrypted data up to this many bytes per
                                    * direction and flow; 0: off */
     uint32_t mark;                /* SO_MARK for every upstream socket unless a listener says */
+    struct tf_control_conf control;
+    /*
+     * Set in snapshots made by tf_config_with_rules: everything but the
+     * rule list (faults, n_faults) belongs to this snapshot, which is held
+     * by a reference.  NULL in snapshots read from a file or the command
+     * line.
+     */
+    struct tf_config *shares;
 };
 
 /*
@@ -133,6 +157,7 @@ struct tf_quick {
     const char *upstream_port;   /* --upstream-port as typed (sni); may be NULL */
     const char *mark;            /* --mark as typed ("2", "0x2"); may be NULL */
     bool spoof_source;           /* --spoof-source (tproxy) */
+    const char *control;         /* --control ADDR (loopback only); NULL: no control API */
 };
 
 /*
@@ -146,6 +171,31 @@ struct tf_config *tf_config_quick_opts(const struct tf_quick *q, char *err, size
 
 struct tf_config *tf_config_ref(struct tf_config *cfg);
 void tf_config_unref(struct tf_config *cfg);
+
+/*
+ * A new snapshot equal to base but for its rules, which are rules[0..n)
+ * in that order (each gets a reference; the caller keeps its own).  The
+ * rules are judged as the file's are, against base's listeners: names
+ * unique, match.listener naming a listener, mitm faults able to meet a
+ * mitm listener, server-ciphers strings that OpenSSL takes.  Everything
+ * else is shared with base (see shares), so the result is cheap and mitm
+ * material made for base serves it too.  Returns NULL with the reason in
+ * err; nothing is changed then.  base gets no reference of the caller's:
+ * the new snapshot holds its own on base's owner.
+ */
+struct tf_config *tf_config_with_rules(struct tf_config *base, struct tf_fault_rule **rules,
+                                       size_t n, char *err, size_t errlen)
+    __attribute__((warn_unused_result));
+
+/*
+ * The snapshot that owns cfg's listeners, CA and settings: cfg itself, or
+ * the one it shares them with.  Snapshots with the same base differ only
+ * in their rules.
+ */
+struct tf_config *tf_config_base(struct tf_config *cfg);
+
+/* Whether addr is a loopback address (127.0.0.0/8, ::1, ::ffff:127.0.0.0/104). */
+bool tf_config_is_loopback(const struct sockaddr *addr);
 
 /* The listener called name, or NULL. */
 const struct tf_listener_conf *tf_config_listener(const struct tf_config *cfg, const char *name);

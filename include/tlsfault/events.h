@@ -41,6 +41,20 @@ void tf_events_emit(struct tf_events *ev, uint64_t flow, const char *event, cons
  */
 void tf_events_keylog(struct tf_events *ev, const char *path, const char *line);
 
+/*
+ * A tap sees every event, from the thread that emits it, before it is
+ * written: obj is the whole event (ts, flow, event, dir, fields) and is
+ * only borrowed for the call; flow and event are its fields, for quick
+ * filtering.  The tap must not block for long: every worker waits on it.
+ */
+typedef void tf_events_tap_fn(void *arg, uint64_t flow, const char *event, const json_t *obj);
+
+/*
+ * Sets the tap (fn NULL: none).  Set it before any worker runs and clear
+ * it after they have stopped: the tap is read without a lock.
+ */
+void tf_events_set_tap(struct tf_events *ev, tf_events_tap_fn *fn, void *arg);
+
 /* Flushes buffered lines to their files. */
 void tf_events_flush(struct tf_events *ev);
 

@@ -25,6 +25,8 @@
 #include <stdio.h>
 #include <sys/socket.h>
 
+#include <jansson.h>
+
 enum tf_fault_id {
     /* network level, any mode */
     TF_FAULT_DELAY,
@@ -144,14 +146,31 @@ struct tf_fault_match {
 
 struct tf_fault_def;
 
+/*
+ * A rule is immutable once complete, but for its counters; it is
+ * reference-counted so that snapshots made by the control API share the
+ * rules they did not change (with their counters).  A change to a rule
+ * makes a new rule (see tf_fault_rule_rebuild): flows that started with
+ * the old one keep it.
+ */
 struct tf_fault_rule {
     char *name;
     const struct tf_fault_def *def;
     struct tf_fault_args args;
     struct tf_fault_match match;
     int line;                 /* where the rule starts in the file; 0 on the command line */
+    bool enabled;             /* false: never matches (control API: disable) */
+    atomic_uint refs;
     atomic_uint_fast64_t seen;   /* flows that met every match criterion but chance */
     atomic_uint_fast64_t fired;  /* flows it fired on */
+    /*
+     * Every key set by tf_fault_rule_set / _set_match, as written ("ms",
+     * "match.sni"), last value only, in the order first set: what a
+     * rebuild replays and what the control API shows.
+     */
+    char **given_keys;
+    char **given_values;
+    size_t n_given;
 };
 
 /* ------------------------------------------------------------ catalogue */
@@ -230,6 +249,14 @@ void tf_fault_print_catalogue(FILE *out);
  * takes every flow.  NULL when memory is short.
  */
 struct tf_fault_rule *tf_fault_rule_new(const struct tf_fault_def *def, const char *name);
+
+/* Takes a reference; returns rule.  NULL is harmless. */
+struct tf_fault_rule *tf_fault_rule_ref(struct tf_fault_rule *rule);
+
+/* Drops a reference; the last one frees the rule.  NULL is harmless. */
+void tf_fault_rule_unref(struct tf_fault_rule *rule);
+
+/* The same as tf_fault_rule_unref: drops the caller's reference. */
 void tf_fault_rule_free(struct tf_fault_rule *rule);
 
 /*
@@ -277,6 +304,49 @@ enum tf_fault_dir tf_fault_usual_sender(int hs_type);
 struct tf_fault_rule *tf_fault_rule_parse_spec(const char *spec, const char *default_name,
                                                char *err, size_t errlen);
 
+/* ------------------------------------------------------------ JSON (control API) */
+
+/*
+ * The catalogue as JSON: an array of {name, mode, available, help,
+ * client_sees, params: [{name, type, default, min?, max?, help}]}.
+ * Returns a new reference.
+ */
+json_t *tf_fault_catalogue_json(void);
+
+/*
+ * A rule as JSON: {name, fault, mode, enabled, params: {every parameter:
+ * the value given, else the default}, match: {the keys given}, seen,
+ * fired, line?}.  Values are JSON numbers and booleans where the parameter
+ * is one.  Returns a new reference.
+ */
+json_t *tf_fault_rule_json(const struct tf_fault_rule *rule);
+
+/*
+ * A complete rule from a JSON object with the keys of a rule in the
+ * configuration file: name (required), fault (required), enabled,
+ * params {...}, match {...}; parameters may also sit beside "fault", as in
+ * the file.  Values are strings, numbers or booleans, read as the file's
+ * would be.  Returns NULL with the reason in err; when the reason is an
+ * unknown name (fault, parameter, match key, top-level key) *valid (when
+ * not NULL) receives a new array of the valid names.
+ */
+struct tf_fault_rule *tf_fault_rule_from_json(const json_t *obj, char *err, size_t errlen,
+                                              json_t **valid);
+
+/*
+ * A new rule like old (same fault and name) with changes: the keys old was
+ * given are replayed, then params (parameter -> value; JSON null puts the
+ * default back) and match (match key -> value; null removes the key), so
+ * that a defaulted parameter (alert's dir "auto") is worked out again.
+ * enabled: -1 keeps old's, 0 or 1 sets it.  The counters carry over unless
+ * reset.  params and match may be NULL.  Returns NULL with the reason in
+ * err and, for an unknown name, *valid as in tf_fault_rule_from_json.
+ */
+struct tf_fault_rule *tf_fault_rule_rebuild(const struct tf_fault_rule *old,
+                                            const json_t *params, const json_t *match,
+                                            int enabled, bool reset, char *err, size_t errlen,
+                                            json_t **valid);
+
 /* ------------------------------------------------------------ matching */
 
 /* What is known of a flow when it starts. */
@@ -287,9 +357,9 @@ struct tf_fault_flow_info {
 };
 
 /*
- * Decides whether rule applies to a flow.  The caller asks once when the
- * flow starts (has_sni false, sni_known false) and, for rules that match
- * on SNI, once more when the ClientHello has been read (sni_known true;
+ * Decides whether rule applies to a flow (never when it is disabled).  The
+ * caller asks once when the flow starts (has_sni false, sni_known false)
+ * and, for rules that match on SNI, once more when the ClientHello has been read (sni_known true;
  * sni NULL when the hello had none).  Returns true when the rule fires on
  * this flow; this takes a place in its counters (nth/every/first/times and
  * the probability draw).

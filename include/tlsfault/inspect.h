@@ -79,6 +79,29 @@ bool tf_inspect_handshake_done(const struct tf_inspect *ins);
  */
 void tf_inspect_summarize(const struct tf_inspect *ins, json_t *obj);
 
+/*
+ * What the verdict (verdict.h) needs beyond the summary, added to facts:
+ *   client_hello   {seen, versions [offered], cipher_suites [offered], has_sni}
+ *   server_hello   {version, cipher_suite, downgrade_sentinel ("tls12"/"tls11")}
+ *                  (only once a real ServerHello was seen)
+ *   server_chain   the server's Certificate chain as decoded (decode.h), when it
+ *                  travelled in clear (TLS 1.2 full handshakes)
+ *   messages       [{dir, type[, description | count]}]: every clear handshake
+ *                  message, change_cipher_spec, alert and non_tls in order, and
+ *                  runs of protected records as {type "encrypted", count};
+ *                  capped at 64 entries, and not kept after the handshake
+ *   c2s_protected_alert {length}: TLS 1.3, the client's only protected record
+ *                  after the ServerHello was too small to be its Finished: an
+ *                  encrypted alert (it does not count towards "complete")
+ *   non_tls_at     {dir: {kind, offset}}: where a direction stopped being TLS
+ *   data_records   {c2s, s2c}: once the handshake is over, the records since
+ *                  that carry data (TLS 1.3: those too big to be an alert)
+ */
+void tf_inspect_facts(const struct tf_inspect *ins, json_t *facts);
+
+/* True once a real ServerHello (not a HelloRetryRequest) was seen. */
+bool tf_inspect_server_hello_seen(const struct tf_inspect *ins);
+
 /* A short phrase for how far the handshake got, e.g. "after server_hello_done from server". */
 void tf_inspect_stage(const struct tf_inspect *ins, char *buf, size_t len);
 

@@ -77,4 +77,15 @@ void tf_mitm_describe(const struct tf_mitm *m, char *buf, size_t len);
 /* Adds "mitm": {client leg and upstream leg: version, suite, alpn, verify, forged} to end. */
 void tf_mitm_summarize(const struct tf_mitm *m, json_t *end);
 
+/*
+ * What the verdict (verdict.h) needs, as "mitm_facts" in facts: stage,
+ * failed_leg ("upstream"/"client") and failed_at when a leg failed, error,
+ * upstream_alert / client_alert / to_client_alert {level, description},
+ * upstream_messages (count) and upstream_last (type), verify_on,
+ * verify_code (X509_V_*) and verify_failed, forged, upstream_done,
+ * client_done, upstream_chain (the real server's chain, decoded even in
+ * TLS 1.3) and forged_chain (what the client was shown).
+ */
+void tf_mitm_facts(const struct tf_mitm *m, json_t *facts);
+
 #endif

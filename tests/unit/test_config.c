@@ -221,14 +221,36 @@ static struct bad_case bad_cases[] = {
      "mark"},
     {"unknown_key_top.conf",
      "FILE:2: unknown key \"listener\" at top level; valid keys: workers, listeners, faults, log, "
-     "timeouts, limits, ca, mark"},
+     "timeouts, limits, ca, control, mark"},
     {"unknown_key_log.conf",
      "FILE:3: unknown key \"file\" in log; valid keys: text, json, level, keylog, content"},
     {"unknown_key_timeouts.conf",
      "FILE:3: unknown key \"read\" in timeouts; valid keys: connect, handshake, idle, grace"},
     {"unknown_key_limits.conf",
      "FILE:3: unknown key \"records\" in limits; valid keys: handshake_message_max, buffer"},
-    {"reserved_key.conf", "FILE:3: \"control\" is not available in this version"},
+    /* the control API */
+    {"control_remote.conf",
+     "FILE:4: control.listen \"0.0.0.0:8474\" is not a loopback address: whoever reaches the "
+     "control API decides what happens to the traffic; set control.allow_remote = true and a "
+     "control.token_file to allow it"},
+    {"control_remote_no_token.conf",
+     "FILE:5: control.listen \"[::]:8474\" is not a loopback address: a remote control API "
+     "needs a control.token_file"},
+    {"control_keys.conf",
+     "FILE:4: unknown key \"port\" in control; valid keys: listen, token_file, allow_remote\n"
+     "FILE:5: \"control.listen\" must not be empty\n"
+     "FILE:6: \"control.allow_remote\" must be true or false\n"
+     "FILE:7: \"control.token_file\" must be a string"},
+    {"control_listen_bad.conf",
+     "FILE:3: control.listen: \"localhost\" is not a numeric IP address (a listener binds to an "
+     "address, not a host name)"},
+    {"control_token.conf",
+     "FILE:4: control.token_file \"@DIR@/no-such.token\": cannot read: No such file or "
+     "directory"},
+    {"control_token_empty.conf",
+     "FILE:3: control.token_file \"@DIR@/empty.token\": is empty (its first line is the "
+     "token)"},
+    {"control_not_group.conf", "FILE:3: \"control\" must be a group ({ ... })"},
     /* types */
     {"wrong_type_int.conf", "FILE:2: \"workers\" must be an integer"},
     {"wrong_type_number.conf", "FILE:3: \"timeouts.idle\" must be a number"},
@@ -533,6 +555,8 @@ static const char *const good_fixtures[] = {
     "good_mitm_files.conf",
     "good_ca_unused.conf",
     "good_routes.conf",
+    "good_control.conf",
+    "good_control_default.conf",
 };
 
 /*
@@ -591,6 +615,185 @@ test_bad_fixture(void **state)
         fail_msg("%s loaded, but should have failed with:\n%s", path, want);
     }
     assert_string_equal(err, want);
+}
+
+/* ------------------------------------------------------------ the control API */
+
+static void
+test_control(void **state)
+{
+    char path[1024], token_path[1100];
+
+    (void)state;
+    test_fixture(path, sizeof(path), "good_control.conf");
+    struct tf_config *cfg = test_load_good(path);
+    const struct tf_control_conf *cc = &cfg->control;
+    assert_true(cc->enabled);
+    assert_string_equal(cc->listen, "0.0.0.0:9474");
+    assert_int_equal(cc->addr.ss_family, AF_INET);
+    assert_int_equal(ntohs(((const struct sockaddr_in *)&cc->addr)->sin_port), 9474);
+    assert_true(cc->allow_remote);
+    /* Relative to the file; the token is its first line without the blanks around it. */
+    snprintf(token_path, sizeof(token_path), "%.*s/control.token",
+             (int)(strrchr(path, '/') - path), path);
+    assert_string_equal(cc->token_file, token_path);
+    assert_string_equal(cc->token, "s3cret-token.1");
+    assert_int_equal(cc->line, 3);
+    assert_false(tf_config_is_loopback((const struct sockaddr *)&cc->addr));
+    tf_config_unref(cfg);
+
+    test_fixture(path, sizeof(path), "good_control_default.conf");
+    cfg = test_load_good(path);
+    assert_true(cfg->control.enabled);
+    assert_string_equal(cfg->control.listen, "127.0.0.1:8474");
+    assert_false(cfg->control.allow_remote);
+    assert_null(cfg->control.token_file);
+    assert_null(cfg->control.token);
+    assert_true(tf_config_is_loopback((const struct sockaddr *)&cfg->control.addr));
+    tf_config_unref(cfg);
+}
+
+static void
+test_loopback(void **state)
+{
+    static const struct {
+        const char *addr;
+        bool loopback;
+    } cases[] = {
+        {"127.0.0.1", true}, {"127.255.0.9", true}, {"::1", true}, {"::ffff:127.0.0.1", true},
+        {"0.0.0.0", false},  {"10.0.0.1", false},   {"::", false}, {"::ffff:10.0.0.1", false},
+        {"128.0.0.1", false}, {"fe80::1", false},
+    };
+    (void)state;
+    for (size_t i = 0; i < ARRAY_LEN(cases); i++) {
+        struct sockaddr_storage ss;
+        memset(&ss, 0, sizeof(ss));
+        if (strchr(cases[i].addr, ':') != NULL) {
+            struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&ss;
+            sin6->sin6_family = AF_INET6;
+            assert_int_equal(inet_pton(AF_INET6, cases[i].addr, &sin6->sin6_addr), 1);
+        } else {
+            struct sockaddr_in *sin = (struct sockaddr_in *)&ss;
+            sin->sin_family = AF_INET;
+            assert_int_equal(inet_pton(AF_INET, cases[i].addr, &sin->sin_addr), 1);
+        }
+        if (tf_config_is_loopback((const struct sockaddr *)&ss) != cases[i].loopback)
+            fail_msg("%s: loopback should be %d", cases[i].addr, cases[i].loopback);
+    }
+    assert_false(tf_config_is_loopback(NULL));
+}
+
+static void
+test_quick_control(void **state)
+{
+    char err[1024];
+    struct tf_quick q = {.listen = "127.0.0.1:8443", .upstream = "127.0.0.1:4433"};
+
+    (void)state;
+    q.control = "[::1]:0";
+    struct tf_config *cfg = tf_config_quick_opts(&q, err, sizeof(err));
+    assert_non_null(cfg);
+    assert_true(cfg->control.enabled);
+    assert_string_equal(cfg->control.listen, "[::1]:0");
+    assert_int_equal(cfg->control.addr.ss_family, AF_INET6);
+    assert_null(cfg->control.token);
+    tf_config_unref(cfg);
+
+    q.control = "0.0.0.0:8474";
+    assert_null(tf_config_quick_opts(&q, err, sizeof(err)));
+    assert_string_equal(err, "--control: \"0.0.0.0:8474\" is not a loopback address; a remote "
+                             "control API needs a configuration file with control.allow_remote "
+                             "and control.token_file");
+    q.control = "localhost:8474";
+    assert_null(tf_config_quick_opts(&q, err, sizeof(err)));
+    assert_string_equal(err, "--control: \"localhost\" is not a numeric IP address (a listener "
+                             "binds to an address, not a host name)");
+
+    /* Without --control there is none. */
+    q.control = NULL;
+    cfg = tf_config_quick_opts(&q, err, sizeof(err));
+    assert_non_null(cfg);
+    assert_false(cfg->control.enabled);
+    tf_config_unref(cfg);
+}
+
+static struct tf_fault_rule *
+test_rule(const char *spec, const char *name)
+{
+    char err[512];
+    struct tf_fault_rule *r = tf_fault_rule_parse_spec(spec, name, err, sizeof(err));
+    if (r == NULL)
+        fail_msg("%s: %s", spec, err);
+    return r;
+}
+
+/*
+ * tf_config_with_rules: a snapshot that shares everything but its rules,
+ * holds references on both, and refuses what the file would refuse.
+ */
+static void
+test_with_rules(void **state)
+{
+    char path[1024], err[2048];
+
+    (void)state;
+    test_fixture(path, sizeof(path), "good_faults.conf");
+    struct tf_config *base = test_load_good(path);
+    size_t n_base = base->n_faults;
+    struct tf_fault_rule *added = test_rule("stall:match.sni=*.lab.test", "added");
+
+    /* Keep the first two rules, add one. */
+    struct tf_fault_rule *list[3] = {base->faults[0], base->faults[1], added};
+    struct tf_config *next = tf_config_with_rules(base, list, 3, err, sizeof(err));
+    assert_non_null(next);
+    assert_int_equal(atomic_load(&next->refs), 1);
+    assert_ptr_equal(next->shares, base);
+    assert_ptr_equal(tf_config_base(next), base);
+    assert_ptr_equal(tf_config_base(base), base);
+    assert_int_equal(atomic_load(&base->refs), 2);
+    assert_ptr_equal(next->listeners, base->listeners);
+    assert_int_equal(next->n_faults, 3);
+    assert_ptr_equal(next->faults[0], base->faults[0]);
+    assert_ptr_equal(next->faults[2], added);
+    assert_int_equal(atomic_load(&added->refs), 2);
+    assert_int_equal(atomic_load(&base->faults[0]->refs), 2);
+    assert_int_equal(atomic_load(&base->faults[2]->refs), 1);
+
+    /* A snapshot made from a derived one shares with the same owner, never a chain. */
+    struct tf_config *again = tf_config_with_rules(next, NULL, 0, err, sizeof(err));
+    assert_non_null(again);
+    assert_ptr_equal(again->shares, base);
+    assert_int_equal(again->n_faults, 0);
+    assert_int_equal(atomic_load(&base->refs), 3);
+    tf_config_unref(again);
+
+    /* The base can go first: the derived snapshot keeps what it shares alive. */
+    tf_config_unref(base);
+    assert_int_equal(atomic_load(&next->shares->refs), 1);
+    assert_string_equal(next->listeners[0].name, "lab");
+    assert_int_equal(n_base, 9);
+    tf_config_unref(next);
+    assert_int_equal(atomic_load(&added->refs), 1);
+
+    /* Refused: duplicate names, unknown listeners, mitm faults without a mitm listener. */
+    base = test_load_good(path);
+    struct tf_fault_rule *dup = test_rule("stall", "added");
+    struct tf_fault_rule *nowhere = test_rule("stall:listener=nope", "nowhere");
+    struct tf_fault_rule *mitm = test_rule("cert-expired", "mitm");
+    struct tf_fault_rule *bad[4] = {added, dup, nowhere, mitm};
+    unsigned before = atomic_load(&base->refs);
+    assert_null(tf_config_with_rules(base, bad, 4, err, sizeof(err)));
+    assert_string_equal(err, "rule name \"added\" is already used\n"
+                             "rule \"nowhere\": unknown listener \"nope\" in match; valid: lab\n"
+                             "rule \"mitm\": fault \"cert-expired\" needs a listener with mode "
+                             "\"mitm\"");
+    assert_int_equal(atomic_load(&base->refs), before);
+    assert_int_equal(atomic_load(&added->refs), 1);
+    tf_fault_rule_unref(added);
+    tf_fault_rule_unref(dup);
+    tf_fault_rule_unref(nowhere);
+    tf_fault_rule_unref(mitm);
+    tf_config_unref(base);
 }
 
 /* A fixture nobody asserts is a message nobody checks: every file must be listed above. */
@@ -673,6 +876,11 @@ test_defaults(void **state)
     assert_null(cfg->lab_ca);
     assert_null(cfg->log_keylog);
     assert_int_equal(cfg->content_max, 0);
+    /* No control group: no control API. */
+    assert_false(cfg->control.enabled);
+    assert_null(cfg->control.listen);
+    assert_null(cfg->control.token);
+    assert_null(cfg->shares);
     tf_config_unref(cfg);
 }
 
@@ -1689,6 +1897,10 @@ main(void)
         cmocka_unit_test(test_split_bad),
         cmocka_unit_test(test_split_host_buffer),
         cmocka_unit_test(test_refcount),
+        cmocka_unit_test(test_control),
+        cmocka_unit_test(test_loopback),
+        cmocka_unit_test(test_quick_control),
+        cmocka_unit_test(test_with_rules),
     };
     /* One named test per bad fixture, so a failure names the file. */
     struct CMUnitTest tests[ARRAY_LEN(fixed) + ARRAY_LEN(bad_cases)];

@@ -583,6 +583,54 @@ test_threads(void **state)
     free(buf);
 }
 
+/* The tap (the control API's view): every event, whole, even with no sink open. */
+struct tap_seen {
+    unsigned calls;
+    uint64_t flow;
+    char event[32];
+    char line[512];
+};
+
+static void
+tap_cb(void *arg, uint64_t flow, const char *event, const json_t *obj)
+{
+    struct tap_seen *t = arg;
+    char *line = json_dumps(obj, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    t->calls++;
+    t->flow = flow;
+    snprintf(t->event, sizeof(t->event), "%s", event);
+    snprintf(t->line, sizeof(t->line), "%s", line);
+    free(line);
+}
+
+static void
+test_tap(void **state)
+{
+    char err[64];
+    struct tap_seen seen;
+
+    (void)state;
+    memset(&seen, 0, sizeof(seen));
+    struct tf_events *ev = tf_events_open("none", NULL, err, sizeof(err));
+    assert_non_null(ev);
+    tf_events_set_tap(ev, tap_cb, &seen);
+    tf_events_emit(ev, 7, "fault", "s2c", json_pack("{s:s, s:s}", "rule", "r", "fault", "stall"));
+    assert_int_equal(seen.calls, 1);
+    assert_int_equal(seen.flow, 7);
+    assert_string_equal(seen.event, "fault");
+    /* ts first, then flow, event, dir, the fields. */
+    assert_true(strncmp(seen.line, "{\"ts\":\"", 7) == 0);
+    assert_non_null(strstr(seen.line, "\"flow\":7,\"event\":\"fault\",\"dir\":\"s2c\",\"rule\":"
+                                      "\"r\",\"fault\":\"stall\"}"));
+    tf_events_emit(ev, 8, "flow_end", NULL, NULL);
+    assert_int_equal(seen.calls, 2);
+    assert_string_equal(seen.event, "flow_end");
+    tf_events_set_tap(ev, NULL, NULL);
+    tf_events_emit(ev, 9, "flow_start", NULL, json_object());
+    assert_int_equal(seen.calls, 2);
+    tf_events_free(ev);
+}
+
 int
 main(void)
 {
@@ -596,6 +644,7 @@ main(void)
         cmocka_unit_test(test_format_text_truncates),
         cmocka_unit_test_setup_teardown(test_emit_long_line, setup_tmp, teardown_tmp),
         cmocka_unit_test_setup_teardown(test_threads, setup_tmp, teardown_tmp),
+        cmocka_unit_test(test_tap),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

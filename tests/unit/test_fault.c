@@ -8,6 +8,8 @@
  * client CIDR v4/v6, SNI glob and "absent"), then counting (nth, every,
  * first, times), the determinism of the probability draws, and that
  * concurrent workers never fire a rule more often than times allows.
+ * For the control API: references, disabled rules, rules to and from JSON
+ * with the exact messages, and rebuilding a changed rule.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -1352,6 +1354,296 @@ test_match_threads(void **state)
     }
 }
 
+/* ------------------------------------------------------------ refs, enabled, JSON */
+
+/* Rules are shared between snapshots: references, and a disabled rule never matches. */
+static void
+test_rule_refs_and_enabled(void **state)
+{
+    struct tf_fault_flow_info none = {NULL, NULL, NULL};
+    (void)state;
+    struct tf_fault_rule *r = spec_ok("stall");
+    assert_true(r->enabled);
+    assert_int_equal(atomic_load(&r->refs), 1);
+    assert_ptr_equal(tf_fault_rule_ref(r), r);
+    assert_int_equal(atomic_load(&r->refs), 2);
+    tf_fault_rule_unref(r);
+    assert_int_equal(atomic_load(&r->refs), 1);
+    assert_string_equal(r->name, "fault1"); /* still whole */
+
+    r->enabled = false;
+    assert_int_equal(tf_fault_rule_decide(r, &none, false, NULL), TF_FAULT_NO);
+    assert_int_equal(tf_fault_rule_decide(r, &none, true, "a.test"), TF_FAULT_NO);
+    assert_int_equal(atomic_load(&r->seen), 0); /* a disabled rule takes no ordinal */
+    r->enabled = true;
+    assert_int_equal(tf_fault_rule_decide(r, &none, false, NULL), TF_FAULT_YES);
+    tf_fault_rule_free(r); /* the last reference: freed (ASan checks) */
+    assert_null(tf_fault_rule_ref(NULL));
+    tf_fault_rule_unref(NULL);
+}
+
+static json_t *
+json_of(const char *text)
+{
+    json_error_t jerr;
+    json_t *v = json_loads(text, 0, &jerr);
+    if (v == NULL)
+        fail_msg("bad JSON in the test: %s", jerr.text);
+    return v;
+}
+
+/* The keys a rule was given are kept (for rebuild) and shown, typed, in its JSON. */
+static void
+test_rule_json(void **state)
+{
+    (void)state;
+    struct tf_fault_rule *r = spec_ok("delay:ms=300,dir=s2c,sni=*.lab.test,nth=2,"
+                                      "probability=0.5,name=slow");
+    assert_int_equal(r->n_given, 5);
+    assert_string_equal(r->given_keys[0], "ms");
+    assert_string_equal(r->given_keys[2], "match.sni");
+    json_t *j = tf_fault_rule_json(r);
+    json_t *want = json_of("{\"name\": \"slow\", \"fault\": \"delay\", \"mode\": \"network\", "
+                           "\"enabled\": true, \"params\": {\"ms\": 300, \"jitter\": 0, "
+                           "\"dir\": \"s2c\", \"after_bytes\": 0}, \"match\": {\"sni\": "
+                           "\"*.lab.test\", \"nth\": 2, \"probability\": 0.5}, \"seen\": 0, "
+                           "\"fired\": 0}");
+    if (!json_equal(j, want)) {
+        char *got = json_dumps(j, JSON_COMPACT);
+        fail_msg("rule JSON: %s", got);
+    }
+    json_decref(j);
+    json_decref(want);
+    tf_fault_rule_unref(r);
+
+    /* Booleans are booleans. */
+    r = spec_ok("truncate:then_close=no");
+    j = tf_fault_rule_json(r);
+    assert_true(json_is_false(json_object_get(json_object_get(j, "params"), "then_close")));
+    json_decref(j);
+    tf_fault_rule_unref(r);
+}
+
+static void
+test_catalogue_json(void **state)
+{
+    (void)state;
+    json_t *c = tf_fault_catalogue_json();
+    assert_int_equal(json_array_size(c), tf_fault_catalogue_len);
+    json_t *delay = json_array_get(c, 0);
+    assert_string_equal(json_string_value(json_object_get(delay, "name")), "delay");
+    assert_string_equal(json_string_value(json_object_get(delay, "mode")), "network");
+    json_t *ms = json_array_get(json_object_get(delay, "params"), 0);
+    assert_string_equal(json_string_value(json_object_get(ms, "name")), "ms");
+    assert_string_equal(json_string_value(json_object_get(ms, "type")), "uint");
+    assert_int_equal(json_integer_value(json_object_get(ms, "default")), 1000);
+    assert_int_equal(json_integer_value(json_object_get(ms, "max")), 3600000);
+    for (size_t i = 0; i < json_array_size(c); i++) {
+        json_t *d = json_array_get(c, i);
+        assert_non_null(json_string_value(json_object_get(d, "help")));
+        assert_non_null(json_string_value(json_object_get(d, "client_sees")));
+        assert_int_equal(json_array_size(json_object_get(d, "params")),
+                         tf_fault_catalogue[i].n_params);
+    }
+    json_decref(c);
+}
+
+/*
+ * Free text is UTF-8 (the control API shows it as JSON strings); bytes that
+ * are not UTF-8 text are shown as "hex:..." and read back the same.
+ */
+static void
+test_rule_json_utf8(void **state)
+{
+    char err[256];
+    (void)state;
+    struct tf_fault_rule *r = rule_of("strip-ciphers");
+    set_bad(r, "pattern", "*RC4\xc5" "*", "\"pattern\" must be UTF-8 text");
+    set_bad(r, "sni", "\xed\xa0\x80" ".lab.test", "\"sni\" must be UTF-8 text"); /* a surrogate */
+    set_bad(r, "sni", "\xc0\xaf", "\"sni\" must be UTF-8 text");                /* overlong */
+    set_ok(r, "sni", "b\xc3\xbc" "cher.lab.test"); /* fine */
+    tf_fault_rule_unref(r);
+
+    r = spec_ok("append-bytes:bytes=\xc5" "A");
+    json_t *j = tf_fault_rule_json(r);
+    assert_string_equal(json_string_value(json_object_get(json_object_get(j, "params"), "bytes")),
+                        "hex:c541");
+    json_object_del(j, "seen");
+    json_object_del(j, "fired");
+    json_object_del(j, "mode");
+    struct tf_fault_rule *again = tf_fault_rule_from_json(j, err, sizeof(err), NULL);
+    if (again == NULL)
+        fail_msg("not read back: %s", err);
+    assert_int_equal(again->args.bytes_len, 2);
+    assert_memory_equal(again->args.bytes, "\xc5" "A", 2);
+    json_decref(j);
+    tf_fault_rule_unref(again);
+    tf_fault_rule_unref(r);
+}
+
+/* What a rule from JSON (POST /rules) accepts, and the exact words when it does not. */
+static void
+test_rule_from_json(void **state)
+{
+    static const struct {
+        const char *json;
+        const char *err;
+        const char *valid_first; /* first of the valid names, or NULL: none given */
+    } bad[] = {
+        {"[1]", "expected a JSON object: {\"name\": ..., \"fault\": ..., \"params\": {...}, "
+                "\"match\": {...}}", NULL},
+        {"{\"fault\": \"stall\"}", "\"name\" is required", NULL},
+        {"{\"name\": \"a b\", \"fault\": \"stall\"}",
+         "name \"a b\" is not valid (use 1-64 letters, digits, \".\", \"_\" or \"-\")", NULL},
+        {"{\"name\": \"x\"}", "\"fault\" is required (GET /faults lists them)", NULL},
+        {"{\"name\": \"x\", \"fault\": \"drop-server-helo\"}", NULL, "delay"},
+        {"{\"name\": \"x\", \"fault\": \"delay\", \"params\": {\"msx\": 1}}",
+         "unknown parameter \"msx\" for fault \"delay\"; valid: ms, jitter, dir, after_bytes",
+         "ms"},
+        {"{\"name\": \"x\", \"fault\": \"delay\", \"sni\": \"a\"}",
+         "unknown parameter \"sni\" for fault \"delay\"; valid: ms, jitter, dir, after_bytes, "
+         "name, fault, enabled, params, match; \"sni\" belongs in \"match\"", "ms"},
+        {"{\"name\": \"x\", \"fault\": \"stall\", \"params\": {\"sni\": \"a\"}}",
+         "unknown parameter \"sni\" for fault \"stall\"; valid: dir, after_bytes; \"sni\" belongs "
+         "in \"match\"", "dir"},
+        {"{\"name\": \"x\", \"fault\": \"strip-sni\", \"params\": {\"dir\": \"c2s\"}}",
+         "unknown parameter \"dir\": fault \"strip-sni\" takes none", NULL},
+        {"{\"name\": \"x\", \"fault\": \"stall\", \"match\": {\"host\": \"a\"}}",
+         "unknown key \"host\" in match; valid keys: listener, client, dest, dest_port, sni, nth, "
+         "every, first, probability, seed, times", "listener"},
+        {"{\"name\": \"x\", \"fault\": \"delay\", \"params\": {\"ms\": -1}}",
+         "\"ms\" must be between 0 and 3600000, not -1", NULL},
+        {"{\"name\": \"x\", \"fault\": \"delay\", \"params\": {\"ms\": [1]}}",
+         "\"ms\" must be a single value (number, string or boolean)", NULL},
+        {"{\"name\": \"x\", \"fault\": \"delay\", \"ms\": 1, \"params\": {\"ms\": 2}}",
+         "\"ms\" is given twice (beside \"fault\" and in \"params\")", NULL},
+        {"{\"name\": \"x\", \"fault\": \"stall\", \"match\": {\"nth\": 0}}",
+         "\"nth\" must be an integer of at least 1, not \"0\"", NULL},
+        {"{\"name\": \"x\", \"fault\": \"stall\", \"enabled\": \"yes\"}",
+         "\"enabled\" must be true or false", NULL},
+        {"{\"name\": \"x\", \"fault\": \"stall\", \"params\": []}",
+         "\"params\" must be an object ({\"ms\": 300, ...})", NULL},
+        {"{\"name\": \"x\", \"fault\": \"server-versions\", \"min\": \"TLS1.3\", \"max\": "
+         "\"TLS1.2\"}", "\"min\" (TLS1.3) is above \"max\" (TLS1.2)", NULL},
+    };
+    char err[1024];
+
+    (void)state;
+    for (size_t i = 0; i < ARRAY_LEN(bad); i++) {
+        json_t *valid = NULL;
+        json_t *in = json_of(bad[i].json);
+        struct tf_fault_rule *r = tf_fault_rule_from_json(in, err, sizeof(err), &valid);
+        json_decref(in);
+        if (r != NULL)
+            fail_msg("%s accepted", bad[i].json);
+        if (bad[i].err != NULL && strcmp(err, bad[i].err) != 0)
+            fail_msg("%s:\n got: %s\nwant: %s", bad[i].json, err, bad[i].err);
+        if (bad[i].valid_first != NULL) {
+            assert_non_null(valid);
+            assert_string_equal(json_string_value(json_array_get(valid, 0)), bad[i].valid_first);
+        }
+        json_decref(valid);
+    }
+
+    /* Parameters beside "fault" (as in the file) and in "params"; numbers, booleans, strings. */
+    json_t *in = json_of("{\"name\": \"slow\", \"fault\": \"delay\", \"jitter\": 5, \"params\": "
+                         "{\"ms\": 250, \"dir\": \"s2c\"}, \"match\": {\"sni\": \"*.lab.test\", "
+                         "\"probability\": 0.25, \"times\": 3}, \"enabled\": false}");
+    struct tf_fault_rule *r = tf_fault_rule_from_json(in, err, sizeof(err), NULL);
+    json_decref(in);
+    if (r == NULL)
+        fail_msg("refused: %s", err);
+    assert_string_equal(r->name, "slow");
+    assert_int_equal(r->args.ms, 250);
+    assert_int_equal(r->args.jitter_ms, 5);
+    assert_int_equal(r->args.dir, TF_FAULT_DIR_S2C);
+    assert_string_equal(r->match.sni, "*.lab.test");
+    assert_true(r->match.probability == 0.25);
+    assert_int_equal(r->match.times, 3);
+    assert_false(r->enabled);
+    assert_int_equal(r->line, 0);
+    tf_fault_rule_unref(r);
+
+    /* truncate's then_close takes a JSON boolean; alert's dir is worked out. */
+    in = json_of("{\"name\": \"a\", \"fault\": \"alert\", \"params\": {\"after\": "
+                 "\"server_hello\"}}");
+    r = tf_fault_rule_from_json(in, err, sizeof(err), NULL);
+    json_decref(in);
+    assert_non_null(r);
+    assert_int_equal(r->args.dir, TF_FAULT_DIR_S2C);
+    tf_fault_rule_unref(r);
+    in = json_of("{\"name\": \"t\", \"fault\": \"truncate\", \"then_close\": false}");
+    r = tf_fault_rule_from_json(in, err, sizeof(err), NULL);
+    json_decref(in);
+    assert_non_null(r);
+    assert_false(r->args.then_close);
+    tf_fault_rule_unref(r);
+}
+
+/* PATCH: a new rule from the old one's keys and the changes; counters carry over. */
+static void
+test_rule_rebuild(void **state)
+{
+    char err[1024];
+    struct tf_fault_flow_info none = {NULL, NULL, NULL};
+
+    (void)state;
+    struct tf_fault_rule *old = spec_ok("alert:description=protocol_version,sni=*.lab.test,"
+                                        "name=a");
+    assert_int_equal(old->args.dir, TF_FAULT_DIR_C2S); /* auto: client_hello's sender */
+    old->line = 7;
+    assert_int_equal(tf_fault_rule_decide(old, &none, true, "x.lab.test"), TF_FAULT_YES);
+
+    json_t *params = json_of("{\"after\": \"server_hello\", \"description\": null}");
+    json_t *match = json_of("{\"sni\": null, \"nth\": 5}");
+    struct tf_fault_rule *r =
+        tf_fault_rule_rebuild(old, params, match, 0, false, err, sizeof(err), NULL);
+    if (r == NULL)
+        fail_msg("refused: %s", err);
+    assert_ptr_not_equal(r, old);
+    assert_string_equal(r->name, "a");
+    assert_int_equal(r->args.dir, TF_FAULT_DIR_S2C); /* worked out again */
+    assert_int_equal(r->args.description, 40);       /* null: the default, handshake_failure */
+    assert_null(r->match.sni);
+    assert_int_equal(r->match.nth, 5);
+    assert_false(r->enabled);
+    assert_int_equal(r->line, 7);
+    assert_int_equal(atomic_load(&r->seen), 1);
+    assert_int_equal(atomic_load(&r->fired), 1);
+    /* The old rule is untouched: flows that hold it keep it. */
+    assert_true(old->enabled);
+    assert_string_equal(old->match.sni, "*.lab.test");
+    assert_int_equal(old->args.description, 70);
+    json_decref(params);
+    json_decref(match);
+
+    /* Nothing changed but the counters. */
+    struct tf_fault_rule *z = tf_fault_rule_rebuild(r, NULL, NULL, -1, true, err, sizeof(err),
+                                                    NULL);
+    assert_non_null(z);
+    assert_int_equal(atomic_load(&z->seen), 0);
+    assert_int_equal(atomic_load(&z->fired), 0);
+    assert_false(z->enabled);
+    assert_int_equal(z->match.nth, 5);
+    tf_fault_rule_unref(z);
+
+    /* Refusals leave nothing behind and say what is valid. */
+    json_t *valid = NULL;
+    params = json_of("{\"afterr\": 1}");
+    assert_null(tf_fault_rule_rebuild(r, params, NULL, -1, false, err, sizeof(err), &valid));
+    assert_string_equal(err, "unknown parameter \"afterr\" for fault \"alert\"; valid: "
+                             "description, level, after, dir, to");
+    assert_string_equal(json_string_value(json_array_get(valid, 0)), "description");
+    json_decref(valid);
+    json_decref(params);
+    match = json_of("{\"nth\": \"x\"}");
+    assert_null(tf_fault_rule_rebuild(r, NULL, match, -1, false, err, sizeof(err), NULL));
+    assert_string_equal(err, "\"nth\" must be an integer of at least 1, not \"x\"");
+    json_decref(match);
+    tf_fault_rule_unref(r);
+    tf_fault_rule_unref(old);
+}
+
 int
 main(void)
 {
@@ -1378,6 +1670,12 @@ main(void)
         cmocka_unit_test(test_match_counting),
         cmocka_unit_test(test_match_probability),
         cmocka_unit_test(test_match_threads),
+        cmocka_unit_test(test_rule_refs_and_enabled),
+        cmocka_unit_test(test_rule_json),
+        cmocka_unit_test(test_rule_json_utf8),
+        cmocka_unit_test(test_catalogue_json),
+        cmocka_unit_test(test_rule_from_json),
+        cmocka_unit_test(test_rule_rebuild),
     };
     return cmocka_run_group_tests_name("fault", tests, NULL, NULL);
 }
