@@ -720,6 +720,7 @@ struct config_listener_draft {
     const config_setting_t *allow;
     const config_setting_t *default_upstream;
     const config_setting_t *spoof_source;
+    const config_setting_t *probe;
     uint32_t mark;                   /* every route: judged by the walker; 0 when not given */
 };
 
@@ -1305,6 +1306,7 @@ static const struct config_key config_listener_keys[] = {
      0, 0, NULL},
     {"spoof_source", CONFIG_KIND_BOOL, config_note_setting, CONFIG_DRAFT(spoof_source), 0, 0,
      NULL},
+    {"probe", CONFIG_KIND_BOOL, config_note_setting, CONFIG_DRAFT(probe), 0, 0, NULL},
     {"mark", CONFIG_KIND_MARK, config_apply_mark, CONFIG_DRAFT(mark), 0, 0, NULL},
 };
 
@@ -1861,6 +1863,10 @@ config_listener_route(struct config_load *ld, const config_setting_t *group,
 
     if (config_route_takes(ld, d->spoof_source, "spoof_source", route, route_known))
         lc->spoof_source = config_setting_get_bool(d->spoof_source) != 0;
+
+    /* Every route and mode may probe; mitm sees the chain anyway, so it is moot there. */
+    if (d->probe != NULL)
+        lc->probe = config_setting_get_bool(d->probe) != 0;
 
     lc->mark = d->mark; /* 0: the top-level mark, filled in once the whole file is read */
 }

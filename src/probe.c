@@ -40,6 +40,7 @@
 #include "tlsfault/listener.h"
 #include "tlsfault/names.h"
 #include "tlsfault/origdst.h"
+#include "tlsfault/config.h"
 #include "tlsfault/probe.h"
 
 #define PROBE_CACHE_MAX 256
@@ -97,9 +98,8 @@ tf_probe_set_default(bool on)
 bool
 tf_probe_enabled(const struct tf_listener_conf *lc)
 {
-    (void)lc; /* a per-listener `probe` key goes here once the configuration has it */
     pthread_once(&probe_env_once, probe_read_env);
-    return atomic_load(&probe_default);
+    return (lc != NULL && lc->probe) || atomic_load(&probe_default);
 }
 
 /* ------------------------------------------------------------ cache */

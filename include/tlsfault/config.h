@@ -73,6 +73,7 @@ struct tf_listener_conf {
     char *default_host;           /* sni: where a hello without SNI goes; NULL: close */
     uint16_t default_port;
     bool spoof_source;            /* tproxy: the upstream socket keeps the client's address */
+    bool probe;                   /* TLS 1.3 passthrough: fetch the hidden chain for verdicts */
     uint32_t mark;                /* SO_MARK on upstream sockets (0: none); default from
                                    * the top-level `mark` */
     struct tf_tls_settings client_tls;   /* mitm: the leg towards the client */

@@ -218,7 +218,7 @@ static struct bad_case bad_cases[] = {
     {"unknown_key.conf",
      "FILE:7: unknown key \"upstreem\" in listener; valid keys: name, listen, route, upstream, "
      "mode, client_tls, upstream_tls, upstream_port, allow, default_upstream, spoof_source, "
-     "mark"},
+     "probe, mark"},
     {"unknown_key_top.conf",
      "FILE:2: unknown key \"listener\" at top level; valid keys: workers, listeners, faults, log, "
      "timeouts, limits, ca, control, mark"},
@@ -457,7 +457,7 @@ static struct bad_case bad_cases[] = {
      "FILE:2: \"workers\" must be between 0 and 256, not -1\n"
      "FILE:8: unknown key \"colour\" in listener; valid keys: name, listen, route, upstream, "
      "mode, client_tls, upstream_tls, upstream_port, allow, default_upstream, spoof_source, "
-     "mark\n"
+     "probe, mark\n"
      "FILE:6: listen \"127.0.0.1\": missing port (expected host:port or [v6]:port)\n"
      "FILE:11: listener name \"lab\" is already used (line 4)\n"
      "FILE:10: listener \"lab\" has no \"upstream\" (required for route \"forward\")\n"
