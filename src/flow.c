@@ -114,6 +114,8 @@ struct tf_leg {
     bool shut;               /* FIN sent to this socket */
     bool read_paused;        /* back-pressure: the other leg's output is full */
     struct tf_shaper shaper; /* network faults on the bytes this leg reads */
+    size_t held_back;        /* bytes a fault left in the input (a partial record): already
+                              * counted and inspected when the next read comes */
 };
 
 struct tf_flow {
@@ -134,6 +136,7 @@ struct tf_flow {
     struct tf_mitm *mitm;      /* mitm mode: both legs terminated */
     struct evbuffer *mid;      /* mitm: client bytes after the client leg's wire faults */
     struct evbuffer *to_client;/* mitm: raw TLS for the client before its wire faults */
+    size_t to_client_held;     /* of which already inspected (a partial record a fault held) */
     struct evbuffer *discard;  /* mitm: answers a wire fault would send "back" to our SSL */
     uint32_t rng;              /* jitter draws */
     enum tf_flow_state state;
@@ -340,12 +343,14 @@ static void flow_probe_maybe(struct tf_flow *f);
 
 /* Feeds every chunk of buf to the inspector without copying or draining. */
 static void
-flow_inspect(struct tf_leg *leg, struct evbuffer *buf)
+flow_inspect(struct tf_leg *leg, struct evbuffer *buf, size_t from)
 {
     struct tf_flow *f = leg->flow;
     struct evbuffer_iovec vec[16];
     struct evbuffer_ptr pos;
-    evbuffer_ptr_set(buf, &pos, 0, EVBUFFER_PTR_SET);
+    if (from >= evbuffer_get_length(buf))
+        return;
+    evbuffer_ptr_set(buf, &pos, from, EVBUFFER_PTR_SET);
     for (;;) {
         int n = evbuffer_peek(buf, -1, &pos, vec, 16);
         if (n <= 0)
@@ -790,11 +795,12 @@ flow_mitm_to_client(struct tf_flow *f)
     if (evbuffer_get_length(f->to_client) == 0 || f->ending)
         return;
     if (!tf_inspect_idle(f->ins, TF_DIR_S2C))
-        flow_inspect(&f->server, f->to_client);
+        flow_inspect(&f->server, f->to_client, f->to_client_held);
     struct evbuffer *dst = flow_sink(&f->server);
     size_t before = evbuffer_get_length(dst);
     if (f->inj != NULL && tf_inject_wants(f->inj, TF_DIR_S2C)) {
         tf_inject_feed(f->inj, TF_DIR_S2C, f->to_client, dst, f->discard, &res);
+        f->to_client_held = evbuffer_get_length(f->to_client);
         evbuffer_drain(f->discard, evbuffer_get_length(f->discard));
         if (res.end != TF_INJECT_GO_ON) {
             flow_fault_end(f, &res);
@@ -802,6 +808,7 @@ flow_mitm_to_client(struct tf_flow *f)
         }
     } else {
         evbuffer_add_buffer(dst, f->to_client);
+        f->to_client_held = 0;
     }
     flow_sink_added(&f->server, before);
 }
@@ -829,7 +836,7 @@ flow_mitm_read(struct tf_leg *leg, struct evbuffer *in)
     size_t before = evbuffer_get_length(to_server);
     if (leg == &f->client) {
         if (!tf_inspect_idle(f->ins, TF_DIR_C2S))
-            flow_inspect(leg, in);
+            flow_inspect(leg, in, leg->held_back);
         if (!flow_network_faults(leg)) {
             evbuffer_drain(in, evbuffer_get_length(in));
             return;
@@ -1514,30 +1521,36 @@ flow_read_cb(struct bufferevent *bev, void *arg)
         flow_request_read(f);
         return;
     }
-    leg->bytes += n;
+    leg->bytes += n > leg->held_back ? n - leg->held_back : 0;
     f->last_read = leg->dir;
     flow_now(f, &f->last_activity);
     if (f->mitm != NULL) {
         flow_mitm_read(leg, in);
+        leg->held_back = evbuffer_get_length(in);
         if (f->ending)
             return;
     } else {
         if (f->ending) {
             /* A fault ends the flow: what comes now is the peers' reaction to it. */
             evbuffer_drain(in, n);
+            leg->held_back = 0;
             return;
         }
         if (!tf_inspect_idle(f->ins, leg->dir))
-            flow_inspect(leg, in);
+            flow_inspect(leg, in, leg->held_back);
         if (leg->peer->shut) {
             /* The other side already got our FIN; nothing more may go to it. */
             evbuffer_drain(in, n);
+            leg->held_back = 0;
             return;
         }
         if (f->inj == NULL)
             evbuffer_add_buffer(out, in);
-        else if (!flow_faults(leg, in, out))
+        else if (!flow_faults(leg, in, out)) {
+            leg->held_back = evbuffer_get_length(in);
             return;
+        }
+        leg->held_back = evbuffer_get_length(in);
     }
     size_t queued = evbuffer_get_length(out);
     if (leg->shaper.on)

@@ -8,13 +8,20 @@ Loopback only, bounded in time.  Usage (normally through scripts/soak.sh):
                                [--concurrency N] [--keep]
 
 Environment: TF_BIN (the tlsfault binary; default build/src/tlsfault, or
-an AddressSanitizer build such as build-asan/src/tlsfault), TF_SRCDIR.
+an AddressSanitizer build such as build-asan/src/tlsfault: then the VmRSS
+figures are reported but not checked, ASan's quarantine holds freed
+memory), TF_SRCDIR.
 
 What it does, in order:
 
 1. Makes an EC P-256 certificate and starts an origin farm: two Python
    asyncio TLS servers (TLS 1.2 and 1.3) sharing one port (SO_REUSEPORT);
    each answers "GET" with a 128-byte body and closes.
+   Before the soak, a deterministic check: a real ClientHello sent in two reads
+   to listeners with rules that rewrite or answer it (strip-sni, strip-alpn,
+   downgrade, strip-ciphers, fragment, alert), and a captured server flight in
+   two reads under strip-intermediates: every byte must be counted and
+   inspected once (flow_end's bytes; no non_tls event).
 2. Starts tlsfault with a configuration file: listener "soak" with random
    fault rules (probability rules with seeds: delay, reset, close, alert,
    corrupt, append-bytes, drop-server-hello, slice, fragment, truncate,
@@ -37,7 +44,10 @@ What it does, in order:
    handshake header claims 16 MiB; the handshake timeout must close them
    (closed within timeout + 3 s), VmRSS must stay bounded, and curl through
    the clean listener meanwhile must see a median latency within 2x of its
-   median before the abuse.  fds back to the baseline afterwards.
+   median before the abuse.  fds back to the baseline afterwards.  Then
+   more waves (--hostile-waves, default 3): each closed in time, and the
+   last wave's VmRSS peak within 50% of the first's (memory is reused;
+   a coarse check: glibc keeps what it freed).
 7. SIGTERM; tlsfault must exit 0 with no sanitizer report on stderr; in
    its JSON log every flow_start has a flow_end; faults fired are counted.
 8. A separate short run for signals: M connections (default 3,000) of
@@ -52,6 +62,7 @@ otherwise.
 
 import argparse
 import asyncio
+import calendar
 import collections
 import json
 import os
@@ -309,6 +320,16 @@ FAULT_RULES = """
 """
 
 
+def is_sanitized(binary):
+    """Whether the binary is built with AddressSanitizer (its RSS then says little:
+    the quarantine keeps freed memory, so the RSS checks only report)."""
+    try:
+        with open(binary, "rb") as f:
+            return b"__asan_init" in f.read()
+    except OSError:
+        return False
+
+
 def write_conf(path, soak_port, clean_port, origin_port, json_path, rules, delay_ms=100):
     text = """# written by tests/soak/soak.py
 workers = 2;
@@ -325,14 +346,26 @@ faults = (%s);
         f.write(text)
 
 
+def parse_ts(ts):
+    """An event's "ts" (RFC 3339, UTC) as seconds since the epoch."""
+    try:
+        return calendar.timegm(time.strptime(ts[:19], "%Y-%m-%dT%H:%M:%S")) + float(
+            "0" + ts[19:].rstrip("Z"))
+    except (TypeError, ValueError):
+        return 0.0
+
+
 def read_events(path, details=None):
     """flow_start / flow_end / fault events of a JSON log, without loading it all.
-    details (a dict) receives client address -> (flow, close, duration_ms, error)."""
+    details (a dict) receives client address -> [(end time, flow, close, duration_ms,
+    error, faults fired, non_tls preview)] for every flow_end."""
     starts, ends, faults = {}, {}, collections.Counter()
+    non_tls = {}
     bad_lines = 0
     with open(path, "rb") as f:
         for raw in f:
-            if b'"flow_start"' in raw or b'"flow_end"' in raw or b'"event":"fault"' in raw:
+            if (b'"flow_start"' in raw or b'"flow_end"' in raw or b'"event":"fault"' in raw or
+                    (details is not None and b'"event":"non_tls"' in raw)):
                 try:
                     ev = json.loads(raw)
                 except ValueError:
@@ -344,11 +377,22 @@ def read_events(path, details=None):
                 elif kind == "flow_end":
                     ends[ev["flow"]] = ev.get("client")
                     if details is not None:
-                        details[ev.get("client")] = (ev["flow"], ev.get("close"),
-                                                     ev.get("duration_ms"), ev.get("error"))
+                        details.setdefault(ev.get("client"), []).append((
+                            parse_ts(ev.get("ts")), ev["flow"], ev.get("close"),
+                            ev.get("duration_ms"), ev.get("error"),
+                            [x.get("fault") for x in ev.get("faults", [])],
+                            non_tls.get(ev["flow"])))
                 elif kind == "fault":
                     faults[ev.get("fault") or ev.get("rule") or "?"] += 1
+                elif kind == "non_tls":
+                    non_tls[ev["flow"]] = ev.get("preview")
     return starts, ends, faults, bad_lines
+
+
+def flow_of(details, port, when):
+    """The flow_end of the client on port that ended nearest to when (ports are reused)."""
+    rows = details.get("%s:%s" % (HOST, port)) or []
+    return min(rows, key=lambda r: abs(r[0] - when), default=None)
 
 
 # ------------------------------------------------------------------ clients
@@ -572,7 +616,7 @@ async def hostile_client(port, how, hellos, rng, results, hold):
         await asyncio.wait_for(loop.sock_connect(sock, (HOST, port)), 30)
         lport = sock.getsockname()[1]
     except (OSError, asyncio.TimeoutError):
-        results.append((how, "connect-failed", None, None))
+        results.append((how, "connect-failed", None, None, time.time()))
         sock.close()
         return
     t0 = time.monotonic()
@@ -611,7 +655,7 @@ async def hostile_client(port, how, hellos, rng, results, hold):
         outcome = "os-error"
     finally:
         sock.close()
-    results.append((how, outcome, time.monotonic() - t0, lport))
+    results.append((how, outcome, time.monotonic() - t0, lport, time.time()))
 
 
 async def curl_latency(port, count, pause=0.05):
@@ -695,6 +739,11 @@ class Checks:
         log("%s: %s" % ("PASS" if ok else "FAIL", what))
         return ok
 
+    def note(self, ok, what):
+        """A figure that is reported but not checked (RSS under ASan)."""
+        log("INFO: %s (%s; not checked under ASan)" % (what, "would pass" if ok else "would fail"))
+        return ok
+
     def failed(self):
         return [w for ok, w in self.items if not ok]
 
@@ -771,7 +820,8 @@ def main_run(args, binary, workdir, hellos, origin_port, checks, figures):
         checks.check(abs(figures["fds_after"] - figures["fds_base"]) <= 2,
                      "fds back to the baseline after idle: %d vs %d" % (
                          figures["fds_after"], figures["fds_base"]))
-        checks.check(figures["rss_after"] <= figures["rss_warm"] * 1.10,
+        rss_check = checks.check if not args.asan else checks.note
+        rss_check(figures["rss_after"] <= figures["rss_warm"] * 1.10,
                      "VmRSS within 10%% of the warmed-up baseline: %d KiB vs %d KiB (%+.1f%%)" % (
                          figures["rss_after"], figures["rss_warm"],
                          100.0 * (figures["rss_after"] - figures["rss_warm"]) / figures["rss_warm"]))
@@ -796,19 +846,19 @@ def main_run(args, binary, workdir, hellos, origin_port, checks, figures):
             checks.check(proxy.alive(), "tlsfault alive after the hostile clients")
             limit = HANDSHAKE_TIMEOUT + 3.0
             by_kind = collections.defaultdict(list)
-            for how, outcome, secs, _ in results:
+            for how, outcome, secs, _, _ in results:
                 by_kind[how].append((outcome, secs))
-            late = [(h, o, s, p) for h, o, s, p in results
-                    if o not in ("closed", "reset") or s is None or s > limit]
+            late = [r for r in results
+                    if r[1] not in ("closed", "reset") or r[2] is None or r[2] > limit]
             figures["hostile_late"] = late
             figures["hostile_by_kind"] = by_kind
             checks.check(not late, "every hostile client closed by the proxy within %.0f s "
                          "(%d of %d late or never)" % (limit, len(late), len(results)))
             if late:
-                log("late: %s" % collections.Counter((h, o) for h, o, _, _ in late).most_common(8))
+                log("late: %s" % collections.Counter(r[:2] for r in late).most_common(8))
             grow = figures["rss_hostile_peak"] - rss_before
             per = grow * 1.0 / max(1, args.hostile)
-            checks.check(per < 64, "VmRSS bounded under abuse: peak %d KiB, +%d KiB "
+            rss_check(per < 64, "VmRSS bounded under abuse: peak %d KiB, +%d KiB "
                          "(%.1f KiB per hostile client)" % (figures["rss_hostile_peak"], grow, per))
             med_n = statistics.median(normal) if normal else float("nan")
             med_a = statistics.median(abuse) if abuse else float("nan")
@@ -846,11 +896,11 @@ def main_run(args, binary, workdir, hellos, origin_port, checks, figures):
                              "waves 2..%d: alive, every hostile client closed within %.0f s "
                              "(%d late)" % (args.hostile_waves, limit, len(late_more)))
                 if late_more:
-                    log("late: %s" % collections.Counter(
-                        (h, o) for h, o, _, _ in late_more).most_common(8))
+                    log("late: %s" % collections.Counter(r[:2] for r in late_more).most_common(8))
                 figures["hostile_late"] = late + late_more
-                # Allocator slack: the last wave may not peak above the first by more than 25%.
-                checks.check(peaks[-1] <= peaks[0] * 1.25,
+                # Allocator slack (glibc keeps freed memory; the first peak varies with how
+                # many flows overlap): the last wave may not peak 50% above the first.
+                rss_check(peaks[-1] <= peaks[0] * 1.5,
                              "VmRSS bounded over %d waves: peaks %s KiB" % (
                                  len(peaks), ", ".join(str(p) for p in peaks)))
                 figures["fds_after_hostile2"] = wait_idle(proxy, figures["fds_base"],
@@ -868,9 +918,19 @@ def main_run(args, binary, workdir, hellos, origin_port, checks, figures):
             log(report)
         details = {}
         starts, ends, faults, bad = read_events(json_path, details)
-        for how, outcome, secs, lport in figures.get("hostile_late", [])[:10]:
-            log("late hostile client %s (%s after %s s), port %s: its flow_end: %s" % (
-                how, outcome, secs, lport, details.get("%s:%s" % (HOST, lport))))
+        late_flows = collections.Counter()
+        for how, outcome, secs, lport, when in figures.get("hostile_late", []):
+            row = flow_of(details, lport, when)
+            if row is None:
+                late_flows[(how, "no flow_end found")] += 1
+                continue
+            _, flow, close, ms, error, fired, preview = row
+            late_flows[(how, "close %s after about %s s%s%s" % (
+                close, round((ms or 0) / 1000.0), ", faults fired %s" % fired if fired else "",
+                ", non_tls %s" % preview if preview else ""))] += 1
+        for (how, what), n in late_flows.most_common(12):
+            log("late hostile clients: %d x %s: %s" % (n, how, what))
+        figures["late_flows"] = late_flows
         figures["flow_starts"] = len(starts)
         figures["flow_ends"] = len(ends)
         figures["faults"] = faults
@@ -883,6 +943,155 @@ def main_run(args, binary, workdir, hellos, origin_port, checks, figures):
         checks.check(sum(faults.values()) > 0, "faults fired: %d" % sum(faults.values()))
     finally:
         proxy.kill()
+
+
+SPLIT_FAULTS = [
+    ("strip-sni", 'fault = "strip-sni";'),
+    ("strip-alpn", 'fault = "strip-alpn";'),
+    ("downgrade", 'fault = "downgrade";'),
+    ("strip-ciphers", 'fault = "strip-ciphers"; pattern = "*CHACHA20*";'),
+    ("fragment", 'fault = "fragment"; size = 16;'),
+    ("alert", 'fault = "alert";'),
+    ("none", None),
+]
+
+
+def split_hello_run(binary, workdir, hellos, checks, figures):
+    """A real ClientHello sent in two reads (100 bytes, then the rest 200 ms later) to
+    listeners with a rule that rewrites or answers it: tlsfault must count and inspect
+    each byte once (flow_end bytes.c2s = what was sent; no non_tls event)."""
+    sink = socket.socket()
+    sink.bind((HOST, 0))
+    sink.listen(64)
+    sink.settimeout(0.2)
+    stop = [False]
+    upstream = []
+
+    def serve():
+        while not stop[0]:
+            try:
+                c, _ = sink.accept()
+            except socket.timeout:
+                continue
+            c.settimeout(0.5)
+            data = b""
+            try:
+                while True:
+                    x = c.recv(65536)
+                    if not x:
+                        break
+                    data += x
+            except OSError:
+                pass
+            upstream.append(data)
+            c.close()
+
+    # The server's side: a captured TLS 1.2 server flight (leaf + intermediate) sent in
+    # two reads, cut inside the Certificate, after the client's first 100 bytes.
+    with open(os.path.join(SRCDIR, "tests", "data", "openssl-tls12-ecdhe-rsa.s2c.bin"), "rb") as f:
+        flight = f.read()
+    fsrv = socket.socket()
+    fsrv.bind((HOST, 0))
+    fsrv.listen(8)
+    fsrv.settimeout(0.2)
+
+    def serve_flight():
+        while not stop[0]:
+            try:
+                c, _ = fsrv.accept()
+            except socket.timeout:
+                continue
+            c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            c.settimeout(1.0)
+            try:
+                c.recv(100)
+                c.sendall(flight[:200])
+                time.sleep(0.2)
+                c.sendall(flight[200:])
+                time.sleep(0.3)
+            except OSError:
+                pass
+            c.close()
+
+    import threading
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    t2 = threading.Thread(target=serve_flight, daemon=True)
+    t2.start()
+    ports = {name: free_port() for name, _ in SPLIT_FAULTS}
+    ports["strip-intermediates"] = free_port()
+    json_path = os.path.join(workdir, "split.jsonl")
+    conf = os.path.join(workdir, "split.conf")
+    listeners = ",\n".join('  { name = "%s"; listen = "%s:%d"; upstream = "%s:%d"; }' % (
+        name, HOST, ports[name], HOST, sink.getsockname()[1]) for name, _ in SPLIT_FAULTS)
+    listeners += ',\n  { name = "strip-intermediates"; listen = "%s:%d"; upstream = "%s:%d"; }' % (
+        HOST, ports["strip-intermediates"], HOST, fsrv.getsockname()[1])
+    rules = ",\n".join('  { name = "r-%s"; %s match = { listener = "%s"; }; }' % (name, rule, name)
+                        for name, rule in SPLIT_FAULTS if rule)
+    rules += (',\n  { name = "r-strip-intermediates"; fault = "strip-intermediates"; '
+              'match = { listener = "strip-intermediates"; }; }')
+    with open(conf, "w") as f:
+        f.write("listeners = (\n%s\n);\nfaults = (\n%s\n);\n"
+                "log = { text = \"none\"; json = \"%s\"; };\n" % (listeners, rules, json_path))
+    proxy = Proxy(binary, conf, workdir, "split")
+    hello = hellos[0]
+    sent = {}
+    try:
+        if not checks.check(proxy.wait_ready(), "split-hello run: tlsfault is ready"):
+            log(proxy.stderr())
+            return
+        for name, _ in SPLIT_FAULTS:
+            c = socket.create_connection((HOST, ports[name]), timeout=5)
+            c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            sent[c.getsockname()[1]] = name
+            c.sendall(hello[:100])
+            time.sleep(0.2)
+            c.sendall(hello[100:])
+            time.sleep(0.3)
+            c.close()
+        c = socket.create_connection((HOST, ports["strip-intermediates"]), timeout=5)
+        sent[c.getsockname()[1]] = "strip-intermediates"
+        c.sendall(hello[:100])
+        c.settimeout(1.5)
+        try:
+            while c.recv(65536):
+                pass
+        except OSError:
+            pass
+        c.close()
+        time.sleep(0.5)
+    finally:
+        proxy.stop()
+        stop[0] = True
+        t.join(2)
+        t2.join(2)
+        sink.close()
+        fsrv.close()
+    counted, non_tls = {}, set()
+    flows = {}
+    with open(json_path) as f:
+        for line in f:
+            ev = json.loads(line)
+            port = int(ev.get("client", ":0").rsplit(":", 1)[1]) if ev.get("client") else None
+            if ev["event"] == "flow_start":
+                flows[ev["flow"]] = port
+            elif ev["event"] == "flow_end" and port in sent:
+                counted[sent[port]] = ev["bytes"]["c2s"]
+                if sent[port] == "strip-intermediates":
+                    counted[sent[port]] = (ev["bytes"]["c2s"], ev["bytes"]["s2c"])
+            elif ev["event"] == "non_tls" and flows.get(ev["flow"]) in sent:
+                non_tls.add(sent[flows[ev["flow"]]])
+    wrong = ["%s: c2s %s, non_tls %s" % (name, counted.get(name), name in non_tls)
+             for name, _ in SPLIT_FAULTS if counted.get(name) != len(hello) or name in non_tls]
+    figures["split_wrong"] = wrong
+    checks.check(not wrong, "a ClientHello in two reads is counted and inspected once under "
+                 "every rewriting rule (%d bytes sent; wrong: %s)" % (
+                     len(hello), "; ".join(wrong) or "none"))
+    got = counted.get("strip-intermediates")
+    bad = got != (100, len(flight)) or "strip-intermediates" in non_tls
+    checks.check(not bad, "a server flight in two reads is counted and inspected once under "
+                 "strip-intermediates (c2s, s2c: %s, want (100, %d); non_tls %s)" % (
+                     got, len(flight), "strip-intermediates" in non_tls))
 
 
 def signal_run(args, binary, workdir, hellos, origin_port, checks, figures):
@@ -1031,6 +1240,7 @@ def main():
         args.connections, args.hostile, args.signal_connections = 2000, 500, 300
     binary = os.environ.get("TF_BIN") or os.path.join(SRCDIR, "build", "src", "tlsfault")
     binary = os.path.abspath(binary)
+    args.asan = is_sanitized(binary)
     if not os.access(binary, os.X_OK):
         log("no tlsfault binary at %s (build first, or set TF_BIN)" % binary)
         return 1
@@ -1068,6 +1278,7 @@ def main():
         hellos = make_client_hellos()
         log("work directory %s; tlsfault %s; origin on %d; open-files limit %d" % (
             workdir, binary, origin_port, nofile[0]))
+        split_hello_run(binary, workdir, hellos, checks, figures)
         main_run(args, binary, workdir, hellos, origin_port, checks, figures)
         if args.signal_connections > 0:
             log("signals run: %d connections, SIGHUP at 1/3, SIGTERM at 2/3" %
