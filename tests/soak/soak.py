@@ -185,6 +185,20 @@ def proc_cpu_s(pid):
         return float("nan")
 
 
+def listen_overflows():
+    """The host's TcpExt ListenOverflows counter (connections a full accept queue
+    dropped), or -1."""
+    try:
+        with open("/proc/net/netstat") as f:
+            lines = f.read().splitlines()
+        for names, values in zip(lines[0::2], lines[1::2]):
+            if names.startswith("TcpExt:"):
+                return int(dict(zip(names.split(), values.split()))["ListenOverflows"])
+    except (OSError, KeyError, ValueError):
+        pass
+    return -1
+
+
 def raise_nofile():
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     want = hard if hard != resource.RLIM_INFINITY else 65536
@@ -834,10 +848,12 @@ def main_run(args, binary, workdir, hellos, origin_port, checks, figures):
             rss_samples = []
             rss_before = proc_rss_kib(proxy.pid)
             cpu0 = proc_cpu_s(proxy.pid)
+            overflows0 = listen_overflows()
             results, opened, abuse, abuse_fail = asyncio.run(hostile_phase(
                 proxy, soak_port, clean_port, args.hostile, hellos, args.seed + 2, rss_samples))
             figures["hostile"] = results
             figures["cpu_hostile"] = proc_cpu_s(proxy.pid) - cpu0
+            figures["listen_overflows"] = listen_overflows() - overflows0
             figures["hostile_open_s"] = opened
             figures["lat_normal"] = normal
             figures["lat_abuse"] = abuse
@@ -925,9 +941,14 @@ def main_run(args, binary, workdir, hellos, origin_port, checks, figures):
                 late_flows[(how, "no flow_end found")] += 1
                 continue
             _, flow, close, ms, error, fired, preview = row
-            late_flows[(how, "close %s after about %s s%s%s" % (
+            # A flow much shorter than the client's wait started late: the connection sat
+            # in (or was dropped from) a full accept queue before tlsfault saw it.
+            queued = secs is not None and (ms or 0) / 1000.0 < secs - 3.0
+            late_flows[(how, "close %s after about %s s%s%s%s" % (
                 close, round((ms or 0) / 1000.0), ", faults fired %s" % fired if fired else "",
-                ", non_tls %s" % preview if preview else ""))] += 1
+                ", non_tls %s" % preview if preview else "",
+                " (accepted about %.0f s after the client connected: the listen queue "
+                "overflowed)" % (secs - (ms or 0) / 1000.0) if queued else ""))] += 1
         for (how, what), n in late_flows.most_common(12):
             log("late hostile clients: %d x %s: %s" % (n, how, what))
         figures["late_flows"] = late_flows
@@ -1192,8 +1213,10 @@ def print_summary(args, binary, figures, checks, elapsed):
                   ", ".join(str(p) for p in f.get("rss_hostile_peaks", [])),
                   f.get("rss_after_hostile2", "-")))
     if "hostile" in f:
-        print("hostile:            %d clients opened in %.1f s; tlsfault CPU meanwhile %.2f s" % (
-            len(f["hostile"]), f["hostile_open_s"], f["cpu_hostile"]))
+        print("hostile:            %d clients opened in %.1f s; tlsfault CPU meanwhile %.2f s; "
+              "listen queue overflows on the host meanwhile %d" % (
+                  len(f["hostile"]), f["hostile_open_s"], f["cpu_hostile"],
+                  f.get("listen_overflows", -1)))
         for how, rows in sorted(f["hostile_by_kind"].items()):
             secs = [s for o, s in rows if s is not None and o in ("closed", "reset")]
             outs = collections.Counter(o for o, _ in rows)
