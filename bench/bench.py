@@ -584,7 +584,7 @@ backend origin
         self.nginx_conf = self.write_nginx()
         self.haproxy_conf = self.write_haproxy()
         t0 = time.time()
-        for name in ["origin", "haproxy", "passthrough", "mitm"]:
+        for name in ["origin"] + [t for t in PROXIES if t in TARGETS]:
             self.start(name)
         self.log(f"ports: {self.port}; tlsfault {a.tlsfault}; pinned={a.pinned}; reps={a.reps}")
         # Warm-up: one of each load per target, not counted.
@@ -594,12 +594,15 @@ backend origin
         for rep in range(1, a.reps + 1):
             self.log(f"repetition {rep}/{a.reps}")
             self.check_alive()
-            self.group(rep, "bulk", lambda t: self.bulk(rep, t), "{:9.1f} MB/s")
-            self.group(rep, "ka", lambda t: self.keepalive(rep, t), "{:9.0f} req/s")
-            self.group(rep, "hs", lambda t: self.handshakes(rep, t), "{:9.0f} conn/s")
+            if "bulk" in a.loads:
+                self.group(rep, "bulk", lambda t: self.bulk(rep, t), "{:9.1f} MB/s")
+            if "ka" in a.loads:
+                self.group(rep, "ka", lambda t: self.keepalive(rep, t), "{:9.0f} req/s")
+            if "hs" in a.loads:
+                self.group(rep, "hs", lambda t: self.handshakes(rep, t), "{:9.0f} conn/s")
             # Memory does not depend on CPU contention: no background check.
-            for n in a.idle_counts:
-                for t in PROXIES:
+            for n in (a.idle_counts if "idle" in a.loads else []):
+                for t in [t for t in PROXIES if t in TARGETS]:
                     v = self.idle(rep, t, n)
                     self.log(f"  idle  {t:12s} n={n} {v and f'{v:7.2f} KiB/conn'}")
         elapsed = time.time() - t0
@@ -784,7 +787,19 @@ def main():
     ap.add_argument("--max-background", type=float, default=0.2,
                     help="redo a load group when other processes used more cores than this")
     ap.add_argument("--retries", type=int, default=2, help="how often a load group may be redone")
+    ap.add_argument("--loads", default="bulk,ka,hs,idle",
+                    help="comma-separated subset of bulk,ka,hs,idle (default: all)")
+    ap.add_argument("--targets", default=",".join(TARGETS),
+                    help="comma-separated subset of " + ",".join(TARGETS) + " (direct is always run)")
     a = ap.parse_args()
+    a.loads = set(a.loads.split(","))
+    if a.loads - {"bulk", "ka", "hs", "idle"}:
+        sys.exit(f"--loads: unknown load(s) {sorted(a.loads - {'bulk', 'ka', 'hs', 'idle'})}")
+    chosen = set(a.targets.split(",")) | {"direct"}
+    if chosen - set(TARGETS):
+        sys.exit(f"--targets: unknown target(s) {sorted(chosen - set(TARGETS))}")
+    TARGETS[:] = [t for t in TARGETS if t in chosen]
+    a.loads = sorted(a.loads)
     a.tlsfault = os.path.abspath(a.tlsfault)
     if a.quick:
         a.reps = a.reps or 2

@@ -1344,6 +1344,8 @@ static const struct config_key config_log_keys[] = {
     {"keylog", CONFIG_KIND_STRING, config_apply_string, CONFIG_CFG(log_keylog), 0, 0, NULL},
     {"content", CONFIG_KIND_INT, config_apply_size, CONFIG_CFG(content_max), 0,
      CONFIG_CONTENT_MAX, NULL},
+    {"app_records", CONFIG_KIND_BOOL, config_apply_bool, CONFIG_CFG(log_app_records), 0, 0,
+     NULL},
 };
 
 /* ca.dir, or ca.cert + ca.key with the optional rest; judged together in config_ca_check. */

@@ -31,8 +31,11 @@
  *   RFC 7685 padding; RFC 8449 record_size_limit; RFC 8701 GREASE.
  */
 #include <arpa/inet.h>
+#include <pthread.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 
@@ -1142,7 +1145,7 @@ x509_self_signed(X509 *x)
 
 /* Summarises one DER certificate; {"unparsable": length} when OpenSSL refuses it. */
 static json_t *
-x509_entry(const uint8_t *der, size_t len)
+x509_entry_decode(const uint8_t *der, size_t len)
 {
     const unsigned char *p = der;
     json_t *entry = json_object();
@@ -1170,6 +1173,108 @@ x509_entry(const uint8_t *der, size_t len)
         json_object_set_new(entry, "trailing_bytes", json_integer((json_int_t)(der + len - p)));
     X509_free(x);
     ERR_pop_to_mark();
+    return entry;
+}
+
+/*
+ * The same chains pass again and again (every connection to a server, and
+ * in mitm mode the forged ones), and OpenSSL 3's d2i_X509 costs more than
+ * the rest of a handshake's logging together (it looks up key decoders
+ * for the public key, under locks).  So each thread keeps the summaries
+ * of the last few certificates it decoded, keyed by their exact DER bytes.
+ */
+#define X509_CACHE_SLOTS 16
+#define X509_CACHE_DER_MAX (64 * 1024)
+
+struct x509_cached {
+    uint64_t hash;
+    size_t len;
+    uint8_t *der;   /* NULL: free slot */
+    json_t *entry;
+    uint64_t stamp; /* least recently used goes first */
+};
+
+struct x509_cache {
+    struct x509_cached slot[X509_CACHE_SLOTS];
+    uint64_t clock;
+};
+
+static pthread_key_t x509_cache_key;
+static pthread_once_t x509_cache_once = PTHREAD_ONCE_INIT;
+static bool x509_cache_usable;
+
+static void
+x509_cache_free(void *arg)
+{
+    struct x509_cache *c = arg;
+    for (size_t i = 0; i < X509_CACHE_SLOTS; i++) {
+        free(c->slot[i].der);
+        json_decref(c->slot[i].entry);
+    }
+    free(c);
+}
+
+static void
+x509_cache_init(void)
+{
+    x509_cache_usable = pthread_key_create(&x509_cache_key, x509_cache_free) == 0;
+}
+
+static struct x509_cache *
+x509_cache_get(void)
+{
+    pthread_once(&x509_cache_once, x509_cache_init);
+    if (!x509_cache_usable)
+        return NULL;
+    struct x509_cache *c = pthread_getspecific(x509_cache_key);
+    if (c == NULL) {
+        c = calloc(1, sizeof(*c));
+        if (c != NULL && pthread_setspecific(x509_cache_key, c) != 0) {
+            free(c);
+            c = NULL;
+        }
+    }
+    return c;
+}
+
+static uint64_t
+x509_der_hash(const uint8_t *p, size_t n)
+{
+    uint64_t h = 0xcbf29ce484222325ULL; /* FNV-1a */
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ p[i]) * 0x100000001b3ULL;
+    return h;
+}
+
+static json_t *
+x509_entry(const uint8_t *der, size_t len)
+{
+    struct x509_cache *c = len <= X509_CACHE_DER_MAX ? x509_cache_get() : NULL;
+    if (c == NULL)
+        return x509_entry_decode(der, len);
+    uint64_t h = x509_der_hash(der, len);
+    struct x509_cached *victim = &c->slot[0];
+    for (size_t i = 0; i < X509_CACHE_SLOTS; i++) {
+        struct x509_cached *e = &c->slot[i];
+        if (e->der != NULL && e->hash == h && e->len == len && memcmp(e->der, der, len) == 0) {
+            e->stamp = ++c->clock;
+            return json_deep_copy(e->entry);
+        }
+        if (e->der == NULL || (victim->der != NULL && e->stamp < victim->stamp))
+            victim = e;
+    }
+    json_t *entry = x509_entry_decode(der, len);
+    uint8_t *copy = malloc(len ? len : 1);
+    json_t *kept = json_deep_copy(entry);
+    if (copy == NULL || kept == NULL) {
+        free(copy);
+        json_decref(kept);
+        return entry;
+    }
+    memcpy(copy, der, len);
+    free(victim->der);
+    json_decref(victim->entry);
+    *victim = (struct x509_cached){ h, len, copy, kept, ++c->clock };
     return entry;
 }
 

@@ -10,6 +10,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <stdarg.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -131,15 +132,103 @@ tf_events_keylog(struct tf_events *ev, const char *path, const char *line)
     pthread_mutex_unlock(&ev->lock);
 }
 
+/* RFC 3339 UTC with microseconds; the date part is formatted once a second per thread. */
 static void
 events_timestamp(char *buf, size_t len)
 {
+    static _Thread_local time_t cached_sec = -1;
+    static _Thread_local char cached[32];
     struct timeval tv;
-    struct tm tm;
     gettimeofday(&tv, NULL);
-    gmtime_r(&tv.tv_sec, &tm);
-    size_t n = strftime(buf, len, "%Y-%m-%dT%H:%M:%S", &tm);
-    snprintf(buf + n, len - n, ".%06ldZ", (long)tv.tv_usec);
+    if (tv.tv_sec != cached_sec) {
+        struct tm tm;
+        gmtime_r(&tv.tv_sec, &tm);
+        if (strftime(cached, sizeof(cached), "%Y-%m-%dT%H:%M:%S", &tm) == 0)
+            cached[0] = '\0';
+        cached_sec = tv.tv_sec;
+    }
+    snprintf(buf, len, "%s.%06ldZ", cached, (long)tv.tv_usec);
+}
+
+/* A line being rendered into a fixed per-thread buffer (larger events take the slow path). */
+#define EVENTS_LINE_MAX (64 * 1024)
+
+struct line_buf {
+    char *p;
+    size_t used, cap;
+    bool failed;
+};
+
+static _Thread_local char events_line_space[EVENTS_LINE_MAX];
+
+static void
+line_add(struct line_buf *b, const char *s, size_t n)
+{
+    if (b->failed || b->used + n > b->cap) {
+        b->failed = true;
+        return;
+    }
+    memcpy(b->p + b->used, s, n);
+    b->used += n;
+}
+
+static int
+line_dump_cb(const char *buf, size_t size, void *data)
+{
+    struct line_buf *b = data;
+    line_add(b, buf, size);
+    return b->failed ? -1 : 0;
+}
+
+
+
+/*
+ * The JSON line without building a second object: the stamp's keys are
+ * written by hand (their values need no escaping: a timestamp, a number,
+ * and names from the code), the fields dumped after them.  NULL when the
+ * fields would override a stamp key (the caller merges then).
+ */
+static const char *
+events_render_json(const char *ts, uint64_t flow, const char *event, const char *dir,
+                   const json_t *fields, size_t *len)
+{
+    static const char *const stamp_keys[] = { "ts", "flow", "event", "dir" };
+    if (fields != NULL)
+        for (size_t i = 0; i < sizeof(stamp_keys) / sizeof(stamp_keys[0]); i++)
+            if (json_object_get(fields, stamp_keys[i]) != NULL)
+                return NULL;
+    struct line_buf line = { events_line_space, 0, sizeof(events_line_space), false };
+    struct line_buf *b = &line;
+    char head[160];
+    int n = snprintf(head, sizeof(head), "{\"ts\":\"%s\",\"flow\":%" PRIu64 ",\"event\":\"%s\"",
+                     ts, flow, event);
+    if (n < 0 || (size_t)n >= sizeof(head))
+        return NULL;
+    line_add(b, head, (size_t)n);
+    if (dir != NULL) {
+        line_add(b, ",\"dir\":\"", 8);
+        line_add(b, dir, strlen(dir));
+        line_add(b, "\"", 1);
+    }
+    size_t mark = b->used;
+    if (fields != NULL && json_object_size(fields) > 0) {
+        line_add(b, ",", 1);
+        mark = b->used;
+        if (json_dump_callback(fields, line_dump_cb, b, JSON_COMPACT) != 0)
+            return NULL;
+        /* Drop the fields' own opening brace; their closing one ends the line's object. */
+        if (b->failed || b->used <= mark || b->p[mark] != '{')
+            return NULL;
+        memmove(b->p + mark, b->p + mark + 1, b->used - mark - 1);
+        b->used--;
+    } else {
+        line_add(b, "}", 1);
+    }
+    line_add(b, "\n", 1);
+    if (b->failed)
+        return NULL;
+    *len = b->used;
+    return b->p;
 }
 
 /* Appends to a bounded buffer; never overruns, silently truncates. */
@@ -255,27 +344,32 @@ tf_events_emit(struct tf_events *ev, uint64_t flow, const char *event, const cha
                json_t *fields)
 {
     char ts[40];
-    json_t *obj;
+    json_t *obj = NULL;
 
     if (ev == NULL || (ev->text == NULL && ev->json == NULL && ev->tap == NULL)) {
         json_decref(fields);
         return;
     }
     events_timestamp(ts, sizeof(ts));
-    obj = json_object();
-    json_object_set_new(obj, "ts", json_string(ts));
-    json_object_set_new(obj, "flow", json_integer((json_int_t)flow));
-    json_object_set_new(obj, "event", json_string(event));
-    if (dir)
-        json_object_set_new(obj, "dir", json_string(dir));
-    if (fields) {
-        json_object_update(obj, fields);
-        json_decref(fields);
+    const char *line = NULL;
+    size_t line_len = 0;
+    if (ev->json)
+        line = events_render_json(ts, flow, event, dir, fields, &line_len);
+    if (ev->text || ev->tap || (ev->json && line == NULL)) {
+        obj = json_object();
+        json_object_set_new(obj, "ts", json_string(ts));
+        json_object_set_new(obj, "flow", json_integer((json_int_t)flow));
+        json_object_set_new(obj, "event", json_string(event));
+        if (dir)
+            json_object_set_new(obj, "dir", json_string(dir));
+        if (fields)
+            json_object_update(obj, fields);
     }
+    json_decref(fields);
     if (ev->tap != NULL)
         ev->tap(ev->tap_arg, flow, event, obj);
 
-    char *line = ev->json ? json_dumps(obj, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
+    char *merged = ev->json && line == NULL ? json_dumps(obj, JSON_COMPACT) : NULL;
     char text[4096];
     if (ev->text)
         tf_events_format_text(obj, text, sizeof(text));
@@ -286,10 +380,12 @@ tf_events_emit(struct tf_events *ev, uint64_t flow, const char *event, const cha
         fputc('\n', ev->text);
     }
     if (line) {
-        fputs(line, ev->json);
+        fwrite(line, 1, line_len, ev->json);
+    } else if (merged) {
+        fputs(merged, ev->json);
         fputc('\n', ev->json);
     }
     pthread_mutex_unlock(&ev->lock);
-    free(line);
+    free(merged);
     json_decref(obj);
 }

@@ -64,6 +64,7 @@
 #include "tlsfault/mitm.h"
 #include "tlsfault/origdst.h"
 #include "tlsfault/probe.h"
+#include "tlsfault/relay.h"
 #include "tlsfault/verdict.h"
 #include "tlsfault/worker.h"
 
@@ -105,7 +106,8 @@ struct tf_shaper {
 struct tf_leg {
     struct tf_flow *flow;
     struct tf_leg *peer;
-    struct bufferevent *bev;
+    struct bufferevent *bev; /* NULL once the flow relays (flow->relay) */
+    evutil_socket_t fd;      /* the socket, while the flow relays */
     enum tf_dir dir;         /* direction of the bytes this leg reads */
     const char *side;        /* "client" / "server" */
     uint64_t bytes;          /* bytes read from this leg */
@@ -128,6 +130,8 @@ struct tf_flow {
     struct tf_leg server;
     struct tf_inspect *ins;
     struct tf_inject *inj;     /* NULL: no fault rule applies (the common case) */
+    struct tf_relay *relay;    /* the fast path (relay.h): owns the sockets' events, not the
+                                * sockets; the legs' bufferevents are gone */
     bool ending;               /* a fault ends the flow once outputs are flushed */
     struct tf_inject_result end;
     bool oom;
@@ -183,7 +187,7 @@ static void flow_event_cb(struct bufferevent *bev, short what, void *arg);
 static void flow_close_with(struct tf_flow *f, const char *closed_by, const char *how,
                             const char *error);
 static void flow_fault_try_finish(struct tf_flow *f);
-static void flow_reset_socket(struct bufferevent *bev);
+static void flow_reset_socket(evutil_socket_t fd);
 static void flow_fail(struct tf_flow *f, const char *how, const char *why);
 static void flow_connect_next(struct tf_flow *f);
 
@@ -241,6 +245,15 @@ flow_leg_init(struct tf_flow *f, struct tf_leg *leg, struct tf_leg *peer, enum t
     leg->peer = peer;
     leg->dir = dir;
     leg->side = side;
+}
+
+/* The leg's socket (-1 when it has none yet). */
+static evutil_socket_t
+flow_leg_fd(const struct tf_leg *leg)
+{
+    if (leg->flow->relay != NULL)
+        return leg->fd;
+    return leg->bev != NULL ? bufferevent_getfd(leg->bev) : -1;
 }
 
 static void
@@ -340,6 +353,7 @@ flow_timer_cb(evutil_socket_t fd, short what, void *arg)
 }
 
 static void flow_probe_maybe(struct tf_flow *f);
+static void flow_inspected(struct tf_flow *f);
 
 /* Feeds every chunk of buf to the inspector without copying or draining. */
 static void
@@ -366,6 +380,13 @@ flow_inspect(struct tf_leg *leg, struct evbuffer *buf, size_t from)
         if (evbuffer_ptr_set(buf, &pos, total, EVBUFFER_PTR_ADD) < 0)
             break;
     }
+    flow_inspected(f);
+}
+
+/* After the inspector saw more: the chain probe, and whether the handshake is over. */
+static void
+flow_inspected(struct tf_flow *f)
+{
     if (!f->probe_tried && f->mitm == NULL && tf_inspect_version(f->ins) == 0x0304)
         flow_probe_maybe(f);
     /* Done, or not TLS at all: from now on only the idle timeout applies. */
@@ -659,9 +680,9 @@ flow_fault_try_finish(struct tf_flow *f)
     }
     if (f->end.end == TF_INJECT_RESET) {
         if (f->end.to & TF_FAULT_PEER_CLIENT)
-            flow_reset_socket(f->client.bev);
+            flow_reset_socket(flow_leg_fd(&f->client));
         if ((f->end.to & TF_FAULT_PEER_SERVER) && flow_server_up(f))
-            flow_reset_socket(f->server.bev);
+            flow_reset_socket(flow_leg_fd(&f->server));
     }
     flow_close_with(f, "proxy", how, desc);
 }
@@ -1447,6 +1468,8 @@ tf_flow_accept(struct tf_worker *w, size_t listener_index, int fd, const struct 
     f->rng = (uint32_t)(f->id * 2654435761u) | 1u;
 
     f->ins = tf_inspect_new(f->cfg->handshake_message_max, flow_emit, f);
+    if (f->ins != NULL)
+        tf_inspect_set_app_records(f->ins, f->cfg->log_app_records);
     f->timer = evtimer_new(w->base, flow_timer_cb, f);
     f->route_ev = evtimer_new(w->base, flow_route_cb, f);
     f->client.bev = bufferevent_socket_new(w->base, fd, BEV_OPT_CLOSE_ON_FREE);
@@ -1592,6 +1615,116 @@ flow_write_cb(struct bufferevent *bev, void *arg)
     }
 }
 
+/* ------------------------------------------------------------ fast path */
+
+static void
+flow_relay_data(void *arg, int side, const uint8_t *p, size_t n)
+{
+    struct tf_flow *f = arg;
+    struct tf_leg *leg = side == TF_RELAY_CLIENT ? &f->client : &f->server;
+    leg->bytes += n;
+    f->last_read = leg->dir;
+    flow_now(f, &f->last_activity);
+    if (!tf_inspect_idle(f->ins, leg->dir)) {
+        tf_inspect_feed(f->ins, leg->dir, p, n);
+        flow_inspected(f);
+    }
+}
+
+static void
+flow_relay_eof(void *arg, int side)
+{
+    struct tf_flow *f = arg;
+    struct tf_leg *leg = side == TF_RELAY_CLIENT ? &f->client : &f->server;
+    leg->eof = true;
+    if (f->first_closer == NULL)
+        f->first_closer = leg->side;
+}
+
+static void
+flow_relay_end(void *arg, enum tf_relay_end how, int side, int err)
+{
+    struct tf_flow *f = arg;
+    if (how == TF_RELAY_FIN) {
+        flow_close_with(f, f->first_closer ? f->first_closer : "client", "fin", NULL);
+        return;
+    }
+    const char *who = side == TF_RELAY_CLIENT ? "client" : "server";
+    char why[256];
+    snprintf(why, sizeof(why), "%s", evutil_socket_error_to_string(err));
+    flow_close_with(f, who, how == TF_RELAY_RESET ? "reset" : "error", why);
+}
+
+static const struct tf_relay_ops flow_relay_ops = {
+    .data = flow_relay_data,
+    .eof = flow_relay_eof,
+    .end = flow_relay_end,
+};
+
+/*
+ * Nothing but the inspector needs the bytes (no fault rule, no mitm, no
+ * pacing) and nothing is half-way: the sockets can go to the relay.
+ */
+static bool
+flow_relay_eligible(const struct tf_flow *f)
+{
+    if (f->mitm != NULL || f->inj != NULL || f->ending || f->relay != NULL || !flow_server_up(f))
+        return false;
+    for (const struct tf_leg *leg = &f->client; leg; leg = leg == &f->client ? &f->server : NULL) {
+        if (leg->bev == NULL || leg->eof || leg->shut || leg->shut_pending || leg->read_paused ||
+            leg->shaper.on || leg->held_back > 0 ||
+            evbuffer_get_length(bufferevent_get_input(leg->bev)) > 0)
+            return false;
+    }
+    return true;
+}
+
+/* Hands one leg's socket over: its queued output goes with it, the bufferevent goes. */
+static int
+flow_relay_take(struct tf_flow *f, struct tf_leg *leg, int side)
+{
+    struct evbuffer *out = bufferevent_get_output(leg->bev);
+    size_t n = evbuffer_get_length(out);
+    if (n > 0) {
+        const uint8_t *p = evbuffer_pullup(out, (ev_ssize_t)n);
+        if (p == NULL || tf_relay_queue(f->relay, side, p, n) != 0)
+            return -1;
+        evbuffer_drain(out, n);
+    }
+    leg->fd = bufferevent_getfd(leg->bev);
+    return 0;
+}
+
+static void
+flow_relay_begin(struct tf_flow *f)
+{
+    evutil_socket_t fd[2] = { bufferevent_getfd(f->client.bev),
+                              bufferevent_getfd(f->server.bev) };
+    f->relay = tf_relay_new(f->w->base, fd, &flow_relay_ops, f);
+    if (f->relay == NULL)
+        return; /* the bufferevents go on relaying */
+    if (flow_relay_take(f, &f->client, TF_RELAY_CLIENT) != 0 ||
+        flow_relay_take(f, &f->server, TF_RELAY_SERVER) != 0) {
+        /* Out of memory: whatever moved is in the relay; let it go with the flow. */
+        tf_relay_free(f->relay);
+        f->relay = NULL;
+        flow_close_with(f, "proxy", "error", "out of memory");
+        return;
+    }
+    for (struct tf_leg *leg = &f->client; leg; leg = leg == &f->client ? &f->server : NULL) {
+        /* The bufferevent lets go of the socket without closing it. */
+        bufferevent_disable(leg->bev, EV_READ | EV_WRITE);
+        bufferevent_setfd(leg->bev, -1);
+        bufferevent_free(leg->bev);
+        leg->bev = NULL;
+    }
+    if (f->route_ev != NULL) {
+        event_free(f->route_ev);
+        f->route_ev = NULL;
+    }
+    tf_relay_start(f->relay);
+}
+
 static void
 flow_connected(struct tf_flow *f)
 {
@@ -1627,6 +1760,8 @@ flow_connected(struct tf_flow *f)
     /* Tunnel bytes that came in the same read as the CONNECT head. */
     if (opened && !f->ending && evbuffer_get_length(bufferevent_get_input(f->client.bev)) > 0)
         flow_read_cb(f->client.bev, &f->client);
+    if (flow_relay_eligible(f))
+        flow_relay_begin(f);
 }
 
 static void
@@ -1694,9 +1829,8 @@ flow_event_cb(struct bufferevent *bev, short what, void *arg)
 
 /* Closes fd with RST instead of FIN (SO_LINGER 0), mirroring a reset. */
 static void
-flow_reset_socket(struct bufferevent *bev)
+flow_reset_socket(evutil_socket_t fd)
 {
-    evutil_socket_t fd = bev ? bufferevent_getfd(bev) : -1;
     if (fd < 0)
         return;
     struct linger lg = { 1, 0 };
@@ -1918,7 +2052,7 @@ flow_probe_maybe(struct tf_flow *f)
     f->probe_tried = true;
     if (!tf_probe_enabled(f->lc) || !flow_server_up(f))
         return;
-    evutil_socket_t fd = bufferevent_getfd(f->server.bev);
+    evutil_socket_t fd = flow_leg_fd(&f->server);
     if (fd < 0 || getpeername(fd, (struct sockaddr *)&ss, &len) != 0)
         return;
     unsigned ms = TF_PROBE_TIMEOUT_MS < f->cfg->handshake_timeout_ms ? TF_PROBE_TIMEOUT_MS
@@ -1981,11 +2115,17 @@ flow_close_with(struct tf_flow *f, const char *closed_by, const char *how, const
 
     /* A reset on one side, or a failed upstream, is passed on as a reset. */
     if (strcmp(how, "reset") == 0 || (strcmp(closed_by, "proxy") == 0 && strcmp(how, "error") == 0)) {
-        flow_reset_socket(f->client.bev);
+        flow_reset_socket(flow_leg_fd(&f->client));
         if (flow_server_up(f))
-            flow_reset_socket(f->server.bev);
+            flow_reset_socket(flow_leg_fd(&f->server));
     }
     f->state = TF_FLOW_CLOSED;
+    if (f->relay != NULL) {
+        tf_relay_free(f->relay);
+        f->relay = NULL;
+        evutil_closesocket(f->client.fd);
+        evutil_closesocket(f->server.fd);
+    }
     if (f->client.bev)
         bufferevent_free(f->client.bev);
     tf_origdst_own_port_remove(f->own_port);

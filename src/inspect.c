@@ -56,6 +56,7 @@ struct inspect_dir {
     uint32_t encrypted_records; /* since this direction became encrypted */
     size_t small_first;         /* TLS 1.3 client: length of a first protected record too
                                  * small to be its Finished (0: none) */
+    uint64_t skimmed;           /* records after the handshake */
     uint64_t data_records;      /* after the handshake: records that carry data (TLS 1.3:
                                  * those too big to be an alert) */
     bool non_tls;
@@ -82,6 +83,7 @@ struct tf_inspect {
     bool has_sni;
     bool client_hello_seen;
     bool quiet;
+    bool app_records;           /* an event per application data record after the handshake */
     json_t *alerts;
     json_t *alpn_offered;
     char last_message[64];
@@ -347,9 +349,18 @@ inspect_alert(struct inspect_dir *d, const struct tf_record *rec)
 static void
 inspect_skimmed(struct inspect_dir *d, const struct tf_record *rec)
 {
+    d->skimmed++;
     if (rec->type == TF_CT_APPLICATION_DATA) {
         if (d->ins->version != TLS13 || rec->len > INSPECT_TLS13_SMALL_RECORD)
             d->data_records++;
+        /*
+         * The bulk of a connection: counted in flow_end, one event each only
+         * on request.  A TLS 1.3 record too small to carry data is likely an
+         * alert (close_notify): worth its line.
+         */
+        if (d->ins->app_records ||
+            (d->ins->version == TLS13 && rec->len <= INSPECT_TLS13_SMALL_RECORD))
+            inspect_encrypted(d, rec);
         return;
     }
     if (rec->type == TF_CT_ALERT) {
@@ -502,6 +513,12 @@ tf_inspect_set_quiet(struct tf_inspect *ins, bool quiet)
     ins->quiet = quiet;
 }
 
+void
+tf_inspect_set_app_records(struct tf_inspect *ins, bool each)
+{
+    ins->app_records = each;
+}
+
 uint16_t
 tf_inspect_version(const struct tf_inspect *ins)
 {
@@ -547,6 +564,10 @@ tf_inspect_summarize(const struct tf_inspect *ins, json_t *obj)
     if (ins->resumed)
         json_object_set_new(obj, "resumed", json_true());
     json_object_set_new(obj, "handshake", json_string(ins->done ? "complete" : "incomplete"));
+    if (ins->done)
+        json_object_set_new(obj, "records_after_handshake",
+                            json_pack("{s:I, s:I}", "c2s", (json_int_t)ins->d[TF_DIR_C2S].skimmed,
+                                      "s2c", (json_int_t)ins->d[TF_DIR_S2C].skimmed));
     if (ins->last_message[0]) {
         json_object_set_new(obj, "last_message",
                             json_pack("{s:s, s:s}", "dir", tf_dir_name(ins->last_dir), "type",

@@ -27,6 +27,7 @@ tf_record_reader_release(struct tf_record_reader *r)
 {
     free(r->body);
     r->body = NULL;
+    r->body_cap = 0;
 }
 
 static bool
@@ -212,6 +213,8 @@ tf_record_feed(struct tf_record_reader *r, const uint8_t *p, size_t n, tf_record
 
         size_t want = r->body_need - r->body_have;
         if (r->skim) {
+            if (r->body != NULL) /* skimming needs no assembly buffer: give it back */
+                tf_record_reader_release(r);
             size_t take = want < n ? want : n;
             r->body_have += take;
             r->offset += take;
@@ -230,13 +233,16 @@ tf_record_feed(struct tf_record_reader *r, const uint8_t *p, size_t n, tf_record
             record_emit(r, body, cb, arg);
             continue;
         }
-        if (r->body == NULL) {
-            r->body = malloc(TF_RECORD_MAX_BODY);
-            if (r->body == NULL) {
+        if (r->body == NULL || r->body_cap < r->body_need) {
+            /* Sized to the record: most split records are small, and few flows have one. */
+            uint8_t *nb = realloc(r->body, r->body_need);
+            if (nb == NULL) {
                 snprintf(r->error, sizeof(r->error), "out of memory");
                 r->stopped = true;
                 return TF_PARSE_BAD;
             }
+            r->body = nb;
+            r->body_cap = r->body_need;
         }
         size_t take = want < n ? want : n;
         memcpy(r->body + r->body_have, p, take);

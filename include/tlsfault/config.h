@@ -126,6 +126,8 @@ struct tf_config {
     char *log_keylog;             /* SSLKEYLOGFILE lines of both mitm legs; NULL: none */
     size_t content_max;           /* mitm: log decrypted data up to this many bytes per
                                    * direction and flow; 0: off */
+    bool log_app_records;         /* an "encrypted" event for every application data record
+                                   * after the handshake (default: counted in flow_end) */
     uint32_t mark;                /* SO_MARK for every upstream socket unless a listener says */
     struct tf_control_conf control;
     /*

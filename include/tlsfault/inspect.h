@@ -68,6 +68,13 @@ json_t *tf_inspect_alpn(const struct tf_inspect *ins);
  */
 void tf_inspect_set_quiet(struct tf_inspect *ins, bool quiet);
 
+/*
+ * After the handshake, application data records are counted (flow_end's
+ * records_after_handshake) rather than logged one by one; each=true logs
+ * an "encrypted" event for every one of them too (log.app_records).
+ */
+void tf_inspect_set_app_records(struct tf_inspect *ins, bool each);
+
 /* True once both handshakes are complete (as far as a bystander can tell). */
 bool tf_inspect_handshake_done(const struct tf_inspect *ins);
 

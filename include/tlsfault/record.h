@@ -62,6 +62,7 @@ struct tf_record_reader {
     uint8_t hdr[TF_RECORD_HEADER_LEN];
     size_t hdr_have;
     uint8_t *body;          /* assembly buffer for a record split across feeds */
+    size_t body_cap;        /* its size: the largest split record so far */
     size_t body_have;
     size_t body_need;       /* body length of the record being read */
     uint64_t offset;        /* bytes of the stream consumed so far */

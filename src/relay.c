@@ -1,0 +1,313 @@
+/*
+ * relay.c — two connected sockets, bytes moved both ways (relay.h).
+ *
+ * Why not bufferevents: libevent 2.1 reads at most 4 KiB per read (after
+ * an FIONREAD ioctl each time) and asks epoll to watch for writability
+ * before every write, then not to after it: three to five system calls
+ * per 4 KiB.  Here a read takes whatever the socket holds up to the
+ * scratch size, the bytes are written straight away, and epoll hears of
+ * writability only when the destination's buffer is full.
+ */
+#include <errno.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "tlsfault/relay.h"
+
+/* One per thread: every relay of a worker reads into it in turn. */
+#define RELAY_SCRATCH (128 * 1024)
+/* Reads per readiness before other sockets get their turn. */
+#define RELAY_READS_PER_WAKE 4
+
+static _Thread_local uint8_t relay_scratch[RELAY_SCRATCH];
+
+/* Bytes read from one side that its peer could not take yet. */
+struct relay_pending {
+    uint8_t *p;
+    size_t len, off;
+};
+
+struct tf_relay {
+    const struct tf_relay_ops *ops;
+    void *arg;
+    evutil_socket_t fd[2];
+    struct event *rd[2]; /* readable: side i has bytes for the other */
+    struct event *wr[2]; /* writable: side i can take pending[1 - i] */
+    struct relay_pending pending[2]; /* read from side i, for the other side */
+    bool eof[2];   /* side i sent FIN */
+    bool shut[2];  /* FIN passed on to side i */
+    bool reading[2];
+    bool writing[2];
+};
+
+static void relay_read_cb(evutil_socket_t fd, short what, void *arg);
+static void relay_write_cb(evutil_socket_t fd, short what, void *arg);
+
+static void
+relay_want_read(struct tf_relay *r, int side, bool on)
+{
+    if (r->reading[side] == on)
+        return;
+    r->reading[side] = on;
+    if (on)
+        event_add(r->rd[side], NULL);
+    else
+        event_del(r->rd[side]);
+}
+
+static void
+relay_want_write(struct tf_relay *r, int side, bool on)
+{
+    if (r->writing[side] == on)
+        return;
+    r->writing[side] = on;
+    if (on)
+        event_add(r->wr[side], NULL);
+    else
+        event_del(r->wr[side]);
+}
+
+/* Ends the relay through the owner; r is gone afterwards. */
+static void
+relay_end(struct tf_relay *r, enum tf_relay_end how, int side, int err)
+{
+    r->ops->end(r->arg, how, side, err);
+}
+
+static enum tf_relay_end
+relay_error_kind(int err)
+{
+    return err == ECONNRESET || err == EPIPE ? TF_RELAY_RESET : TF_RELAY_ERROR;
+}
+
+/*
+ * Passes side's FIN on once nothing of its bytes waits; ends the relay
+ * when both ways are done.  False when the relay ended.
+ */
+static bool
+relay_pass_fin(struct tf_relay *r, int side)
+{
+    int to = 1 - side;
+    if (!r->eof[side] || r->shut[to] || r->pending[side].len > 0)
+        return true;
+    r->shut[to] = true;
+    if (shutdown(r->fd[to], SHUT_WR) != 0 && errno != ENOTCONN) {
+        relay_end(r, relay_error_kind(errno), to, errno);
+        return false;
+    }
+    if (r->shut[0] && r->shut[1]) {
+        relay_end(r, TF_RELAY_FIN, -1, 0);
+        return false;
+    }
+    return true;
+}
+
+/*
+ * Writes bytes read from side to its peer; what does not fit waits in
+ * pending[side] and side is not read until it is out.  False when the
+ * relay ended.
+ */
+static bool
+relay_forward(struct tf_relay *r, int side, const uint8_t *p, size_t n)
+{
+    int to = 1 - side;
+    size_t done = 0;
+    if (r->pending[side].len == 0) {
+        while (done < n) {
+            ssize_t w = send(r->fd[to], p + done, n - done, MSG_NOSIGNAL);
+            if (w > 0) {
+                done += (size_t)w;
+                continue;
+            }
+            if (w < 0 && errno == EINTR)
+                continue;
+            if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+                break;
+            int err = w < 0 ? errno : EPIPE;
+            relay_end(r, relay_error_kind(err), to, err);
+            return false;
+        }
+    }
+    if (done == n)
+        return true;
+    struct relay_pending *q = &r->pending[side];
+    size_t left = n - done;
+    if (q->len == 0) {
+        q->p = malloc(left);
+        if (q->p == NULL) {
+            relay_end(r, TF_RELAY_ERROR, side, ENOMEM);
+            return false;
+        }
+        memcpy(q->p, p + done, left);
+        q->len = left;
+        q->off = 0;
+    } else {
+        /* Only carried-over bytes queue behind each other (tf_relay_queue). */
+        uint8_t *np = realloc(q->p, q->len + left);
+        if (np == NULL) {
+            relay_end(r, TF_RELAY_ERROR, side, ENOMEM);
+            return false;
+        }
+        memcpy(np + q->len, p + done, left);
+        q->p = np;
+        q->len += left;
+    }
+    relay_want_read(r, side, false);
+    relay_want_write(r, to, true);
+    return true;
+}
+
+static void
+relay_read_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct tf_relay *r = arg;
+    int side = fd == r->fd[0] ? 0 : 1;
+    (void)what;
+
+    for (int i = 0; i < RELAY_READS_PER_WAKE; i++) {
+        ssize_t n = recv(fd, relay_scratch, sizeof(relay_scratch), 0);
+        if (n > 0) {
+            r->ops->data(r->arg, side, relay_scratch, (size_t)n);
+            if (!relay_forward(r, side, relay_scratch, (size_t)n))
+                return;
+            /* A short read emptied the socket; a pending write stopped reading. */
+            if ((size_t)n < sizeof(relay_scratch) || !r->reading[side])
+                return;
+            continue;
+        }
+        if (n == 0) {
+            r->eof[side] = true;
+            relay_want_read(r, side, false);
+            r->ops->eof(r->arg, side);
+            relay_pass_fin(r, side);
+            return;
+        }
+        if (errno == EINTR)
+            continue;
+        if (errno == EAGAIN || errno == EWOULDBLOCK)
+            return;
+        relay_end(r, relay_error_kind(errno), side, errno);
+        return;
+    }
+}
+
+static void
+relay_write_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct tf_relay *r = arg;
+    int to = fd == r->fd[0] ? 0 : 1;
+    int side = 1 - to;
+    struct relay_pending *q = &r->pending[side];
+    (void)what;
+
+    while (q->off < q->len) {
+        ssize_t w = send(fd, q->p + q->off, q->len - q->off, MSG_NOSIGNAL);
+        if (w > 0) {
+            q->off += (size_t)w;
+            continue;
+        }
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+            return;
+        int err = w < 0 ? errno : EPIPE;
+        relay_end(r, relay_error_kind(err), to, err);
+        return;
+    }
+    free(q->p);
+    q->p = NULL;
+    q->len = q->off = 0;
+    relay_want_write(r, to, false);
+    if (r->eof[side]) {
+        relay_pass_fin(r, side);
+        return;
+    }
+    relay_want_read(r, side, true);
+}
+
+struct tf_relay *
+tf_relay_new(struct event_base *base, const evutil_socket_t fd[2], const struct tf_relay_ops *ops,
+             void *arg)
+{
+    struct tf_relay *r = calloc(1, sizeof(*r));
+    if (r == NULL)
+        return NULL;
+    r->ops = ops;
+    r->arg = arg;
+    for (int i = 0; i < 2; i++) {
+        r->fd[i] = fd[i];
+        r->rd[i] = event_new(base, fd[i], EV_READ | EV_PERSIST, relay_read_cb, r);
+        r->wr[i] = event_new(base, fd[i], EV_WRITE | EV_PERSIST, relay_write_cb, r);
+        if (r->rd[i] == NULL || r->wr[i] == NULL) {
+            tf_relay_free(r);
+            return NULL;
+        }
+    }
+    return r;
+}
+
+int
+tf_relay_queue(struct tf_relay *r, int side, const void *p, size_t n)
+{
+    struct relay_pending *q = &r->pending[1 - side];
+    if (n == 0)
+        return 0;
+    uint8_t *np = realloc(q->p, q->len + n);
+    if (np == NULL)
+        return -1;
+    memcpy(np + q->len, p, n);
+    q->p = np;
+    q->len += n;
+    return 0;
+}
+
+void
+tf_relay_start(struct tf_relay *r)
+{
+    for (int side = 0; side < 2; side++) {
+        struct relay_pending *q = &r->pending[side];
+        int to = 1 - side;
+        /* Carried-over bytes: sent now when the socket takes them; an error
+         * shows again in the write callback, which ends the relay there. */
+        while (q->off < q->len) {
+            ssize_t w = send(r->fd[to], q->p + q->off, q->len - q->off, MSG_NOSIGNAL);
+            if (w <= 0 && !(w < 0 && errno == EINTR))
+                break;
+            if (w > 0)
+                q->off += (size_t)w;
+        }
+        if (q->off < q->len) {
+            relay_want_write(r, to, true);
+            continue;
+        }
+        free(q->p);
+        q->p = NULL;
+        q->len = q->off = 0;
+        relay_want_read(r, side, true);
+    }
+}
+
+size_t
+tf_relay_pending(const struct tf_relay *r, int side)
+{
+    const struct relay_pending *q = &r->pending[1 - side];
+    return q->len - q->off;
+}
+
+void
+tf_relay_free(struct tf_relay *r)
+{
+    if (r == NULL)
+        return;
+    for (int i = 0; i < 2; i++) {
+        if (r->rd[i])
+            event_free(r->rd[i]);
+        if (r->wr[i])
+            event_free(r->wr[i]);
+        free(r->pending[i].p);
+    }
+    free(r);
+}
