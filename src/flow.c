@@ -37,6 +37,7 @@
  * callers return right after it.
  */
 #include <errno.h>
+#include <stdarg.h>
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
 #include <event2/dns.h>
@@ -136,7 +137,7 @@ struct tf_flow {
     struct tf_inject_result end;
     bool oom;
     bool lingering;            /* FIN sent; waiting for the peers' own before closing */
-    char end_reason[600];      /* why the flow ends, when not a fault's doing */
+    char *end_reason;          /* why the flow ends, when not a fault's doing (owned) */
     struct tf_mitm *mitm;      /* mitm mode: both legs terminated */
     struct evbuffer *mid;      /* mitm: client bytes after the client leg's wire faults */
     struct evbuffer *to_client;/* mitm: raw TLS for the client before its wire faults */
@@ -149,7 +150,7 @@ struct tf_flow {
     struct timeval last_activity;
     struct timeval connected_at;
     char client_addr[64];
-    char upstream[300];        /* "host:port" as connected to; "" while not known yet */
+    char *upstream;            /* "host:port" as connected to; NULL while not known (owned) */
     const char *first_closer;  /* side that sent the first FIN */
     /* routes */
     struct sockaddr_storage client_sa; /* the client's address (rules, spoof_source) */
@@ -161,13 +162,13 @@ struct tf_flow {
     bool refused;              /* the route refused the flow; end_reason says why */
     bool tunnel;               /* connect: "200" sent, the tunnel's bytes are the flow's */
     const char *end_how;       /* flow_end's "close" for end_reason ("error" if NULL) */
-    char target[256];          /* sni/connect: the host to resolve */
+    char *target;              /* the host to resolve (owned) */
     uint16_t target_port;
     struct event *route_ev;    /* sni/connect: resolves the target outside read callbacks */
     struct evdns_getaddrinfo_request *dns_req; /* pending resolution, cancelled at close */
     struct evutil_addrinfo *addrs;     /* the target's addresses (owned) ... */
     struct evutil_addrinfo *next_addr; /* ... and the next one to try when one fails */
-    char connect_error[200];   /* why the last address failed */
+    char *connect_error;       /* why the last address failed (owned) */
     /* verdict */
     enum tf_dir last_read;     /* whose bytes came last */
     struct tf_probe *probe;    /* TLS 1.3 passthrough: fetching the hidden chain (owned) */
@@ -220,6 +221,33 @@ static void
 flow_now(struct tf_flow *f, struct timeval *tv)
 {
     event_base_gettimeofday_cached(f->w->base, tv);
+}
+
+/* Replaces *dst with a formatted copy; on a memory shortage it keeps what it had. */
+static void flow_set_text(char **dst, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static void
+flow_set_text(char **dst, const char *fmt, ...)
+{
+    char buf[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof(buf), fmt, ap);
+    va_end(ap);
+    char *copy = strdup(buf);
+    if (copy == NULL)
+        return;
+    free(*dst);
+    *dst = copy;
+}
+
+/* upstream = "host:port" (brackets around an IPv6 literal). */
+static void
+flow_set_upstream_target(struct tf_flow *f, const char *host, uint16_t port)
+{
+    char buf[300];
+    tf_connect_format_target(host, port, buf, sizeof(buf));
+    flow_set_text(&f->upstream, "%s", buf);
 }
 
 static void
@@ -674,7 +702,7 @@ flow_fault_try_finish(struct tf_flow *f)
     const char *how = "fault";
     if (f->inj != NULL)
         tf_inject_describe(f->inj, desc, sizeof(desc));
-    if (f->oom || f->end_reason[0] != '\0') {
+    if (f->oom || f->end_reason != NULL) {
         snprintf(desc, sizeof(desc), "%s", f->oom ? "out of memory" : f->end_reason);
         how = !f->oom && f->end_how != NULL ? f->end_how : "error";
     }
@@ -695,7 +723,7 @@ static void
 flow_end_as(struct tf_flow *f, const char *how, const char *reason)
 {
     struct tf_inject_result res = { TF_INJECT_FIN, TF_FAULT_PEER_BOTH, NULL };
-    snprintf(f->end_reason, sizeof(f->end_reason), "%s", reason);
+    flow_set_text(&f->end_reason, "%s", reason);
     f->end_how = how;
     flow_fault_end(f, &res);
 }
@@ -926,7 +954,7 @@ static void
 flow_emit_start(struct tf_flow *f)
 {
     json_t *o = json_pack("{s:s, s:s}", "listener", f->lc->name, "client", f->client_addr);
-    if (f->upstream[0] != '\0')
+    if (f->upstream != NULL)
         json_object_set_new(o, "upstream", json_string(f->upstream));
     json_object_set_new(o, "mode",
                         json_string(f->lc->mode == TF_MODE_MITM ? "mitm" : "passthrough"));
@@ -1107,7 +1135,7 @@ flow_connect_addr(struct tf_flow *f, const struct sockaddr *sa)
     int fd, e;
 
     if (len == 0) {
-        snprintf(f->connect_error, sizeof(f->connect_error), "address family %d is not IP",
+        flow_set_text(&f->connect_error, "address family %d is not IP",
                  sa->sa_family);
         return FLOW_CONNECT_FAILED;
     }
@@ -1115,7 +1143,7 @@ flow_connect_addr(struct tf_flow *f, const struct sockaddr *sa)
         tf_listener_find_own(f->w, sa, true, &own)) {
         tf_listener_format_addr(sa, addr, sizeof(addr));
         snprintf(why, sizeof(why), "upstream %s (%s) is tlsfault's own listener %s: refusing a loop",
-                 f->upstream, addr, flow_listener_name(f, own));
+                 f->upstream ? f->upstream : "?", addr, flow_listener_name(f, own));
         flow_refuse(f, 403, why);
         return FLOW_CONNECT_ENDED;
     }
@@ -1126,7 +1154,7 @@ flow_connect_addr(struct tf_flow *f, const struct sockaddr *sa)
     }
     fd = socket(sa->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, IPPROTO_TCP);
     if (fd < 0) {
-        snprintf(f->connect_error, sizeof(f->connect_error), "socket: %s", strerror(errno));
+        flow_set_text(&f->connect_error, "socket: %s", strerror(errno));
         return FLOW_CONNECT_FAILED;
     }
     /* Before connect: the SYN must carry the mark, or the rules catch it. */
@@ -1146,7 +1174,7 @@ flow_connect_addr(struct tf_flow *f, const struct sockaddr *sa)
         return FLOW_CONNECT_ENDED;
     }
     if (connect(fd, sa, len) < 0 && errno != EINPROGRESS) {
-        snprintf(f->connect_error, sizeof(f->connect_error), "%s", strerror(errno));
+        flow_set_text(&f->connect_error, "%s", strerror(errno));
         evutil_closesocket(fd);
         return FLOW_CONNECT_FAILED;
     }
@@ -1162,7 +1190,7 @@ flow_connect_addr(struct tf_flow *f, const struct sockaddr *sa)
     bufferevent_setfd(f->server.bev, fd);
     if (bufferevent_socket_connect(f->server.bev, NULL, 0) < 0) {
         flow_upstream_abandon(f);
-        snprintf(f->connect_error, sizeof(f->connect_error), "cannot watch the upstream socket");
+        flow_set_text(&f->connect_error, "cannot watch the upstream socket");
         return FLOW_CONNECT_FAILED;
     }
     return FLOW_CONNECT_STARTED;
@@ -1180,7 +1208,7 @@ flow_connect_next(struct tf_flow *f)
         struct evutil_addrinfo *ai = f->next_addr;
         if (ai == NULL || f->ending) {
             flow_fail(f, "error",
-                      f->connect_error[0] ? f->connect_error : "no address to connect to");
+                      f->connect_error ? f->connect_error : "no address to connect to");
             return;
         }
         f->next_addr = ai->ai_next;
@@ -1263,9 +1291,9 @@ flow_route_cb(evutil_socket_t fd, short what, void *arg)
 static void
 flow_route_to(struct tf_flow *f, const char *host, uint16_t port)
 {
-    snprintf(f->target, sizeof(f->target), "%s", host);
+    flow_set_text(&f->target, "%s", host);
     f->target_port = port;
-    tf_connect_format_target(host, port, f->upstream, sizeof(f->upstream));
+    flow_set_upstream_target(f, host, port);
     f->state = TF_FLOW_CONNECTING;
     evtimer_del(f->timer);
     flow_arm_timer(f);
@@ -1382,7 +1410,7 @@ flow_request_read(struct tf_flow *f)
         break;
     }
     evbuffer_drain(in, req.head_len);
-    tf_connect_format_target(req.host, req.port, f->upstream, sizeof(f->upstream));
+    flow_set_upstream_target(f, req.host, req.port);
     if (!tf_connect_allowed(f->lc->allow, f->lc->n_allow, req.host, req.port)) {
         snprintf(why, sizeof(why), "CONNECT %s is not in the allow list", f->upstream);
         flow_refuse(f, 403, why);
@@ -1419,12 +1447,14 @@ flow_accept_intercepted(struct tf_flow *f, int fd)
         flow_refuse(f, 0, why);
         return;
     }
-    tf_listener_format_addr(dest, f->upstream, sizeof(f->upstream));
+    char dest_text[80];
+    tf_listener_format_addr(dest, dest_text, sizeof(dest_text));
+    flow_set_text(&f->upstream, "%s", dest_text);
     flow_emit_start(f);
     if (tf_listener_find_own(f->w, dest, false, &own)) {
         snprintf(why, sizeof(why),
                  "original destination %s is tlsfault's own listener %s: refusing a loop",
-                 f->upstream, flow_listener_name(f, own));
+                 f->upstream ? f->upstream : "?", flow_listener_name(f, own));
         flow_refuse(f, 0, why);
         return;
     }
@@ -1457,9 +1487,9 @@ tf_flow_accept(struct tf_worker *w, size_t listener_index, int fd, const struct 
     if (peer_len > 0 && (size_t)peer_len <= sizeof(f->client_sa))
         memcpy(&f->client_sa, peer, (size_t)peer_len);
     if (f->lc->route == TF_ROUTE_FORWARD && f->lc->upstream_host != NULL) {
-        snprintf(f->target, sizeof(f->target), "%s", f->lc->upstream_host);
+        flow_set_text(&f->target, "%s", f->lc->upstream_host);
         f->target_port = f->lc->upstream_port;
-        tf_connect_format_target(f->target, f->target_port, f->upstream, sizeof(f->upstream));
+        flow_set_upstream_target(f, f->target, f->target_port);
     }
     TAILQ_INSERT_TAIL(&w->flows, f, link);
     w->live_flows++;
@@ -1817,7 +1847,7 @@ flow_event_cb(struct bufferevent *bev, short what, void *arg)
         char why[512];
         if (f->state == TF_FLOW_CONNECTING && leg == &f->server) {
             /* This address failed: the next one, if the name had more. */
-            snprintf(f->connect_error, sizeof(f->connect_error), "%s",
+            flow_set_text(&f->connect_error, "%s",
                      evutil_socket_error_to_string(err));
             flow_connect_next(f);
             return;
@@ -1887,8 +1917,8 @@ flow_verdict(struct tf_flow *f, json_t *end, const char *closed_by, const char *
         snprintf(summary, sizeof(summary), "%s", error ? error : "mitm failure");
     } else if (strcmp(closed_by, "proxy") == 0 && f->state == TF_FLOW_CONNECTING) {
         outcome = "failed";
-        snprintf(summary, sizeof(summary), "could not reach the upstream %s: %s", f->upstream,
-                 error);
+        snprintf(summary, sizeof(summary), "could not reach the upstream %s: %s",
+                 f->upstream ? f->upstream : "?", error);
     } else if (complete && f->inj != NULL && tf_inject_damaged(f->inj)) {
         /* The peer's complaint is an encrypted alert by now: the damage is the evidence. */
         outcome = "failed";
@@ -2012,6 +2042,10 @@ flow_free(struct tf_flow *f)
     tf_probe_free(f->probe);
     json_decref(f->pending_end);
     json_decref(f->pending_facts);
+    free(f->end_reason);
+    free(f->connect_error);
+    free(f->upstream);
+    free(f->target);
     TAILQ_REMOVE(&w->flows, f, link);
     w->live_flows--;
     tf_config_unref(f->cfg);
@@ -2087,7 +2121,7 @@ flow_close_with(struct tf_flow *f, const char *closed_by, const char *how, const
     end = json_object();
     json_object_set_new(end, "listener", json_string(f->lc->name));
     json_object_set_new(end, "client", json_string(f->client_addr));
-    if (f->upstream[0] != '\0')
+    if (f->upstream != NULL)
         json_object_set_new(end, "upstream", json_string(f->upstream));
     flow_route_fields(f, end);
     json_object_set_new(end, "duration_ms",

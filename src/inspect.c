@@ -95,6 +95,12 @@ struct tf_inspect {
     bool downgrade_sentinel;    /* the ServerHello's random ends with DOWNGRD */
     char sentinel[8];           /* "tls12" / "tls11" */
     json_t *messages;           /* [{dir, type[, description]}] in order, capped */
+    /*
+     * Once the handshake is over the three lists above are kept as JSON
+     * text instead (inspect_finish): an idle connection then holds a few
+     * hundred bytes of them rather than kilobytes of objects.
+     */
+    char *versions_text, *suites_text, *messages_text;
 };
 
 const char *
@@ -143,6 +149,9 @@ tf_inspect_free(struct tf_inspect *ins)
     json_decref(ins->offered_suites);
     json_decref(ins->server_chain);
     json_decref(ins->messages);
+    free(ins->versions_text);
+    free(ins->suites_text);
+    free(ins->messages_text);
     free(ins);
 }
 
@@ -166,11 +175,37 @@ inspect_version_name(uint16_t v, char *buf, size_t len)
         snprintf(buf, len, "0x%04x", v);
 }
 
+/* Replaces *v by its compact text; keeps it as it is when memory is short. */
+static char *
+inspect_pack(json_t **v)
+{
+    if (*v == NULL)
+        return NULL;
+    char *text = json_dumps(*v, JSON_COMPACT);
+    if (text != NULL) {
+        json_decref(*v);
+        *v = NULL;
+    }
+    return text;
+}
+
+/* The list as an object again: a new reference, or NULL. */
+static json_t *
+inspect_unpack(json_t *v, const char *text)
+{
+    if (v != NULL)
+        return json_incref(v);
+    return text != NULL ? json_loads(text, 0, NULL) : NULL;
+}
+
 /* Both handshakes are over: from now on only record headers are followed. */
 static void
 inspect_finish(struct tf_inspect *ins)
 {
     ins->done = true;
+    ins->versions_text = inspect_pack(&ins->offered_versions);
+    ins->suites_text = inspect_pack(&ins->offered_suites);
+    ins->messages_text = inspect_pack(&ins->messages);
     for (int i = 0; i < 2; i++) {
         ins->d[i].rec.skim = true;
         tf_hs_reader_release(&ins->d[i].hs);
@@ -192,6 +227,8 @@ static void
 inspect_log_message(struct inspect_dir *d, const char *type)
 {
     json_t *log = d->ins->messages;
+    if (log == NULL)
+        return; /* packed: the handshake is over */
     size_t n = json_array_size(log);
     if (strcmp(type, "encrypted") == 0 && n > 0) {
         json_t *last = json_array_get(log, n - 1);
@@ -334,7 +371,8 @@ inspect_alert(struct inspect_dir *d, const struct tf_record *rec)
         snprintf(name, sizeof(name), "alert %s",
                  json_is_string(desc) ? json_string_value(desc) : "malformed");
         inspect_note_message(d, name);
-        if (json_array_size(d->ins->messages) < INSPECT_MESSAGES_MAX) {
+        if (d->ins->messages != NULL &&
+            json_array_size(d->ins->messages) < INSPECT_MESSAGES_MAX) {
             json_t *m = json_pack("{s:s, s:s}", "dir", tf_dir_name(d->dir), "type", "alert");
             json_object_set(m, "description", desc ? desc : json_null());
             json_array_append_new(d->ins->messages, m);
@@ -353,13 +391,8 @@ inspect_skimmed(struct inspect_dir *d, const struct tf_record *rec)
     if (rec->type == TF_CT_APPLICATION_DATA) {
         if (d->ins->version != TLS13 || rec->len > INSPECT_TLS13_SMALL_RECORD)
             d->data_records++;
-        /*
-         * The bulk of a connection: counted in flow_end, one event each only
-         * on request.  A TLS 1.3 record too small to carry data is likely an
-         * alert (close_notify): worth its line.
-         */
-        if (d->ins->app_records ||
-            (d->ins->version == TLS13 && rec->len <= INSPECT_TLS13_SMALL_RECORD))
+        /* The bulk of a connection: counted in flow_end, one event each only on request. */
+        if (d->ins->app_records)
             inspect_encrypted(d, rec);
         return;
     }
@@ -605,10 +638,12 @@ tf_inspect_facts(const struct tf_inspect *ins, json_t *facts)
     json_t *ch = json_object();
 
     json_object_set_new(ch, "seen", json_boolean(ins->client_hello_seen));
-    if (ins->offered_versions)
-        json_object_set(ch, "versions", ins->offered_versions);
-    if (ins->offered_suites)
-        json_object_set(ch, "cipher_suites", ins->offered_suites);
+    json_t *versions = inspect_unpack(ins->offered_versions, ins->versions_text);
+    if (versions)
+        json_object_set_new(ch, "versions", versions);
+    json_t *suites = inspect_unpack(ins->offered_suites, ins->suites_text);
+    if (suites)
+        json_object_set_new(ch, "cipher_suites", suites);
     json_object_set_new(ch, "has_sni", json_boolean(ins->has_sni));
     json_object_set_new(facts, "client_hello", ch);
     if (ins->server_hello_seen) {
@@ -629,7 +664,8 @@ tf_inspect_facts(const struct tf_inspect *ins, json_t *facts)
     }
     if (ins->server_chain)
         json_object_set(facts, "server_chain", ins->server_chain);
-    json_object_set(facts, "messages", ins->messages);
+    json_t *messages = inspect_unpack(ins->messages, ins->messages_text);
+    json_object_set_new(facts, "messages", messages ? messages : json_array());
     if (ins->done)
         json_object_set_new(facts, "data_records",
                             json_pack("{s:I, s:I}", "c2s", (json_int_t)c->data_records, "s2c",

@@ -332,7 +332,7 @@ def part_after(tap, lab):
     r = tflib.py_client(lab.tls_port)
     fid, end, evs = flow_of(pa, r.local_port) if r.local_port else (None, None, [])
     tap.ok(r.ok and pa.alive() and end is not None and end.get("outcome") == "ok",
-           "after all that, a normal TLS client still works", "%r\n%s" % (r, pa.stderr_tail()))
+           "after all that, a normal TLS client still works", "%r\n%r\n%s" % (r, end, pa.stderr_tail()))
     na = settle_fds(pa, lab.base_a)
     nb = settle_fds(pb, lab.base_b)
     tap.ok(na == lab.base_a and nb == lab.base_b,

@@ -223,7 +223,7 @@ static struct bad_case bad_cases[] = {
      "FILE:2: unknown key \"listener\" at top level; valid keys: workers, listeners, faults, log, "
      "timeouts, limits, ca, control, mark"},
     {"unknown_key_log.conf",
-     "FILE:3: unknown key \"file\" in log; valid keys: text, json, level, keylog, content"},
+     "FILE:3: unknown key \"file\" in log; valid keys: text, json, level, keylog, content, app_records"},
     {"unknown_key_timeouts.conf",
      "FILE:3: unknown key \"read\" in timeouts; valid keys: connect, handshake, idle, grace"},
     {"unknown_key_limits.conf",

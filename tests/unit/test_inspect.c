@@ -562,6 +562,71 @@ test_capture_rest_order(void **state)
     }
 }
 
+/*
+ * By default application data after the handshake is counted, not logged:
+ * the same replay logs exactly the events of the every-record replay but
+ * for those data records, and flow_end's records_after_handshake counts
+ * every record that followed the handshake.
+ */
+static void
+test_app_records_counted(void **state)
+{
+    (void)state;
+    for (size_t i = 0; i < N_CASES; i++) {
+        const struct capture_case *c = &cases[i];
+        if (!c->complete)
+            continue;
+        struct evlog *logs[2] = { evlog_new(), evlog_new() };
+        json_t *sums[2] = { json_object(), json_object() };
+        for (int each = 0; each < 2; each++) {
+            struct side cs, ss;
+            side_load(&cs, c->name, "c2s");
+            side_load(&ss, c->name, "s2c");
+            struct tf_inspect *ins = tf_inspect_new(CAP, evlog_emit, logs[each]);
+            assert_non_null(ins);
+            tf_inspect_set_app_records(ins, each == 1);
+            replay(ins, &cs, &ss, c->schedule, FEED_RECORDS, c->complete);
+            tf_inspect_summarize(ins, sums[each]);
+            tf_inspect_free(ins);
+            side_free(&cs);
+            side_free(&ss);
+        }
+        size_t k = 0, dropped = 0;
+        char label[96], want[96];
+        for (size_t j = 0; j < logs[1]->n; j++) {
+            const struct ev *e = &logs[1]->e[j];
+            ev_label(e, label, sizeof(label));
+            bool data = strcmp(label, "encrypted:application_data") == 0;
+            if (k < logs[0]->n) {
+                ev_label(&logs[0]->e[k], want, sizeof(want));
+                if (strcmp(want, label) == 0 && logs[0]->e[k].dir == e->dir) {
+                    k++;
+                    continue;
+                }
+            }
+            if (!data)
+                fail_msg("%s: event %zu \"%s\" missing by default", c->name, j, label);
+            dropped++;
+        }
+        if (k != logs[0]->n)
+            fail_msg("%s: %zu default events, %zu matched", c->name, logs[0]->n, k);
+        json_t *after = json_object_get(sums[0], "records_after_handshake");
+        if (!json_is_object(after))
+            fail_msg("%s: no records_after_handshake in %s", c->name,
+                     json_dumps(sums[0], JSON_COMPACT));
+        json_int_t counted = json_integer_value(json_object_get(after, "c2s")) +
+                             json_integer_value(json_object_get(after, "s2c"));
+        if (counted < (json_int_t)dropped)
+            fail_msg("%s: %zu data records not logged but only %lld counted", c->name, dropped,
+                     (long long)counted);
+        assert_true(json_equal(after, json_object_get(sums[1], "records_after_handshake")));
+        for (int each = 0; each < 2; each++) {
+            evlog_free(logs[each]);
+            json_decref(sums[each]);
+        }
+    }
+}
+
 /* ------------------------------------------------------------ truncated */
 
 /* The server stops after its Certificate: incomplete, stage names it. */
@@ -1150,6 +1215,7 @@ main(void)
         cmocka_unit_test(test_captures),
         cmocka_unit_test(test_capture_fields),
         cmocka_unit_test(test_capture_rest_order),
+        cmocka_unit_test(test_app_records_counted),
         cmocka_unit_test(test_truncated_after_certificate),
         cmocka_unit_test(test_truncated_client_hello),
         cmocka_unit_test(test_truncated_tls13),
