@@ -116,9 +116,17 @@ struct tf_leg {
     bool shut_pending;       /* send FIN to this socket once its output drains */
     bool shut;               /* FIN sent to this socket */
     bool read_paused;        /* back-pressure: the other leg's output is full */
-    struct tf_shaper shaper; /* network faults on the bytes this leg reads */
+    struct tf_shaper *shaper; /* network faults on the bytes this leg reads (flow_no_shaper:
+                               * none, the usual case) */
     size_t held_back;        /* bytes a fault left in the input (a partial record): already
                               * counted and inspected when the next read comes */
+};
+
+/* An IP address and port: what sockaddr_storage holds here, in a fifth of its room. */
+union flow_addr {
+    struct sockaddr sa;
+    struct sockaddr_in in;
+    struct sockaddr_in6 in6;
 };
 
 struct tf_flow {
@@ -153,9 +161,9 @@ struct tf_flow {
     char *upstream;            /* "host:port" as connected to; NULL while not known (owned) */
     const char *first_closer;  /* side that sent the first FIN */
     /* routes */
-    struct sockaddr_storage client_sa; /* the client's address (rules, spoof_source) */
+    union flow_addr client_sa; /* the client's address (rules, spoof_source) */
     uint16_t own_port;         /* local port of our upstream socket, while registered */
-    struct sockaddr_storage dest;  /* redirect/tproxy: the original destination; connect:
+    union flow_addr dest;        /* redirect/tproxy: the original destination; connect:
                                     * the target's address; family 0: none */
     bool started_emitted;      /* flow_start is out (connect: once the request is read) */
     bool decided;              /* fault rules (and mitm) set up for this flow */
@@ -179,6 +187,9 @@ struct tf_flow {
 };
 
 #define FLOW_LINGER_MS 2000
+
+/* Legs without network faults share this one: never on, never written. */
+static struct tf_shaper flow_no_shaper;
 
 static atomic_uint_fast64_t flow_next_id = 1;
 
@@ -269,6 +280,7 @@ static void
 flow_leg_init(struct tf_flow *f, struct tf_leg *leg, struct tf_leg *peer, enum tf_dir dir,
               const char *side)
 {
+    leg->shaper = &flow_no_shaper;
     leg->flow = f;
     leg->peer = peer;
     leg->dir = dir;
@@ -438,7 +450,7 @@ flow_shutdown_leg(struct tf_leg *leg)
 {
     if (leg->shut)
         return;
-    const struct tf_shaper *feeding = &leg->peer->shaper;
+    const struct tf_shaper *feeding = leg->peer->shaper;
     if (!flow_server_up(leg->flow) ||
         evbuffer_get_length(bufferevent_get_output(leg->bev)) > 0 ||
         (feeding->on && !feeding->shape.stall && evbuffer_get_length(feeding->held) > 0)) {
@@ -477,7 +489,13 @@ flow_add_ms(struct timeval *tv, const struct timeval *from, unsigned ms)
 static bool
 flow_shaper_start(struct tf_leg *leg, const struct tf_inject_shape *shape)
 {
-    struct tf_shaper *sh = &leg->shaper;
+    if (leg->shaper == &flow_no_shaper) {
+        struct tf_shaper *own = calloc(1, sizeof(*own));
+        if (own == NULL)
+            return false;
+        leg->shaper = own;
+    }
+    struct tf_shaper *sh = leg->shaper;
     if (!sh->on) {
         sh->held = evbuffer_new();
         sh->timer = evtimer_new(leg->flow->w->base, flow_shaper_timer_cb, leg);
@@ -497,7 +515,7 @@ flow_shaper_start(struct tf_leg *leg, const struct tf_inject_shape *shape)
 static bool
 flow_shaper_queue(struct tf_leg *leg, size_t len)
 {
-    struct tf_shaper *sh = &leg->shaper;
+    struct tf_shaper *sh = leg->shaper;
     struct tf_flow *f = leg->flow;
     if (len == 0)
         return true;
@@ -543,7 +561,7 @@ flow_shaper_queue(struct tf_leg *leg, size_t len)
 static void
 flow_shaper_release(struct tf_leg *leg)
 {
-    struct tf_shaper *sh = &leg->shaper;
+    struct tf_shaper *sh = leg->shaper;
     struct tf_flow *f = leg->flow;
     struct evbuffer *out = bufferevent_get_output(leg->peer->bev);
     struct timeval now;
@@ -634,11 +652,14 @@ flow_shaper_timer_cb(evutil_socket_t fd, short what, void *arg)
 static void
 flow_shaper_free(struct tf_shaper *sh)
 {
+    if (sh == &flow_no_shaper)
+        return;
     if (sh->held)
         evbuffer_free(sh->held);
     if (sh->timer)
         event_free(sh->timer);
     free(sh->q);
+    free(sh);
 }
 
 /*
@@ -655,8 +676,8 @@ flow_fault_end(struct tf_flow *f, const struct tf_inject_result *res)
     if (flow_server_up(f))
         bufferevent_disable(f->server.bev, EV_READ);
     for (struct tf_leg *leg = &f->client; leg; leg = leg == &f->client ? &f->server : NULL)
-        if (leg->shaper.timer)
-            evtimer_del(leg->shaper.timer);
+        if (leg->shaper->timer)
+            evtimer_del(leg->shaper->timer);
     struct timeval now = { 0, 0 };
     evtimer_add(f->timer, &now);
 }
@@ -766,21 +787,21 @@ flow_faults(struct tf_leg *leg, struct evbuffer *in, struct evbuffer *out)
         flow_fault_oom(f);
         return false;
     }
-    struct evbuffer *dst = leg->shaper.on ? leg->shaper.held : out;
+    struct evbuffer *dst = leg->shaper->on ? leg->shaper->held : out;
     size_t before = evbuffer_get_length(dst);
     if (tf_inject_wants(f->inj, leg->dir)) {
         tf_inject_feed(f->inj, leg->dir, in, dst, bufferevent_get_output(leg->bev), &res);
         if (res.end != TF_INJECT_GO_ON) {
             /* What the fault let through before the end still goes out. */
-            if (leg->shaper.on && !leg->shaper.shape.stall)
-                evbuffer_add_buffer(out, leg->shaper.held);
+            if (leg->shaper->on && !leg->shaper->shape.stall)
+                evbuffer_add_buffer(out, leg->shaper->held);
             flow_fault_end(f, &res);
             return false;
         }
     } else {
         evbuffer_add_buffer(dst, in);
     }
-    if (leg->shaper.on) {
+    if (leg->shaper->on) {
         if (!flow_shaper_queue(leg, evbuffer_get_length(dst) - before)) {
             flow_fault_oom(f);
             return false;
@@ -796,16 +817,16 @@ flow_faults(struct tf_leg *leg, struct evbuffer *in, struct evbuffer *out)
 static struct evbuffer *
 flow_sink(struct tf_leg *leg)
 {
-    return leg->shaper.on ? leg->shaper.held : bufferevent_get_output(leg->peer->bev);
+    return leg->shaper->on ? leg->shaper->held : bufferevent_get_output(leg->peer->bev);
 }
 
 /* After bytes went into leg's sink: pace them if a network fault says so. */
 static void
 flow_sink_added(struct tf_leg *leg, size_t before)
 {
-    if (!leg->shaper.on)
+    if (!leg->shaper->on)
         return;
-    size_t now = evbuffer_get_length(leg->shaper.held);
+    size_t now = evbuffer_get_length(leg->shaper->held);
     if (now > before && !flow_shaper_queue(leg, now - before)) {
         flow_fault_oom(leg->flow);
         return;
@@ -939,7 +960,7 @@ flow_route_fields(const struct tf_flow *f, json_t *obj)
 {
     json_object_set_new(obj, "route", json_string(flow_route_name(f->lc->route)));
     if ((f->lc->route == TF_ROUTE_REDIRECT || f->lc->route == TF_ROUTE_TPROXY) &&
-        f->dest.ss_family != 0) {
+        f->dest.sa.sa_family != 0) {
         char addr[80];
         tf_listener_format_addr((const struct sockaddr *)&f->dest, addr, sizeof(addr));
         json_object_set_new(obj, "original_dst", json_string(addr));
@@ -978,7 +999,7 @@ static bool
 flow_decide(struct tf_flow *f, const struct sockaddr *dest)
 {
     const struct sockaddr *client =
-        f->client_sa.ss_family != 0 ? (const struct sockaddr *)&f->client_sa : NULL;
+        f->client_sa.sa.sa_family != 0 ? (const struct sockaddr *)&f->client_sa : NULL;
     char mitm_err[256] = "";
     bool oom = false;
 
@@ -1083,7 +1104,7 @@ flow_spoof_source(struct tf_flow *f, int fd, const struct sockaddr *dst, char *w
     char up[80];
     int e;
 
-    if (f->client_sa.ss_family != dst->sa_family) {
+    if (f->client_sa.sa.sa_family != dst->sa_family) {
         tf_listener_format_addr(dst, up, sizeof(up));
         snprintf(why, whylen, "spoof_source: the client %s and the upstream %s are of "
                               "different address families", f->client_addr, up);
@@ -1099,7 +1120,8 @@ flow_spoof_source(struct tf_flow *f, int fd, const struct sockaddr *dst, char *w
             flow_warn_once(why);
         return false;
     }
-    memcpy(&src, &f->client_sa, sizeof(src));
+    memset(&src, 0, sizeof(src));
+    memcpy(&src, &f->client_sa, sizeof(f->client_sa));
     if (src.ss_family == AF_INET)
         ((struct sockaddr_in *)&src)->sin_port = 0;
     else
@@ -1148,7 +1170,8 @@ flow_connect_addr(struct tf_flow *f, const struct sockaddr *sa)
         return FLOW_CONNECT_ENDED;
     }
     if (!f->decided) {
-        memcpy(&f->dest, sa, len);
+        if ((size_t)len <= sizeof(f->dest))
+            memcpy(&f->dest, sa, (size_t)len);
         if (!flow_decide(f, sa))
             return FLOW_CONNECT_ENDED;
     }
@@ -1433,17 +1456,26 @@ flow_accept_intercepted(struct tf_flow *f, int fd)
     char why[400];
     size_t own;
     if (tf_origdst_from_own_socket((const struct sockaddr *)&f->client_sa)) {
-        f->dest.ss_family = 0;
+        f->dest.sa.sa_family = 0;
         flow_refuse(f, 0,
                     "the connection comes from tlsfault's own upstream socket: the redirect "
                     "rule catches tlsfault's own traffic (exclude it with -m mark ! --mark N "
                     "and set mark = N): refusing a loop");
         return;
     }
-    bool ok = f->lc->route == TF_ROUTE_REDIRECT ? tf_origdst_redirect(fd, &f->dest, why, sizeof(why))
-                                                : tf_origdst_tproxy(fd, &f->dest, why, sizeof(why));
+    struct sockaddr_storage found;
+    memset(&found, 0, sizeof(found));
+    bool ok = f->lc->route == TF_ROUTE_REDIRECT ? tf_origdst_redirect(fd, &found, why, sizeof(why))
+                                                : tf_origdst_tproxy(fd, &found, why, sizeof(why));
+    if (ok && found.ss_family != AF_INET && found.ss_family != AF_INET6) {
+        snprintf(why, sizeof(why), "the original destination is not an IP address (family %d)",
+                 found.ss_family);
+        ok = false;
+    }
+    if (ok)
+        memcpy(&f->dest, &found, sizeof(f->dest));
     if (!ok) {
-        f->dest.ss_family = 0;
+        f->dest.sa.sa_family = 0;
         flow_refuse(f, 0, why);
         return;
     }
@@ -1606,8 +1638,8 @@ flow_read_cb(struct bufferevent *bev, void *arg)
         leg->held_back = evbuffer_get_length(in);
     }
     size_t queued = evbuffer_get_length(out);
-    if (leg->shaper.on)
-        queued += evbuffer_get_length(leg->shaper.held);
+    if (leg->shaper->on)
+        queued += evbuffer_get_length(leg->shaper->held);
     if (queued >= f->cfg->buffer_max) {
         /* le-proxy style back-pressure: resume when the peer has drained half. */
         leg->read_paused = true;
@@ -1630,8 +1662,8 @@ flow_write_cb(struct bufferevent *bev, void *arg)
             flow_fault_try_finish(f);
         return;
     }
-    if (leg->peer->shaper.on)
-        left += evbuffer_get_length(leg->peer->shaper.held);
+    if (leg->peer->shaper->on)
+        left += evbuffer_get_length(leg->peer->shaper->held);
     if (leg->peer->read_paused && left <= f->cfg->buffer_max / 2) {
         leg->peer->read_paused = false;
         if (!leg->peer->eof)
@@ -1702,7 +1734,7 @@ flow_relay_eligible(const struct tf_flow *f)
         return false;
     for (const struct tf_leg *leg = &f->client; leg; leg = leg == &f->client ? &f->server : NULL) {
         if (leg->bev == NULL || leg->eof || leg->shut || leg->shut_pending || leg->read_paused ||
-            leg->shaper.on || leg->held_back > 0 ||
+            leg->shaper->on || leg->held_back > 0 ||
             evbuffer_get_length(bufferevent_get_input(leg->bev)) > 0)
             return false;
     }
@@ -1759,6 +1791,11 @@ static void
 flow_connected(struct tf_flow *f)
 {
     flow_now(f, &f->connected_at);
+    if (f->addrs != NULL) {
+        /* Connected: the other addresses are not needed any more. */
+        evutil_freeaddrinfo(f->addrs);
+        f->addrs = f->next_addr = NULL;
+    }
     f->state = tf_inspect_handshake_done(f->ins) ? TF_FLOW_RELAYING : TF_FLOW_INSPECTING;
     flow_set_nodelay(f->server.bev);
     if (f->ending) {
@@ -1831,7 +1868,7 @@ flow_event_cb(struct bufferevent *bev, short what, void *arg)
         }
         struct evbuffer *rest = bufferevent_get_input(leg->bev);
         if (f->mitm == NULL && evbuffer_get_length(rest) > 0 && !f->ending && !leg->peer->shut)
-            evbuffer_add_buffer(leg->shaper.on ? leg->shaper.held
+            evbuffer_add_buffer(leg->shaper->on ? leg->shaper->held
                                                : bufferevent_get_output(leg->peer->bev),
                                 rest);
         leg->eof = true;
@@ -2180,8 +2217,8 @@ flow_close_with(struct tf_flow *f, const char *closed_by, const char *how, const
         evbuffer_free(f->to_client);
     if (f->discard)
         evbuffer_free(f->discard);
-    flow_shaper_free(&f->client.shaper);
-    flow_shaper_free(&f->server.shaper);
+    flow_shaper_free(f->client.shaper);
+    flow_shaper_free(f->server.shaper);
     if (wait_probe) {
         /* Everything but the probe is gone; flow_probe_done_cb finishes the flow. */
         f->client.bev = f->server.bev = NULL;
@@ -2191,8 +2228,7 @@ flow_close_with(struct tf_flow *f, const char *closed_by, const char *how, const
         f->inj = NULL;
         f->mitm = NULL;
         f->mid = f->to_client = f->discard = NULL;
-        memset(&f->client.shaper, 0, sizeof(f->client.shaper));
-        memset(&f->server.shaper, 0, sizeof(f->server.shaper));
+        f->client.shaper = f->server.shaper = &flow_no_shaper;
         f->pending_end = end;
         f->pending_facts = facts;
         f->state = TF_FLOW_VERDICT;

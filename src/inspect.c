@@ -28,6 +28,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "tlsfault/cursor.h"
 #include "tlsfault/decode.h"
 #include "tlsfault/handshake.h"
 #include "tlsfault/inspect.h"
@@ -50,7 +51,7 @@ struct inspect_dir {
     struct tf_inspect *ins;
     enum tf_dir dir;
     struct tf_record_reader rec;
-    struct tf_hs_reader hs;
+    struct tf_hs_reader *hs;    /* NULL once the handshake is over */
     bool encrypted;             /* later records of this direction are unreadable */
     bool ccs_seen;
     uint32_t encrypted_records; /* since this direction became encrypted */
@@ -60,11 +61,10 @@ struct inspect_dir {
     uint64_t data_records;      /* after the handshake: records that carry data (TLS 1.3:
                                  * those too big to be an alert) */
     bool non_tls;
-    char non_tls_kind[16];
+    const char *non_tls_kind;   /* a static name */
     uint8_t preview[INSPECT_PREVIEW];
     size_t preview_len;
     uint64_t fed;
-    char last_message[64];
 };
 
 struct tf_inspect {
@@ -79,7 +79,7 @@ struct tf_inspect {
     bool resumed;
     bool done;
     uint16_t client_max_version;
-    char sni[256];
+    char *sni;                  /* the first ClientHello's server_name (owned) */
     bool has_sni;
     bool client_hello_seen;
     bool quiet;
@@ -90,7 +90,9 @@ struct tf_inspect {
     enum tf_dir last_dir;
     /* kept for the verdict (tf_inspect_facts) */
     json_t *offered_versions;   /* the first ClientHello's supported_versions */
-    json_t *offered_suites;     /* ... and its cipher_suites */
+    uint16_t *suites;           /* ... and its cipher_suites, as codes */
+    size_t n_suites;
+    bool suites_seen;
     json_t *server_chain;       /* the server's first decoded Certificate chain */
     bool downgrade_sentinel;    /* the ServerHello's random ends with DOWNGRD */
     char sentinel[8];           /* "tls12" / "tls11" */
@@ -100,7 +102,7 @@ struct tf_inspect {
      * text instead (inspect_finish): an idle connection then holds a few
      * hundred bytes of them rather than kilobytes of objects.
      */
-    char *versions_text, *suites_text, *messages_text;
+    char *versions_text, *messages_text;
 };
 
 const char *
@@ -123,13 +125,17 @@ tf_inspect_new(size_t handshake_message_max, tf_inspect_emit_fn emit, void *arg)
         return NULL;
     ins->emit = emit;
     ins->arg = arg;
-    ins->alerts = json_array();
     ins->messages = json_array();
     for (int i = 0; i < 2; i++) {
         ins->d[i].ins = ins;
         ins->d[i].dir = (enum tf_dir)i;
         tf_record_reader_init(&ins->d[i].rec);
-        tf_hs_reader_init(&ins->d[i].hs, handshake_message_max);
+        ins->d[i].hs = malloc(sizeof(*ins->d[i].hs));
+        if (ins->d[i].hs == NULL) {
+            tf_inspect_free(ins);
+            return NULL;
+        }
+        tf_hs_reader_init(ins->d[i].hs, handshake_message_max);
     }
     return ins;
 }
@@ -141,16 +147,18 @@ tf_inspect_free(struct tf_inspect *ins)
         return;
     for (int i = 0; i < 2; i++) {
         tf_record_reader_release(&ins->d[i].rec);
-        tf_hs_reader_release(&ins->d[i].hs);
+        if (ins->d[i].hs != NULL)
+            tf_hs_reader_release(ins->d[i].hs);
+        free(ins->d[i].hs);
     }
     json_decref(ins->alerts);
     json_decref(ins->alpn_offered);
     json_decref(ins->offered_versions);
-    json_decref(ins->offered_suites);
     json_decref(ins->server_chain);
     json_decref(ins->messages);
+    free(ins->sni);
+    free(ins->suites);
     free(ins->versions_text);
-    free(ins->suites_text);
     free(ins->messages_text);
     free(ins);
 }
@@ -173,6 +181,39 @@ inspect_version_name(uint16_t v, char *buf, size_t len)
         snprintf(buf, len, "%s", n);
     else
         snprintf(buf, len, "0x%04x", v);
+}
+
+/*
+ * The first ClientHello's cipher_suites, as 2-byte codes (RFC 8446
+ * §4.1.2: legacy_version, random, legacy_session_id<0..32>,
+ * cipher_suites<2..2^16-2>): a tenth of the room of their names.
+ */
+static void
+inspect_keep_suites(struct tf_inspect *ins, const uint8_t *body, size_t len)
+{
+    struct tf_cursor c, sid, list;
+    uint16_t v;
+    ins->suites_seen = true;
+    tf_cursor_init(&c, body, len);
+    if (!tf_cursor_skip(&c, 2 + 32) || !tf_cursor_sub8(&c, &sid) || !tf_cursor_sub16(&c, &list))
+        return;
+    size_t n = tf_cursor_left(&list) / 2;
+    if (n == 0 || tf_cursor_left(&list) % 2 != 0)
+        return; /* the event shows the same: an empty list, or the decode error */
+    ins->suites = malloc(n * sizeof(*ins->suites));
+    if (ins->suites == NULL)
+        return;
+    while (ins->n_suites < n && tf_cursor_u16(&list, &v))
+        ins->suites[ins->n_suites++] = v;
+}
+
+/* Alerts are rare: the list exists from the first one on. */
+static void
+inspect_add_alert(struct tf_inspect *ins, json_t *alert)
+{
+    if (ins->alerts == NULL)
+        ins->alerts = json_array();
+    json_array_append_new(ins->alerts, alert); /* takes alert, even when it fails */
 }
 
 /* Replaces *v by its compact text; keeps it as it is when memory is short. */
@@ -204,11 +245,12 @@ inspect_finish(struct tf_inspect *ins)
 {
     ins->done = true;
     ins->versions_text = inspect_pack(&ins->offered_versions);
-    ins->suites_text = inspect_pack(&ins->offered_suites);
     ins->messages_text = inspect_pack(&ins->messages);
     for (int i = 0; i < 2; i++) {
         ins->d[i].rec.skim = true;
-        tf_hs_reader_release(&ins->d[i].hs);
+        tf_hs_reader_release(ins->d[i].hs);
+        free(ins->d[i].hs);
+        ins->d[i].hs = NULL;
     }
 }
 
@@ -251,7 +293,6 @@ inspect_log_message(struct inspect_dir *d, const char *type)
 static void
 inspect_note_message(struct inspect_dir *d, const char *type)
 {
-    snprintf(d->last_message, sizeof(d->last_message), "%s", type);
     snprintf(d->ins->last_message, sizeof(d->ins->last_message), "%s", type);
     d->ins->last_dir = d->dir;
     if (strncmp(type, "alert ", 6) != 0)
@@ -298,7 +339,8 @@ inspect_message_cb(void *arg, uint8_t type, const uint8_t *body, size_t len)
         ins->client_hello_seen = true;
         if (!ins->has_sni && ch.has_sni) {
             ins->has_sni = true;
-            snprintf(ins->sni, sizeof(ins->sni), "%s", ch.sni);
+            ins->sni = strdup(ch.sni);
+            ins->has_sni = ins->sni != NULL;
         }
         if (ch.max_version > ins->client_max_version)
             ins->client_max_version = ch.max_version;
@@ -308,9 +350,8 @@ inspect_message_cb(void *arg, uint8_t type, const uint8_t *body, size_t len)
         json_t *versions = json_object_get(obj, "supported_versions");
         if (json_is_array(versions) && !ins->offered_versions)
             ins->offered_versions = json_incref(versions);
-        json_t *suites = json_object_get(obj, "cipher_suites");
-        if (json_is_array(suites) && !ins->offered_suites)
-            ins->offered_suites = json_incref(suites);
+        if (json_is_array(json_object_get(obj, "cipher_suites")) && !ins->suites_seen)
+            inspect_keep_suites(ins, body, len);
         break;
     }
     case TF_HS_SERVER_HELLO:
@@ -365,7 +406,7 @@ inspect_alert(struct inspect_dir *d, const struct tf_record *rec)
         tf_decode_alert(body + off, n, obj);
         json_t *summary = json_deep_copy(obj);
         json_object_set_new(summary, "dir", json_string(tf_dir_name(d->dir)));
-        json_array_append_new(d->ins->alerts, summary);
+        inspect_add_alert(d->ins, summary);
         json_t *desc = json_object_get(obj, "description");
         char name[48];
         snprintf(name, sizeof(name), "alert %s",
@@ -399,7 +440,7 @@ inspect_skimmed(struct inspect_dir *d, const struct tf_record *rec)
     if (rec->type == TF_CT_ALERT) {
         json_t *a = json_pack("{s:s, s:b, s:I}", "dir", tf_dir_name(d->dir), "encrypted", 1,
                               "length", (json_int_t)rec->len);
-        json_array_append_new(d->ins->alerts, a);
+        inspect_add_alert(d->ins, a);
     }
     inspect_encrypted(d, rec);
 }
@@ -447,7 +488,7 @@ inspect_record_cb(void *arg, const struct tf_record *rec)
         if (rec->type == TF_CT_ALERT) {
             json_t *a = json_pack("{s:s, s:b, s:I}", "dir", tf_dir_name(d->dir), "encrypted", 1,
                                   "length", (json_int_t)rec->len);
-            json_array_append_new(ins->alerts, a);
+            inspect_add_alert(ins, a);
         }
         inspect_encrypted(d, rec);
         inspect_check_done(ins);
@@ -458,10 +499,10 @@ inspect_record_cb(void *arg, const struct tf_record *rec)
         return true;
     }
     /* A clear handshake record. */
-    if (d->hs.stopped)
+    if (d->hs == NULL || d->hs->stopped)
         return true;
-    if (tf_hs_feed(&d->hs, rec->body, rec->len, inspect_message_cb, d) == TF_PARSE_BAD) {
-        json_t *obj = json_pack("{s:s}", "error", d->hs.error);
+    if (tf_hs_feed(d->hs, rec->body, rec->len, inspect_message_cb, d) == TF_PARSE_BAD) {
+        json_t *obj = json_pack("{s:s}", "error", d->hs->error);
         inspect_emit(d, "handshake", obj);
         /*
          * Only a certificate chain grows past the cap; an abbreviated
@@ -486,7 +527,7 @@ inspect_not_tls(struct inspect_dir *d)
     const char *kind = d->rec.offset == 0 ? kinds[d->rec.kind] : "malformed";
 
     d->non_tls = true;
-    snprintf(d->non_tls_kind, sizeof(d->non_tls_kind), "%s", kind);
+    d->non_tls_kind = kind;
     if (d->rec.offset == 0)
         tf_record_preview(d->preview, d->preview_len, INSPECT_PREVIEW, preview, sizeof(preview));
     else
@@ -641,9 +682,21 @@ tf_inspect_facts(const struct tf_inspect *ins, json_t *facts)
     json_t *versions = inspect_unpack(ins->offered_versions, ins->versions_text);
     if (versions)
         json_object_set_new(ch, "versions", versions);
-    json_t *suites = inspect_unpack(ins->offered_suites, ins->suites_text);
-    if (suites)
+    if (ins->suites_seen) {
+        /* Named as the client_hello event names them (decode.c). */
+        json_t *suites = json_array();
+        for (size_t i = 0; i < ins->n_suites; i++) {
+            uint16_t v = ins->suites[i];
+            const char *name = tf_names_is_grease(v) ? "GREASE" : tf_names_cipher_suite(v);
+            char hex[8];
+            if (name == NULL) {
+                snprintf(hex, sizeof(hex), "0x%04x", v);
+                name = hex;
+            }
+            json_array_append_new(suites, json_string(name));
+        }
         json_object_set_new(ch, "cipher_suites", suites);
+    }
     json_object_set_new(ch, "has_sni", json_boolean(ins->has_sni));
     json_object_set_new(facts, "client_hello", ch);
     if (ins->server_hello_seen) {

@@ -33,41 +33,51 @@ struct relay_pending {
 struct tf_relay {
     const struct tf_relay_ops *ops;
     void *arg;
+    struct event_base *base;
     evutil_socket_t fd[2];
-    struct event *rd[2]; /* readable: side i has bytes for the other */
-    struct event *wr[2]; /* writable: side i can take pending[1 - i] */
+    /*
+     * One event per socket, its mask changed as needed: an idle relay
+     * holds two events, not four (a re-armed mask costs two epoll_ctl
+     * calls instead of one, and only when a socket's buffer is full).
+     */
+    struct event *ev[2];
+    short mask[2];
     struct relay_pending pending[2]; /* read from side i, for the other side */
-    bool eof[2];   /* side i sent FIN */
-    bool shut[2];  /* FIN passed on to side i */
-    bool reading[2];
-    bool writing[2];
+    bool eof[2];     /* side i sent FIN */
+    bool shut[2];    /* FIN passed on to side i */
+    bool reading[2]; /* side i has bytes for the other, when readable */
+    bool writing[2]; /* side i can take pending[1 - i], when writable */
 };
 
-static void relay_read_cb(evutil_socket_t fd, short what, void *arg);
-static void relay_write_cb(evutil_socket_t fd, short what, void *arg);
+static void relay_cb(evutil_socket_t fd, short what, void *arg);
+
+static void
+relay_arm(struct tf_relay *r, int side)
+{
+    short want = (short)((r->reading[side] ? EV_READ : 0) | (r->writing[side] ? EV_WRITE : 0));
+    if (want == r->mask[side])
+        return;
+    if (r->mask[side] != 0)
+        event_del(r->ev[side]);
+    r->mask[side] = want;
+    if (want == 0)
+        return;
+    event_assign(r->ev[side], r->base, r->fd[side], (short)(want | EV_PERSIST), relay_cb, r);
+    event_add(r->ev[side], NULL);
+}
 
 static void
 relay_want_read(struct tf_relay *r, int side, bool on)
 {
-    if (r->reading[side] == on)
-        return;
     r->reading[side] = on;
-    if (on)
-        event_add(r->rd[side], NULL);
-    else
-        event_del(r->rd[side]);
+    relay_arm(r, side);
 }
 
 static void
 relay_want_write(struct tf_relay *r, int side, bool on)
 {
-    if (r->writing[side] == on)
-        return;
     r->writing[side] = on;
-    if (on)
-        event_add(r->wr[side], NULL);
-    else
-        event_del(r->wr[side]);
+    relay_arm(r, side);
 }
 
 /* Ends the relay through the owner; r is gone afterwards. */
@@ -161,12 +171,9 @@ relay_forward(struct tf_relay *r, int side, const uint8_t *p, size_t n)
 }
 
 static void
-relay_read_cb(evutil_socket_t fd, short what, void *arg)
+relay_read(struct tf_relay *r, int side)
 {
-    struct tf_relay *r = arg;
-    int side = fd == r->fd[0] ? 0 : 1;
-    (void)what;
-
+    evutil_socket_t fd = r->fd[side];
     for (int i = 0; i < RELAY_READS_PER_WAKE; i++) {
         ssize_t n = recv(fd, relay_scratch, sizeof(relay_scratch), 0);
         if (n > 0) {
@@ -194,14 +201,13 @@ relay_read_cb(evutil_socket_t fd, short what, void *arg)
     }
 }
 
-static void
-relay_write_cb(evutil_socket_t fd, short what, void *arg)
+/* Writes what waits for socket to; false when the relay ended. */
+static bool
+relay_write(struct tf_relay *r, int to)
 {
-    struct tf_relay *r = arg;
-    int to = fd == r->fd[0] ? 0 : 1;
+    evutil_socket_t fd = r->fd[to];
     int side = 1 - to;
     struct relay_pending *q = &r->pending[side];
-    (void)what;
 
     while (q->off < q->len) {
         ssize_t w = send(fd, q->p + q->off, q->len - q->off, MSG_NOSIGNAL);
@@ -212,20 +218,30 @@ relay_write_cb(evutil_socket_t fd, short what, void *arg)
         if (w < 0 && errno == EINTR)
             continue;
         if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
-            return;
+            return true;
         int err = w < 0 ? errno : EPIPE;
         relay_end(r, relay_error_kind(err), to, err);
-        return;
+        return false;
     }
     free(q->p);
     q->p = NULL;
     q->len = q->off = 0;
     relay_want_write(r, to, false);
-    if (r->eof[side]) {
-        relay_pass_fin(r, side);
-        return;
-    }
+    if (r->eof[side])
+        return relay_pass_fin(r, side);
     relay_want_read(r, side, true);
+    return true;
+}
+
+static void
+relay_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct tf_relay *r = arg;
+    int side = fd == r->fd[0] ? 0 : 1;
+    if ((what & EV_WRITE) && r->writing[side] && !relay_write(r, side))
+        return;
+    if ((what & EV_READ) && r->reading[side])
+        relay_read(r, side);
 }
 
 struct tf_relay *
@@ -237,11 +253,11 @@ tf_relay_new(struct event_base *base, const evutil_socket_t fd[2], const struct 
         return NULL;
     r->ops = ops;
     r->arg = arg;
+    r->base = base;
     for (int i = 0; i < 2; i++) {
         r->fd[i] = fd[i];
-        r->rd[i] = event_new(base, fd[i], EV_READ | EV_PERSIST, relay_read_cb, r);
-        r->wr[i] = event_new(base, fd[i], EV_WRITE | EV_PERSIST, relay_write_cb, r);
-        if (r->rd[i] == NULL || r->wr[i] == NULL) {
+        r->ev[i] = event_new(base, fd[i], EV_READ | EV_PERSIST, relay_cb, r);
+        if (r->ev[i] == NULL) {
             tf_relay_free(r);
             return NULL;
         }
@@ -303,10 +319,8 @@ tf_relay_free(struct tf_relay *r)
     if (r == NULL)
         return;
     for (int i = 0; i < 2; i++) {
-        if (r->rd[i])
-            event_free(r->rd[i]);
-        if (r->wr[i])
-            event_free(r->wr[i]);
+        if (r->ev[i])
+            event_free(r->ev[i]);
         free(r->pending[i].p);
     }
     free(r);

@@ -70,7 +70,7 @@ struct tf_record_reader {
     bool skim;
     bool stopped;
     enum tf_stream_kind kind;   /* set when the reader stops on bad input */
-    char error[128];            /* why it stopped on bad input */
+    char error[48];             /* why it stopped on bad input */
 };
 
 void tf_record_reader_init(struct tf_record_reader *r);
