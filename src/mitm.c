@@ -25,6 +25,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <openssl/buffer.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
@@ -81,20 +82,22 @@ struct tf_mitm {
     bool forged;
     char forged_desc[160];
     bool require_sni;
-    char sni[256];
+    const char *sni;            /* the inspector's (it outlives us) */
     bool has_sni;
-    uint8_t alpn_selected[256];
+    uint8_t *alpn_selected;     /* the upstream's choice (owned) */
     size_t alpn_selected_len;
     bool client_done;           /* handshake finished on the client leg */
     bool upstream_done;
     uint64_t data_bytes[2];     /* plaintext seen per direction */
     size_t content_logged[2];   /* of which logged as "data" events */
-    char error[MITM_ERROR_MAX];
+    char *error;                /* why the mitm failed (owned) */
     /* kept for the verdict (tf_mitm_facts) */
     enum mitm_stage failed_at;  /* the stage mitm_fail ended, when it did */
     bool failed;
     json_t *upstream_chain;     /* the real server's chain, decoded (first Certificate) */
     json_t *forged_chain;       /* what the client was shown */
+    char *upstream_chain_text;  /* both, as JSON text once relaying: an idle connection */
+    char *forged_chain_text;    /* keeps a third of the memory */
     int client_alert;           /* first alert the client sent us, -1 none */
     bool client_alert_fatal;
     int to_client_alert;        /* first alert our client leg sent, -1 none */
@@ -208,6 +211,9 @@ tf_mitm_ctx_new(const struct tf_config *cfg, size_t listener_index, char *err, s
     SSL_CTX_set_options(ctx->client_side, SSL_OP_NO_TICKET);
     SSL_CTX_set_num_tickets(ctx->client_side, 0);
     SSL_CTX_set_session_cache_mode(ctx->upstream_side, SSL_SESS_CACHE_OFF);
+    /* An idle connection keeps no record buffers (some 34 KiB per leg otherwise). */
+    SSL_CTX_set_mode(ctx->client_side, SSL_MODE_RELEASE_BUFFERS);
+    SSL_CTX_set_mode(ctx->upstream_side, SSL_MODE_RELEASE_BUFFERS);
     SSL_CTX_set_tlsext_servername_callback(ctx->client_side, mitm_servername_cb);
     SSL_CTX_set_alpn_select_cb(ctx->client_side, mitm_alpn_select_cb, NULL);
     SSL_CTX_set_keylog_callback(ctx->client_side, mitm_keylog_cb);
@@ -289,9 +295,11 @@ mitm_msg_cb(int write_p, int version, int content_type, const void *buf, size_t 
             snprintf(m->upstream_last, sizeof(m->upstream_last), "%s", name);
         }
         json_t *chain = type == TF_HS_CERTIFICATE ? json_object_get(obj, "chain") : NULL;
-        if (json_is_array(chain) && ssl == m->upstream && !write_p && m->upstream_chain == NULL)
+        if (json_is_array(chain) && ssl == m->upstream && !write_p && m->upstream_chain == NULL &&
+            m->upstream_chain_text == NULL)
             m->upstream_chain = json_incref(chain);
-        else if (json_is_array(chain) && ssl == m->client && write_p && m->forged_chain == NULL)
+        else if (json_is_array(chain) && ssl == m->client && write_p && m->forged_chain == NULL &&
+                 m->forged_chain_text == NULL)
             m->forged_chain = json_incref(chain);
         m->emit(m->arg, "handshake", dir, obj);
     } else if (content_type == SSL3_RT_ALERT && len >= 2) {
@@ -353,6 +361,10 @@ tf_mitm_free(struct tf_mitm *m)
     evbuffer_free(m->client_wait);
     json_decref(m->upstream_chain);
     json_decref(m->forged_chain);
+    free(m->upstream_chain_text);
+    free(m->forged_chain_text);
+    free(m->alpn_selected);
+    free(m->error);
     free(m);
 }
 
@@ -361,7 +373,13 @@ mitm_fail(struct tf_mitm *m, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(m->error, sizeof(m->error), fmt, ap);
+    char buf[MITM_ERROR_MAX];
+    vsnprintf(buf, sizeof(buf), fmt, ap);
+    char *copy = strdup(buf);
+    if (copy != NULL) {
+        free(m->error);
+        m->error = copy;
+    }
     va_end(ap);
     if (!m->failed) {
         m->failed = true;
@@ -648,7 +666,8 @@ mitm_upstream_step(struct tf_mitm *m, struct evbuffer *to_client, struct evbuffe
     const unsigned char *alpn = NULL;
     unsigned alpn_len = 0;
     SSL_get0_alpn_selected(m->upstream, &alpn, &alpn_len);
-    if (alpn_len > 0 && alpn_len < sizeof(m->alpn_selected)) {
+    if (alpn_len > 0 && m->alpn_selected == NULL &&
+        (m->alpn_selected = malloc(alpn_len)) != NULL) {
         memcpy(m->alpn_selected, alpn, alpn_len);
         m->alpn_selected_len = alpn_len;
     }
@@ -709,6 +728,14 @@ mitm_pump(struct tf_mitm *m, SSL *from, SSL *to, BIO *to_out, struct evbuffer *o
     uint8_t buf[MITM_READ_CHUNK];
     *closed = false;
     for (;;) {
+        /*
+         * Nothing buffered, nothing in the BIO: SSL_read would only answer
+         * "want read", after setting up a 16 KiB read buffer that an idle
+         * connection then keeps (SSL_MODE_RELEASE_BUFFERS frees it only
+         * after a record).
+         */
+        if (!SSL_has_pending(from) && BIO_ctrl_pending(SSL_get_rbio(from)) == 0)
+            return TF_MITM_OK;
         ERR_clear_error();
         int n = SSL_read(from, buf, sizeof(buf));
         if (n > 0) {
@@ -734,6 +761,76 @@ mitm_pump(struct tf_mitm *m, SSL *from, SSL *to, BIO *to_out, struct evbuffer *o
     }
 }
 
+/*
+ * A memory BIO keeps room for the largest burst it ever held (a 16 KiB
+ * record, a certificate flight); once it is empty, an idle connection is
+ * better off with a fresh one.
+ */
+#define MITM_BIO_KEEP 256
+
+/* The chain as an object again: a new reference, or NULL. */
+static json_t *
+mitm_unpack(json_t *v, const char *text)
+{
+    if (v != NULL)
+        return json_incref(v);
+    return text != NULL ? json_loads(text, 0, NULL) : NULL;
+}
+
+static void
+mitm_trim_bio(SSL *ssl, BIO **slot, bool reading)
+{
+    BUF_MEM *bm = NULL;
+    if (ssl == NULL || *slot == NULL || BIO_ctrl_pending(*slot) != 0)
+        return;
+    BIO_get_mem_ptr(*slot, &bm);
+    if (bm == NULL || bm->max <= MITM_BIO_KEEP)
+        return;
+    BIO *fresh = BIO_new(BIO_s_mem());
+    if (fresh == NULL)
+        return;
+    if (reading)
+        SSL_set0_rbio(ssl, fresh); /* frees the old one */
+    else
+        SSL_set0_wbio(ssl, fresh);
+    *slot = fresh;
+}
+
+/* Replaces *v by its compact text (kept as it is when memory is short). */
+static void
+mitm_pack(json_t **v, char **text)
+{
+    if (*v == NULL || *text != NULL)
+        return;
+    *text = json_dumps(*v, JSON_COMPACT);
+    if (*text != NULL) {
+        json_decref(*v);
+        *v = NULL;
+    }
+}
+
+/* Relaying: both legs' BIOs back to their idle size where they are empty. */
+static enum tf_mitm_status
+mitm_trim(struct tf_mitm *m, enum tf_mitm_status st)
+{
+    if (st != TF_MITM_OK || m->stage != MITM_RELAY)
+        return st;
+    mitm_pack(&m->upstream_chain, &m->upstream_chain_text);
+    mitm_pack(&m->forged_chain, &m->forged_chain_text);
+    mitm_trim_bio(m->client, &m->client_in, true);
+    mitm_trim_bio(m->client, &m->client_out, false);
+    mitm_trim_bio(m->upstream, &m->up_in, true);
+    mitm_trim_bio(m->upstream, &m->up_out, false);
+    /*
+     * Record buffers too: SSL_MODE_RELEASE_BUFFERS misses the read buffer
+     * after post-handshake messages (a TLS 1.3 NewSessionTicket), which
+     * would keep 16 KiB per idle connection.  Refused while in use.
+     */
+    SSL_free_buffers(m->client);
+    SSL_free_buffers(m->upstream);
+    return st;
+}
+
 /* ------------------------------------------------------------ entry points */
 
 static enum tf_mitm_status
@@ -743,7 +840,7 @@ mitm_hello_ready(struct tf_mitm *m, struct evbuffer *to_client, struct evbuffer 
         return TF_MITM_OK;
     const char *sni = tf_inspect_sni(m->ins);
     if (sni != NULL) {
-        snprintf(m->sni, sizeof(m->sni), "%s", sni);
+        m->sni = sni;
         m->has_sni = true;
     }
     if (m->inj != NULL)
@@ -783,11 +880,11 @@ tf_mitm_from_client(struct tf_mitm *m, struct evbuffer *in, struct evbuffer *to_
         }
         m->stage = MITM_RELAY;
         m->client_done = true;
-        return mitm_pump(m, m->client, m->upstream, m->up_out, to_server, &closed);
+        return mitm_trim(m, mitm_pump(m, m->client, m->upstream, m->up_out, to_server, &closed));
     }
     case MITM_RELAY:
         mitm_feed(m->client_in, in);
-        return mitm_pump(m, m->client, m->upstream, m->up_out, to_server, &closed);
+        return mitm_trim(m, mitm_pump(m, m->client, m->upstream, m->up_out, to_server, &closed));
     case MITM_RAW:
         evbuffer_add_buffer(to_server, in);
         return TF_MITM_OK;
@@ -812,7 +909,7 @@ tf_mitm_from_server(struct tf_mitm *m, struct evbuffer *in, struct evbuffer *to_
         return TF_MITM_OK;
     case MITM_RELAY:
         mitm_feed(m->up_in, in);
-        return mitm_pump(m, m->upstream, m->client, m->client_out, to_client, &closed);
+        return mitm_trim(m, mitm_pump(m, m->upstream, m->client, m->client_out, to_client, &closed));
     case MITM_RAW:
         evbuffer_add_buffer(to_client, in);
         return TF_MITM_OK;
@@ -874,7 +971,7 @@ tf_mitm_describe(const struct tf_mitm *m, char *buf, size_t len)
 const char *
 tf_mitm_error(const struct tf_mitm *m)
 {
-    return m->error[0] ? m->error : NULL;
+    return m->error;
 }
 
 static json_t *
@@ -962,7 +1059,7 @@ tf_mitm_facts(const struct tf_mitm *m, json_t *facts)
         json_object_set_new(o, "failed_leg", json_string(upstream ? "upstream" : "client"));
         json_object_set_new(o, "failed_at", json_string(mitm_stage_name(m->failed_at)));
     }
-    if (m->error[0])
+    if (m->error)
         json_object_set_new(o, "error", json_string(m->error));
     if (m->upstream_alert >= 0)
         json_object_set_new(o, "upstream_alert",
@@ -984,9 +1081,11 @@ tf_mitm_facts(const struct tf_mitm *m, json_t *facts)
     json_object_set_new(o, "forged", json_boolean(m->forged));
     json_object_set_new(o, "upstream_done", json_boolean(m->upstream_done));
     json_object_set_new(o, "client_done", json_boolean(m->client_done));
-    if (m->upstream_chain)
-        json_object_set(o, "upstream_chain", m->upstream_chain);
-    if (m->forged_chain)
-        json_object_set(o, "forged_chain", m->forged_chain);
+    json_t *chain = mitm_unpack(m->upstream_chain, m->upstream_chain_text);
+    if (chain)
+        json_object_set_new(o, "upstream_chain", chain);
+    chain = mitm_unpack(m->forged_chain, m->forged_chain_text);
+    if (chain)
+        json_object_set_new(o, "forged_chain", chain);
     json_object_set_new(facts, "mitm_facts", o);
 }
