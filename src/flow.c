@@ -46,6 +46,7 @@
 #include <fnmatch.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <sys/uio.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -108,6 +109,7 @@ struct tf_leg {
     struct tf_flow *flow;
     struct tf_leg *peer;
     struct bufferevent *bev; /* NULL once the flow relays (flow->relay) */
+    struct event *reader;    /* reads the socket into bev's input (flow_reader_cb) */
     evutil_socket_t fd;      /* the socket, while the flow relays */
     enum tf_dir dir;         /* direction of the bytes this leg reads */
     const char *side;        /* "client" / "server" */
@@ -194,6 +196,7 @@ static struct tf_shaper flow_no_shaper;
 static atomic_uint_fast64_t flow_next_id = 1;
 
 static void flow_read_cb(struct bufferevent *bev, void *arg);
+static void flow_leg_reading(struct tf_leg *leg, bool on);
 static void flow_write_cb(struct bufferevent *bev, void *arg);
 static void flow_event_cb(struct bufferevent *bev, short what, void *arg);
 static void flow_close_with(struct tf_flow *f, const char *closed_by, const char *how,
@@ -632,7 +635,7 @@ flow_shaper_release(struct tf_leg *leg)
     if (leg->read_paused && queued <= f->cfg->buffer_max / 2) {
         leg->read_paused = false;
         if (!leg->eof)
-            bufferevent_enable(leg->bev, EV_READ);
+            flow_leg_reading(leg, true);
     }
     if (leg->peer->shut_pending && evbuffer_get_length(sh->held) == 0 &&
         evbuffer_get_length(out) == 0) {
@@ -672,9 +675,9 @@ flow_fault_end(struct tf_flow *f, const struct tf_inject_result *res)
 {
     f->ending = true;
     f->end = *res;
-    bufferevent_disable(f->client.bev, EV_READ);
+    flow_leg_reading(&f->client, false);
     if (flow_server_up(f))
-        bufferevent_disable(f->server.bev, EV_READ);
+        flow_leg_reading(&f->server, false);
     for (struct tf_leg *leg = &f->client; leg; leg = leg == &f->client ? &f->server : NULL)
         if (leg->shaper->timer)
             evtimer_del(leg->shaper->timer);
@@ -713,7 +716,7 @@ flow_fault_try_finish(struct tf_flow *f)
                 shutdown(bufferevent_getfd(leg->bev), SHUT_WR);
             }
             if (!leg->eof)
-                bufferevent_enable(leg->bev, EV_READ);
+                flow_leg_reading(leg, true);
         }
         struct timeval tv = { FLOW_LINGER_MS / 1000, (FLOW_LINGER_MS % 1000) * 1000 };
         evtimer_add(f->timer, &tv);
@@ -1009,8 +1012,9 @@ flow_decide(struct tf_flow *f, const struct sockaddr *dest)
         struct tf_worker_tls *tls = tf_worker_tls(f->w, f->cfg, mitm_err, sizeof(mitm_err));
         f->mid = evbuffer_new();
         f->to_client = evbuffer_new();
-        f->discard = evbuffer_new();
-        if (tls != NULL && f->mid != NULL && f->to_client != NULL && f->discard != NULL)
+        f->discard = f->inj != NULL ? evbuffer_new() : NULL; /* only wire faults answer back */
+        if (tls != NULL && f->mid != NULL && f->to_client != NULL &&
+            (f->discard != NULL || f->inj == NULL))
             f->mitm = tf_mitm_new(tls->ctx[f->listener_index], tls->forge, f->ins, f->inj,
                                   flow_emit, flow_keylog, f);
         if (f->mitm == NULL) {
@@ -1439,7 +1443,7 @@ flow_request_read(struct tf_flow *f)
         flow_refuse(f, 403, why);
         return;
     }
-    bufferevent_disable(f->client.bev, EV_READ);
+    flow_leg_reading(&f->client, false);
     flow_route_to(f, req.host, req.port);
     flow_emit_start(f);
 }
@@ -1492,7 +1496,8 @@ flow_accept_intercepted(struct tf_flow *f, int fd)
     }
     if (!flow_decide(f, dest))
         return;
-    bufferevent_enable(f->client.bev, EV_READ | EV_WRITE);
+    bufferevent_enable(f->client.bev, EV_WRITE);
+    flow_leg_reading(&f->client, true);
     flow_arm_timer(f);
     if (flow_connect_addr(f, dest) == FLOW_CONNECT_FAILED)
         flow_fail(f, "error", f->connect_error);
@@ -1554,7 +1559,8 @@ tf_flow_accept(struct tf_worker *w, size_t listener_index, int fd, const struct 
     case TF_ROUTE_CONNECT:
         /* flow_start and the rules wait for the request to name the target. */
         f->state = TF_FLOW_REQUEST;
-        bufferevent_enable(f->client.bev, EV_READ | EV_WRITE);
+        bufferevent_enable(f->client.bev, EV_WRITE);
+    flow_leg_reading(&f->client, true);
         flow_arm_timer(f);
         return;
     case TF_ROUTE_SNI:
@@ -1562,7 +1568,8 @@ tf_flow_accept(struct tf_worker *w, size_t listener_index, int fd, const struct 
         flow_emit_start(f);
         if (!flow_decide(f, NULL))
             return;
-        bufferevent_enable(f->client.bev, EV_READ | EV_WRITE);
+        bufferevent_enable(f->client.bev, EV_WRITE);
+    flow_leg_reading(&f->client, true);
         flow_arm_timer(f);
         return;
     case TF_ROUTE_REDIRECT:
@@ -1580,9 +1587,98 @@ tf_flow_accept(struct tf_worker *w, size_t listener_index, int fd, const struct 
      * The client's first bytes (its ClientHello) are read and inspected at
      * once and wait in the server leg's output until the connect completes.
      */
-    bufferevent_enable(f->client.bev, EV_READ | EV_WRITE);
+    bufferevent_enable(f->client.bev, EV_WRITE);
+    flow_leg_reading(&f->client, true);
     flow_arm_timer(f);
     flow_resolve(f);
+}
+
+/*
+ * Reads what the socket holds, up to FLOW_READ_MAX, into the bufferevent's
+ * input, then runs the flow's read callback as the bufferevent would.
+ * libevent 2.1 reads at most 4 KiB per callback (after an FIONREAD ioctl):
+ * five times the system calls for a bulk transfer through faults or mitm.
+ */
+#define FLOW_READ_MAX (64 * 1024)
+
+static void
+flow_reader_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct tf_leg *leg = arg;
+    struct evbuffer *in = bufferevent_get_input(leg->bev);
+    struct evbuffer_iovec v[2];
+    (void)what;
+    /* A bufferevent keeps its input's end frozen but while it reads itself. */
+    evbuffer_unfreeze(in, 0);
+    int nv = evbuffer_reserve_space(in, FLOW_READ_MAX, v, 2);
+    if (nv <= 0) {
+        evbuffer_freeze(in, 0);
+        flow_close_with(leg->flow, "proxy", "error", "out of memory");
+        return;
+    }
+    struct iovec iov[2];
+    for (int i = 0; i < nv; i++) {
+        iov[i].iov_base = v[i].iov_base;
+        iov[i].iov_len = v[i].iov_len;
+    }
+    ssize_t n;
+    do
+        n = readv(fd, iov, nv);
+    while (n < 0 && errno == EINTR);
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+        evbuffer_commit_space(in, v, 0);
+        evbuffer_freeze(in, 0);
+        return;
+    }
+    if (n <= 0) {
+        int err = errno;
+        evbuffer_commit_space(in, v, 0);
+        evbuffer_freeze(in, 0);
+        errno = err;
+        /* The same events the bufferevent would report; errno is still the read's. */
+        flow_event_cb(leg->bev, BEV_EVENT_READING | (n == 0 ? BEV_EVENT_EOF : BEV_EVENT_ERROR),
+                      leg);
+        return;
+    }
+    size_t left = (size_t)n;
+    for (int i = 0; i < nv; i++) {
+        if (v[i].iov_len > left)
+            v[i].iov_len = left;
+        left -= v[i].iov_len;
+    }
+    evbuffer_commit_space(in, v, nv);
+    evbuffer_freeze(in, 0);
+    flow_read_cb(leg->bev, leg); /* may free the flow: nothing after it */
+}
+
+/* Reading on or off: the flow's own reader, never the bufferevent's. */
+static void
+flow_leg_reading(struct tf_leg *leg, bool on)
+{
+    if (leg->bev == NULL)
+        return;
+    evutil_socket_t fd = bufferevent_getfd(leg->bev);
+    if (leg->reader != NULL && event_get_fd(leg->reader) != fd) {
+        event_free(leg->reader); /* the socket was replaced (a next address) */
+        leg->reader = NULL;
+    }
+    if (!on) {
+        if (leg->reader != NULL)
+            event_del(leg->reader);
+        else
+            bufferevent_disable(leg->bev, EV_READ); /* the fallback below */
+        return;
+    }
+    if (fd < 0)
+        return;
+    if (leg->reader == NULL) {
+        leg->reader = event_new(leg->flow->w->base, fd, EV_READ | EV_PERSIST, flow_reader_cb, leg);
+        if (leg->reader == NULL) {
+            bufferevent_enable(leg->bev, EV_READ); /* slower, but reading */
+            return;
+        }
+    }
+    event_add(leg->reader, NULL);
 }
 
 static void
@@ -1643,7 +1739,7 @@ flow_read_cb(struct bufferevent *bev, void *arg)
     if (queued >= f->cfg->buffer_max) {
         /* le-proxy style back-pressure: resume when the peer has drained half. */
         leg->read_paused = true;
-        bufferevent_disable(bev, EV_READ);
+        flow_leg_reading(leg, false);
         bufferevent_setwatermark(leg->peer->bev, EV_WRITE, f->cfg->buffer_max / 2, 0);
     }
     if (f->state == TF_FLOW_HELLO && leg == &f->client)
@@ -1667,7 +1763,7 @@ flow_write_cb(struct bufferevent *bev, void *arg)
     if (leg->peer->read_paused && left <= f->cfg->buffer_max / 2) {
         leg->peer->read_paused = false;
         if (!leg->peer->eof)
-            bufferevent_enable(leg->peer->bev, EV_READ);
+            flow_leg_reading(leg->peer, true);
         if (!leg->shut_pending)
             bufferevent_setwatermark(bev, EV_WRITE, 0, 0);
     }
@@ -1775,6 +1871,9 @@ flow_relay_begin(struct tf_flow *f)
     }
     for (struct tf_leg *leg = &f->client; leg; leg = leg == &f->client ? &f->server : NULL) {
         /* The bufferevent lets go of the socket without closing it. */
+        flow_leg_reading(leg, false);
+        event_free(leg->reader);
+        leg->reader = NULL;
         bufferevent_disable(leg->bev, EV_READ | EV_WRITE);
         bufferevent_setfd(leg->bev, -1);
         bufferevent_free(leg->bev);
@@ -1805,7 +1904,8 @@ flow_connected(struct tf_flow *f)
         evtimer_add(f->timer, &now);
         return;
     }
-    bufferevent_enable(f->server.bev, EV_READ | EV_WRITE);
+    bufferevent_enable(f->server.bev, EV_WRITE);
+    flow_leg_reading(&f->server, true);
     evtimer_del(f->timer);
     flow_arm_timer(f);
     bool opened = false;
@@ -1813,7 +1913,7 @@ flow_connected(struct tf_flow *f)
         /* The tunnel is open: what the client sends from now on is the flow's. */
         f->tunnel = opened = true;
         flow_answer(f, 200, NULL);
-        bufferevent_enable(f->client.bev, EV_READ);
+        flow_leg_reading(&f->client, true);
     }
     if (f->mitm != NULL) {
         struct evbuffer *to_server = flow_sink(&f->client);
@@ -1845,7 +1945,7 @@ flow_event_cb(struct bufferevent *bev, short what, void *arg)
     if (f->lingering) {
         if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR)) {
             leg->eof = true;
-            bufferevent_disable(leg->bev, EV_READ);
+            flow_leg_reading(leg, false);
             if (f->client.eof && (f->server.eof || !flow_server_up(f)))
                 flow_fault_try_finish(f);
         }
@@ -1874,7 +1974,7 @@ flow_event_cb(struct bufferevent *bev, short what, void *arg)
         leg->eof = true;
         if (f->first_closer == NULL)
             f->first_closer = leg->side;
-        bufferevent_disable(leg->bev, EV_READ);
+        flow_leg_reading(leg, false);
         flow_shutdown_leg(leg->peer);
         flow_maybe_finish(f);
         return;
@@ -2191,6 +2291,11 @@ flow_close_with(struct tf_flow *f, const char *closed_by, const char *how, const
             flow_reset_socket(flow_leg_fd(&f->server));
     }
     f->state = TF_FLOW_CLOSED;
+    for (struct tf_leg *leg = &f->client; leg; leg = leg == &f->client ? &f->server : NULL) {
+        if (leg->reader != NULL)
+            event_free(leg->reader);
+        leg->reader = NULL;
+    }
     if (f->relay != NULL) {
         tf_relay_free(f->relay);
         f->relay = NULL;

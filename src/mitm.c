@@ -25,7 +25,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <openssl/buffer.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
@@ -36,6 +35,7 @@
 #include "tlsfault/forge.h"
 #include "tlsfault/handshake.h"
 #include "tlsfault/inject.h"
+#include "tlsfault/evbio.h"
 #include "tlsfault/mitm.h"
 #include "tlsfault/names.h"
 #include "tlsfault/record.h"
@@ -389,38 +389,19 @@ mitm_fail(struct tf_mitm *m, const char *fmt, ...)
     return TF_MITM_FAILED;
 }
 
-/* Moves what an SSL wrote into its memory BIO to out. */
+/* Moves what an SSL wrote into its BIO to out (chains move, bytes stay put). */
 static void
 mitm_drain(BIO *bio, struct evbuffer *out)
 {
-    size_t pending;
-    while (bio != NULL && (pending = BIO_ctrl_pending(bio)) > 0) {
-        struct evbuffer_iovec v;
-        if (evbuffer_reserve_space(out, (ev_ssize_t)pending, &v, 1) < 1)
-            return;
-        int n = BIO_read(bio, v.iov_base, (int)(pending < v.iov_len ? pending : v.iov_len));
-        if (n <= 0)
-            return;
-        v.iov_len = (size_t)n;
-        evbuffer_commit_space(out, &v, 1);
-    }
+    if (bio != NULL)
+        evbuffer_add_buffer(out, tf_evbio_buffer(bio));
 }
 
+/* Moves in to where an SSL reads. */
 static void
 mitm_feed(BIO *bio, struct evbuffer *in)
 {
-    struct evbuffer_iovec v[8];
-    for (;;) {
-        int n = evbuffer_peek(in, -1, NULL, v, 8);
-        if (n <= 0)
-            return;
-        size_t total = 0;
-        for (int i = 0; i < n && i < 8; i++) {
-            BIO_write(bio, v[i].iov_base, (int)v[i].iov_len);
-            total += v[i].iov_len;
-        }
-        evbuffer_drain(in, total);
-    }
+    evbuffer_add_buffer(tf_evbio_buffer(bio), in);
 }
 
 static const char *
@@ -475,8 +456,8 @@ static enum tf_mitm_status
 mitm_start_upstream(struct tf_mitm *m, struct evbuffer *to_server)
 {
     m->upstream = SSL_new(m->ctx->upstream_side);
-    m->up_in = BIO_new(BIO_s_mem());
-    m->up_out = BIO_new(BIO_s_mem());
+    m->up_in = tf_evbio_new();
+    m->up_out = tf_evbio_new();
     if (m->upstream == NULL || m->up_in == NULL || m->up_out == NULL) {
         BIO_free(m->up_in);
         BIO_free(m->up_out);
@@ -586,8 +567,8 @@ mitm_start_client(struct tf_mitm *m, X509 *upstream_leaf, struct evbuffer *to_cl
     char err[256];
 
     m->client = SSL_new(m->ctx->client_side);
-    m->client_in = BIO_new(BIO_s_mem());
-    m->client_out = BIO_new(BIO_s_mem());
+    m->client_in = tf_evbio_new();
+    m->client_out = tf_evbio_new();
     if (m->client == NULL || m->client_in == NULL || m->client_out == NULL) {
         BIO_free(m->client_in);
         BIO_free(m->client_out);
@@ -761,12 +742,6 @@ mitm_pump(struct tf_mitm *m, SSL *from, SSL *to, BIO *to_out, struct evbuffer *o
     }
 }
 
-/*
- * A memory BIO keeps room for the largest burst it ever held (a 16 KiB
- * record, a certificate flight); once it is empty, an idle connection is
- * better off with a fresh one.
- */
-#define MITM_BIO_KEEP 256
 
 /* The chain as an object again: a new reference, or NULL. */
 static json_t *
@@ -775,25 +750,6 @@ mitm_unpack(json_t *v, const char *text)
     if (v != NULL)
         return json_incref(v);
     return text != NULL ? json_loads(text, 0, NULL) : NULL;
-}
-
-static void
-mitm_trim_bio(SSL *ssl, BIO **slot, bool reading)
-{
-    BUF_MEM *bm = NULL;
-    if (ssl == NULL || *slot == NULL || BIO_ctrl_pending(*slot) != 0)
-        return;
-    BIO_get_mem_ptr(*slot, &bm);
-    if (bm == NULL || bm->max <= MITM_BIO_KEEP)
-        return;
-    BIO *fresh = BIO_new(BIO_s_mem());
-    if (fresh == NULL)
-        return;
-    if (reading)
-        SSL_set0_rbio(ssl, fresh); /* frees the old one */
-    else
-        SSL_set0_wbio(ssl, fresh);
-    *slot = fresh;
 }
 
 /* Replaces *v by its compact text (kept as it is when memory is short). */
@@ -809,7 +765,7 @@ mitm_pack(json_t **v, char **text)
     }
 }
 
-/* Relaying: both legs' BIOs back to their idle size where they are empty. */
+/* Relaying: what an idle connection need not keep goes. */
 static enum tf_mitm_status
 mitm_trim(struct tf_mitm *m, enum tf_mitm_status st)
 {
@@ -817,10 +773,6 @@ mitm_trim(struct tf_mitm *m, enum tf_mitm_status st)
         return st;
     mitm_pack(&m->upstream_chain, &m->upstream_chain_text);
     mitm_pack(&m->forged_chain, &m->forged_chain_text);
-    mitm_trim_bio(m->client, &m->client_in, true);
-    mitm_trim_bio(m->client, &m->client_out, false);
-    mitm_trim_bio(m->upstream, &m->up_in, true);
-    mitm_trim_bio(m->upstream, &m->up_out, false);
     /*
      * Record buffers too: SSL_MODE_RELEASE_BUFFERS misses the read buffer
      * after post-handshake messages (a TLS 1.3 NewSessionTicket), which
