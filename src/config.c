@@ -1379,6 +1379,8 @@ static const struct config_key config_limit_keys[] = {
      CONFIG_CFG(handshake_message_max), 1024, 16777216, NULL},
     {"buffer", CONFIG_KIND_INT, config_apply_size, CONFIG_CFG(buffer_max), 4096, 1073741824,
      NULL},
+    {"connections", CONFIG_KIND_INT, config_apply_size, CONFIG_CFG(max_connections), 0,
+     10000000, NULL},
 };
 
 static const struct config_key config_control_keys[] = {

@@ -46,12 +46,14 @@
 #include <fnmatch.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
-#include <sys/uio.h>
+#include <inttypes.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -194,6 +196,9 @@ struct tf_flow {
 static struct tf_shaper flow_no_shaper;
 
 static atomic_uint_fast64_t flow_next_id = 1;
+/* Client connections open in all workers (limits.connections). */
+static atomic_size_t flow_open;
+static atomic_uint_fast64_t flow_refused_total;
 
 static void flow_read_cb(struct bufferevent *bev, void *arg);
 static void flow_leg_reading(struct tf_leg *leg, bool on);
@@ -1503,10 +1508,65 @@ flow_accept_intercepted(struct tf_flow *f, int fd)
         flow_fail(f, "error", f->connect_error);
 }
 
+/*
+ * The connection limit: limits.connections, or by default what the
+ * descriptor limit allows (each flow holds two sockets, and a chain probe
+ * a third for a moment), less a margin for listeners, logs and the control
+ * API, so that accept() never starts failing with EMFILE.
+ */
+static size_t
+flow_limit(const struct tf_config *cfg)
+{
+    static atomic_size_t from_rlimit;
+    if (cfg->max_connections > 0)
+        return cfg->max_connections;
+    size_t n = atomic_load(&from_rlimit);
+    if (n == 0) {
+        struct rlimit rl;
+        rlim_t fds = getrlimit(RLIMIT_NOFILE, &rl) == 0 ? rl.rlim_cur : 1024;
+        if (fds == RLIM_INFINITY || fds > 4000000)
+            fds = 4000000;
+        n = fds > 256 ? (size_t)(fds - 128) / 3 : 32;
+        atomic_store(&from_rlimit, n);
+    }
+    return n;
+}
+
+/*
+ * Over the limit: the connection is accepted and closed at once (FIN), so
+ * the client sees the end rather than a listen queue that never answers,
+ * and the proxy says so, at most once a second, with how many it turned
+ * away.
+ */
+static bool
+flow_over_limit(struct tf_worker *w, int fd, const struct sockaddr *peer)
+{
+    size_t limit = flow_limit(w->cfg);
+    if (atomic_load(&flow_open) < limit)
+        return false;
+    static atomic_llong last_warned;
+    uint64_t refused = atomic_fetch_add(&flow_refused_total, 1) + 1;
+    struct timeval now;
+    event_base_gettimeofday_cached(w->base, &now);
+    long long t = (long long)now.tv_sec;
+    long long prev = atomic_load(&last_warned);
+    if (t != prev && atomic_compare_exchange_strong(&last_warned, &prev, t)) {
+        char addr[64];
+        tf_listener_format_addr(peer, addr, sizeof(addr));
+        tf_log_warn("connection limit %zu reached (limits.connections): closed %s at once; "
+                    "%" PRIu64 " turned away so far",
+                    limit, addr, refused);
+    }
+    evutil_closesocket(fd);
+    return true;
+}
+
 void
 tf_flow_accept(struct tf_worker *w, size_t listener_index, int fd, const struct sockaddr *peer,
                int peer_len)
 {
+    if (flow_over_limit(w, fd, peer))
+        return;
     struct tf_flow *f = calloc(1, sizeof(*f));
     if (f == NULL) {
         evutil_closesocket(fd);
@@ -1530,6 +1590,7 @@ tf_flow_accept(struct tf_worker *w, size_t listener_index, int fd, const struct 
     }
     TAILQ_INSERT_TAIL(&w->flows, f, link);
     w->live_flows++;
+    atomic_fetch_add(&flow_open, 1);
     flow_now(f, &f->started);
     f->last_activity = f->started;
     f->rng = (uint32_t)(f->id * 2654435761u) | 1u;
@@ -2185,6 +2246,7 @@ flow_free(struct tf_flow *f)
     free(f->target);
     TAILQ_REMOVE(&w->flows, f, link);
     w->live_flows--;
+    atomic_fetch_sub(&flow_open, 1);
     tf_config_unref(f->cfg);
     free(f);
     if (w->draining && w->live_flows == 0)

@@ -329,6 +329,18 @@ main_raise_fd_limit(void)
     }
 }
 
+/* Blocks or unblocks (in the calling thread) the signals the main loop handles. */
+static void
+main_block_signals(bool block)
+{
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGHUP);
+    pthread_sigmask(block ? SIG_BLOCK : SIG_UNBLOCK, &set, NULL);
+}
+
 static int
 main_run(struct main_state *st)
 {
@@ -337,6 +349,8 @@ main_run(struct main_state *st)
     size_t nl = st->cfg->n_listeners;
     int **fds = calloc(nl, sizeof(*fds));
     struct event *sigs[4] = { NULL };
+
+    /* SIGTERM, SIGINT and SIGHUP are blocked (main): worker threads inherit that. */
 
     /*
      * Default: half the CPUs.  In a lab the client and the server usually
@@ -386,13 +400,6 @@ main_run(struct main_state *st)
         }
     }
 
-    /* Workers must not take the signals: the main loop handles them. */
-    sigset_t block, old;
-    sigemptyset(&block);
-    sigaddset(&block, SIGTERM);
-    sigaddset(&block, SIGINT);
-    sigaddset(&block, SIGHUP);
-    pthread_sigmask(SIG_BLOCK, &block, &old);
     st->workers_left = st->n_workers;
     for (int i = 0; i < st->n_workers; i++) {
         int *wfds = calloc(nl ? nl : 1, sizeof(int));
@@ -412,13 +419,14 @@ main_run(struct main_state *st)
             tf_log_error("cannot start worker thread %d", i);
             exit(EXIT_RUNTIME);
         }
-    pthread_sigmask(SIG_SETMASK, &old, NULL);
 
     sigs[0] = evsignal_new(st->base, SIGTERM, main_stop_cb, st);
     sigs[1] = evsignal_new(st->base, SIGINT, main_stop_cb, st);
     sigs[2] = evsignal_new(st->base, SIGHUP, main_reload_cb, st);
     for (int i = 0; i < 3; i++)
         evsignal_add(sigs[i], NULL);
+    /* Handlers in place: a signal that came meanwhile is delivered now. */
+    main_block_signals(false);
     st->workers_done = event_new(st->base, -1, 0, main_workers_done_cb, st);
     st->flush_timer = event_new(st->base, -1, EV_PERSIST, main_flush_cb, st);
     struct timeval flush_every = { 0, 50 * 1000 };
@@ -434,6 +442,7 @@ main_run(struct main_state *st)
     tf_log_info("stopped");
     rc = 0;
 out:
+    main_block_signals(false);
     tf_control_free(st->control); /* the workers are gone: nothing taps any more */
     st->control = NULL;
     for (int i = 0; i < 4; i++)
@@ -522,6 +531,13 @@ main(int argc, char **argv)
         return tf_report_main(argc - 1, argv + 1);
     if (argc > 1 && strcmp(argv[1], "ctl") == 0)
         return tf_ctl_main(argc - 1, argv + 1);
+    /*
+     * The daemon's stop and reload signals wait (blocked) until main_run
+     * has its handlers in place: one that came earlier, while the
+     * configuration is read or the listeners are bound, would otherwise
+     * kill the process with the default action.
+     */
+    main_block_signals(true);
 
     static const struct option opts[] = {
         { "config", required_argument, NULL, 'c' },

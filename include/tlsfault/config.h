@@ -112,6 +112,7 @@ struct tf_config {
     unsigned grace_ms;            /* how long a drain waits for live flows */
     size_t handshake_message_max; /* larger handshake messages are skimmed, not decoded */
     size_t buffer_max;            /* per direction, before reading from the sender pauses */
+    size_t max_connections;       /* open client connections at most; 0: from RLIMIT_NOFILE */
     struct tf_fault_rule **faults; /* in the order written; see fault.h */
     size_t n_faults;
     /* mitm: the lab CA (ca.dir, or ca.cert + ca.key [+ ca.chain, ca.untrusted_*]) */

@@ -325,6 +325,55 @@ def test_back_pressure(tap):
         p.stop()
 
 
+def test_connection_limit(tap, echo_addr):
+    """limits.connections = 3: a fourth client is accepted and closed at
+    once with a warning; once one leaves, the next is served again."""
+    conf, _ = write_config("limit", [("l", "127.0.0.1:0", echo_addr)],
+                           extra="limits = { connections = 3; };\n")
+    p = Tlsfault(config=conf)
+    held = []
+    try:
+        for _ in range(3):
+            s, _lp = tls_connect(p.port)
+            held.append(s)
+        answers = [ask(s, b"ping %d\n" % i, 7) for i, s in enumerate(held)]
+        c = socket.create_connection(("127.0.0.1", p.port), timeout=5)
+        c.settimeout(5)
+        t0 = time.time()
+        try:
+            extra = c.recv(100)
+        except OSError as e:
+            extra = repr(e).encode()
+        waited = time.time() - t0
+        c.close()
+        warned = p.proc.wait_for(r"connection limit 3 reached \(limits\.connections\)", timeout=5)
+        tap.ok(answers == [b"ping %d\n" % i for i in range(3)] and extra == b"" and waited < 2
+               and warned,
+               "limits.connections = 3: three clients served, the fourth closed at once "
+               "(%.2fs) with a warning" % waited,
+               "answers %r, fourth got %r after %.2fs\n%s" % (answers, extra, waited,
+                                                            p.proc.err[-1500:]))
+        tls_close(held.pop())
+        ok = tflib.wait_until(lambda: _served(p.port), timeout=5)
+        tap.ok(ok and p.alive(), "after one left, a new client is served again",
+               p.proc.err[-1500:])
+    finally:
+        for s in held:
+            tls_close(s)
+        p.stop()
+
+
+def _served(port):
+    try:
+        s, _lp = tls_connect(port, timeout=2)
+    except (OSError, ssl.SSLError):
+        return False
+    try:
+        return ask(s, b"again\n", 6, timeout=2) == b"again\n"
+    finally:
+        tls_close(s)
+
+
 def main(tap):
     if not tflib.binary_ready():
         print("Bail out! tlsfault binary not found: %s" % tflib.TF_BIN, flush=True)
@@ -337,9 +386,10 @@ def main(tap):
     tap.section(2, "dual stack", test_dual_stack, tap, echo.addr)
     tap.section(2, "half-close", test_half_close, tap)
     tap.section(2, "back-pressure", test_back_pressure, tap)
+    tap.section(2, "connection limit", test_connection_limit, tap, echo.addr)
 
 
-PLAN = 4 + 5 + 2 + 2 + 2
+PLAN = 4 + 5 + 2 + 2 + 2 + 2
 
 if __name__ == "__main__":
     tflib.run_main(PLAN, main)

@@ -227,7 +227,7 @@ static struct bad_case bad_cases[] = {
     {"unknown_key_timeouts.conf",
      "FILE:3: unknown key \"read\" in timeouts; valid keys: connect, handshake, idle, grace"},
     {"unknown_key_limits.conf",
-     "FILE:3: unknown key \"records\" in limits; valid keys: handshake_message_max, buffer"},
+     "FILE:3: unknown key \"records\" in limits; valid keys: handshake_message_max, buffer, connections"},
     /* the control API */
     {"control_remote.conf",
      "FILE:4: control.listen \"0.0.0.0:8474\" is not a loopback address: whoever reaches the "
