@@ -44,6 +44,7 @@
 #include <event2/event.h>
 #include <event2/util.h>
 #include <fnmatch.h>
+#include <malloc.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <inttypes.h>
@@ -53,7 +54,6 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
-#include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -161,7 +161,7 @@ struct tf_flow {
     struct timeval started;
     struct timeval last_activity;
     struct timeval connected_at;
-    char client_addr[64];
+    char client_addr[56];      /* "[IPv6%scope]:port" fits */
     char *upstream;            /* "host:port" as connected to; NULL while not known (owned) */
     const char *first_closer;  /* side that sent the first FIN */
     /* routes */
@@ -191,6 +191,8 @@ struct tf_flow {
 };
 
 #define FLOW_LINGER_MS 2000
+/* Record buffers freed in one sweep that make it worth trimming the heap (32 KiB and more each). */
+#define FLOW_SWEEP_TRIM_AT 32
 
 /* Legs without network faults share this one: never on, never written. */
 static struct tf_shaper flow_no_shaper;
@@ -1510,9 +1512,9 @@ flow_accept_intercepted(struct tf_flow *f, int fd)
 
 /*
  * The connection limit: limits.connections, or by default what the
- * descriptor limit allows (each flow holds two sockets, and a chain probe
- * a third for a moment), less a margin for listeners, logs and the control
- * API, so that accept() never starts failing with EMFILE.
+ * descriptor limit allows (each flow holds two sockets), less a margin for
+ * listeners, logs, chain probes and the control API, so that accept()
+ * does not start failing with EMFILE.
  */
 static size_t
 flow_limit(const struct tf_config *cfg)
@@ -1526,7 +1528,7 @@ flow_limit(const struct tf_config *cfg)
         rlim_t fds = getrlimit(RLIMIT_NOFILE, &rl) == 0 ? rl.rlim_cur : 1024;
         if (fds == RLIM_INFINITY || fds > 4000000)
             fds = 4000000;
-        n = fds > 256 ? (size_t)(fds - 128) / 3 : 32;
+        n = fds > 256 ? (size_t)(fds - 128) / 2 : 64;
         atomic_store(&from_rlimit, n);
     }
     return n;
@@ -1662,53 +1664,41 @@ tf_flow_accept(struct tf_worker *w, size_t listener_index, int fd, const struct 
  */
 #define FLOW_READ_MAX (64 * 1024)
 
+/* One per thread: every leg of a worker reads into it in turn. */
+static _Thread_local uint8_t flow_read_scratch[FLOW_READ_MAX];
+
 static void
 flow_reader_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct tf_leg *leg = arg;
-    struct evbuffer *in = bufferevent_get_input(leg->bev);
-    struct evbuffer_iovec v[2];
     (void)what;
-    /* A bufferevent keeps its input's end frozen but while it reads itself. */
-    evbuffer_unfreeze(in, 0);
-    int nv = evbuffer_reserve_space(in, FLOW_READ_MAX, v, 2);
-    if (nv <= 0) {
-        evbuffer_freeze(in, 0);
-        flow_close_with(leg->flow, "proxy", "error", "out of memory");
-        return;
-    }
-    struct iovec iov[2];
-    for (int i = 0; i < nv; i++) {
-        iov[i].iov_base = v[i].iov_base;
-        iov[i].iov_len = v[i].iov_len;
-    }
     ssize_t n;
     do
-        n = readv(fd, iov, nv);
+        n = read(fd, flow_read_scratch, sizeof(flow_read_scratch));
     while (n < 0 && errno == EINTR);
-    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-        evbuffer_commit_space(in, v, 0);
-        evbuffer_freeze(in, 0);
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
         return;
-    }
     if (n <= 0) {
-        int err = errno;
-        evbuffer_commit_space(in, v, 0);
-        evbuffer_freeze(in, 0);
-        errno = err;
         /* The same events the bufferevent would report; errno is still the read's. */
         flow_event_cb(leg->bev, BEV_EVENT_READING | (n == 0 ? BEV_EVENT_EOF : BEV_EVENT_ERROR),
                       leg);
         return;
     }
-    size_t left = (size_t)n;
-    for (int i = 0; i < nv; i++) {
-        if (v[i].iov_len > left)
-            v[i].iov_len = left;
-        left -= v[i].iov_len;
-    }
-    evbuffer_commit_space(in, v, nv);
+    /*
+     * Copied out of the scratch buffer into a chain of the bytes' own size:
+     * reserving 64 KiB in the evbuffer instead costs a 64 KiB malloc and
+     * free per read, which a heap fragmented by thousands of closed
+     * connections makes slow.  A bufferevent keeps its input's end frozen
+     * but while it reads itself.
+     */
+    struct evbuffer *in = bufferevent_get_input(leg->bev);
+    evbuffer_unfreeze(in, 0);
+    int added = evbuffer_add(in, flow_read_scratch, (size_t)n);
     evbuffer_freeze(in, 0);
+    if (added != 0) {
+        flow_close_with(leg->flow, "proxy", "error", "out of memory");
+        return;
+    }
     flow_read_cb(leg->bev, leg); /* may free the flow: nothing after it */
 }
 
@@ -1944,6 +1934,8 @@ flow_relay_begin(struct tf_flow *f)
         event_free(f->route_ev);
         f->route_ev = NULL;
     }
+    free(f->target); /* resolved and connected: not needed any more */
+    f->target = NULL;
     tf_relay_start(f->relay);
 }
 
@@ -2402,6 +2394,27 @@ flow_close_with(struct tf_flow *f, const char *closed_by, const char *how, const
         return;
     }
     flow_free(f);
+}
+
+void
+tf_flow_sweep(struct tf_worker *w)
+{
+    struct timeval now;
+    struct tf_flow *f;
+    size_t freed = 0;
+    event_base_gettimeofday_cached(w->base, &now);
+    TAILQ_FOREACH(f, &w->flows, link)
+    {
+        if (f->mitm != NULL && flow_ms_between(&f->last_activity, &now) >= TF_FLOW_SWEEP_MS &&
+            tf_mitm_idle(f->mitm))
+            freed++;
+    }
+    /*
+     * Many buffers went back at once (a burst of connections gone quiet):
+     * give the pages between what stays to the system too.
+     */
+    if (freed >= FLOW_SWEEP_TRIM_AT)
+        malloc_trim(0);
 }
 
 void

@@ -86,7 +86,7 @@ struct tf_inspect {
     bool app_records;           /* an event per application data record after the handshake */
     json_t *alerts;
     json_t *alpn_offered;
-    char last_message[64];
+    char last_message[40];      /* fits "alert bad_certificate_status_response" */
     enum tf_dir last_dir;
     /* kept for the verdict (tf_inspect_facts) */
     json_t *offered_versions;   /* the first ClientHello's supported_versions */

@@ -103,7 +103,11 @@ struct tf_mitm {
     int to_client_alert;        /* first alert our client leg sent, -1 none */
     unsigned upstream_msgs;     /* handshake messages received from the upstream */
     char upstream_last[32];     /* the last of them */
+    unsigned early_pumps;       /* relay pumps that freed the record buffers at once */
+    bool buffered;              /* records went through since the buffers were last freed */
 };
+
+#define MITM_EARLY_PUMPS 4
 
 static int mitm_ex_index = -1;
 
@@ -211,9 +215,6 @@ tf_mitm_ctx_new(const struct tf_config *cfg, size_t listener_index, char *err, s
     SSL_CTX_set_options(ctx->client_side, SSL_OP_NO_TICKET);
     SSL_CTX_set_num_tickets(ctx->client_side, 0);
     SSL_CTX_set_session_cache_mode(ctx->upstream_side, SSL_SESS_CACHE_OFF);
-    /* An idle connection keeps no record buffers (some 34 KiB per leg otherwise). */
-    SSL_CTX_set_mode(ctx->client_side, SSL_MODE_RELEASE_BUFFERS);
-    SSL_CTX_set_mode(ctx->upstream_side, SSL_MODE_RELEASE_BUFFERS);
     SSL_CTX_set_tlsext_servername_callback(ctx->client_side, mitm_servername_cb);
     SSL_CTX_set_alpn_select_cb(ctx->client_side, mitm_alpn_select_cb, NULL);
     SSL_CTX_set_keylog_callback(ctx->client_side, mitm_keylog_cb);
@@ -774,12 +775,16 @@ mitm_trim(struct tf_mitm *m, enum tf_mitm_status st)
     mitm_pack(&m->upstream_chain, &m->upstream_chain_text);
     mitm_pack(&m->forged_chain, &m->forged_chain_text);
     /*
-     * Record buffers too: SSL_MODE_RELEASE_BUFFERS misses the read buffer
-     * after post-handshake messages (a TLS 1.3 NewSessionTicket), which
-     * would keep 16 KiB per idle connection.  Refused while in use.
+     * The first exchanges after the handshake give their record buffers
+     * back at once: a burst of new connections then reuses the same few
+     * instead of holding one set each until the sweep, which would leave
+     * the heap fragmented at its peak.  Later ones wait for the sweep.
      */
-    SSL_free_buffers(m->client);
-    SSL_free_buffers(m->upstream);
+    m->buffered = true;
+    if (m->early_pumps < MITM_EARLY_PUMPS) {
+        m->early_pumps++;
+        tf_mitm_idle(m);
+    }
     return st;
 }
 
@@ -903,6 +908,26 @@ bool
 tf_mitm_raw(const struct tf_mitm *m)
 {
     return m->stage == MITM_RAW;
+}
+
+/*
+ * Record buffers go when the flow is quiet (tf_flow_sweep), not after
+ * every record as SSL_MODE_RELEASE_BUFFERS would do: a busy connection
+ * would then allocate and free 17 KiB per record, which is slow in a heap
+ * that thousands of closed connections have fragmented (keep-alive fell
+ * by a third after 8,000 idle connections had come and gone).
+ * SSL_free_buffers refuses while something is buffered.
+ */
+bool
+tf_mitm_idle(struct tf_mitm *m)
+{
+    if (m->stage != MITM_RELAY || !m->buffered)
+        return false;
+    bool freed = (m->client == NULL || SSL_free_buffers(m->client)) &&
+                 (m->upstream == NULL || SSL_free_buffers(m->upstream));
+    if (freed)
+        m->buffered = false;
+    return freed;
 }
 
 bool

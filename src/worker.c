@@ -98,6 +98,14 @@ worker_mail_cb(evutil_socket_t fd, short what, void *arg)
         worker_start_drain(w);
 }
 
+static void
+worker_sweep_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    tf_flow_sweep(arg);
+}
+
 bool
 tf_worker_init(struct tf_worker *w, int index, struct tf_config *cfg, struct tf_events *events,
                const int *fds, char *err, size_t errlen)
@@ -142,6 +150,17 @@ tf_worker_init(struct tf_worker *w, int index, struct tf_config *cfg, struct tf_
         return false;
     }
     worker_prepare_tls(w);
+    for (size_t i = 0; i < cfg->n_listeners; i++) {
+        if (cfg->listeners[i].mode != TF_MODE_MITM || w->sweep_timer != NULL)
+            continue;
+        /* Listeners do not change without a restart: only mitm workers sweep. */
+        struct timeval every = { 0, TF_FLOW_SWEEP_MS * 1000 };
+        w->sweep_timer = event_new(w->base, -1, EV_PERSIST, worker_sweep_cb, w);
+        if (w->sweep_timer == NULL || evtimer_add(w->sweep_timer, &every) != 0) {
+            snprintf(err, errlen, "worker %d: out of memory", index);
+            return false;
+        }
+    }
     for (size_t i = 0; i < cfg->n_listeners; i++) {
         w->listeners[i] = tf_listener_attach(w, i, fds[i]);
         if (w->listeners[i] == NULL) {
@@ -256,6 +275,8 @@ tf_worker_release(struct tf_worker *w)
     free(w->listeners);
     if (w->grace_timer)
         event_free(w->grace_timer);
+    if (w->sweep_timer)
+        event_free(w->sweep_timer);
     if (w->mail_event)
         event_free(w->mail_event);
     if (w->dns)

@@ -25,6 +25,14 @@ void tf_flow_accept(struct tf_worker *w, size_t listener_index, int fd,
 /* Ends the flow: flow_end event, both sockets closed, memory freed. */
 void tf_flow_close(struct tf_flow *flow, const char *reason);
 
+/*
+ * Every TF_FLOW_SWEEP_MS on workers with mitm listeners: relaying mitm
+ * flows quiet for that long give back their TLS record buffers (32 KiB and
+ * more per flow), which busy ones keep rather than allocate per record.
+ */
+#define TF_FLOW_SWEEP_MS 250
+void tf_flow_sweep(struct tf_worker *w);
+
 /* Ends every flow of w (grace period over). */
 void tf_flow_close_all(struct tf_worker *w, const char *reason);
 

@@ -69,6 +69,12 @@ void tf_mitm_eof(struct tf_mitm *m, bool client, struct evbuffer *to_client,
 /* True when the client is not speaking TLS and bytes are relayed as they are. */
 bool tf_mitm_raw(const struct tf_mitm *m);
 bool tf_mitm_handshake_done(const struct tf_mitm *m);
+
+/*
+ * The flow is quiet: once relaying, both legs' record buffers are freed
+ * (until needed again).  Returns true when it freed something.
+ */
+bool tf_mitm_idle(struct tf_mitm *m);
 const char *tf_mitm_error(const struct tf_mitm *m);
 
 /* What a verdict should add: "the upstream certificate failed verification (...); forged anyway" or "". */

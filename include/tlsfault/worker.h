@@ -50,6 +50,7 @@ struct tf_worker {
     unsigned live_flows;
     bool draining;
     struct event *grace_timer;
+    struct event *sweep_timer;      /* tf_flow_sweep, for mitm listeners */
 
     /* Mailbox from the main thread; the lock is never taken on the data path. */
     pthread_mutex_t mail_lock;
