@@ -5,6 +5,8 @@
  * passthrough inspector and one timer.  Bytes read on a leg are inspected
  * while the handshake lasts and moved (not copied) to the other leg; a leg
  * whose peer is slow stops reading until the peer drains (back-pressure).
+ * A flow with no fault rule and no mitm gives both sockets to a relay
+ * (relay.h) once the upstream is connected, and its bufferevents go.
  * Half-close is carried over (EOF on one side becomes shutdown(SHUT_WR) on
  * the other once its queue is flushed), as is a reset.  Every ending goes
  * through tf_flow_close(), which writes the flow_end event.
