@@ -1045,8 +1045,10 @@ flow_answer(struct tf_flow *f, int status, const char *reason)
 {
     char buf[1024];
     size_t n = tf_connect_response(status, reason, buf, sizeof(buf));
-    if (n > 0)
+    if (n > 0) {
+        bufferevent_enable(f->client.bev, EV_WRITE);
         evbuffer_add(bufferevent_get_output(f->client.bev), buf, n);
+    }
 }
 
 /* Closes the upstream socket, if any, and leaves the server leg without one. */
@@ -1650,7 +1652,8 @@ tf_flow_accept(struct tf_worker *w, size_t listener_index, int fd, const struct 
      * The client's first bytes (its ClientHello) are read and inspected at
      * once and wait in the server leg's output until the connect completes.
      */
-    bufferevent_enable(f->client.bev, EV_WRITE);
+    if (f->inj != NULL || f->mitm != NULL)
+        bufferevent_enable(f->client.bev, EV_WRITE); /* else nothing goes to it before the relay */
     flow_leg_reading(&f->client, true);
     flow_arm_timer(f);
     flow_resolve(f);
@@ -1904,26 +1907,30 @@ flow_relay_take(struct tf_flow *f, struct tf_leg *leg, int side)
     return 0;
 }
 
-static void
-flow_relay_begin(struct tf_flow *f)
+/* Returns false when the flow stays with its bufferevents (memory), or ended (closed). */
+static bool
+flow_relay_begin(struct tf_flow *f, bool *closed)
 {
     evutil_socket_t fd[2] = { bufferevent_getfd(f->client.bev),
                               bufferevent_getfd(f->server.bev) };
+    *closed = false;
     f->relay = tf_relay_new(f->w->base, fd, &flow_relay_ops, f);
     if (f->relay == NULL)
-        return; /* the bufferevents go on relaying */
+        return false; /* the bufferevents go on relaying */
     if (flow_relay_take(f, &f->client, TF_RELAY_CLIENT) != 0 ||
         flow_relay_take(f, &f->server, TF_RELAY_SERVER) != 0) {
         /* Out of memory: whatever moved is in the relay; let it go with the flow. */
         tf_relay_free(f->relay);
         f->relay = NULL;
+        *closed = true;
         flow_close_with(f, "proxy", "error", "out of memory");
-        return;
+        return false;
     }
     for (struct tf_leg *leg = &f->client; leg; leg = leg == &f->client ? &f->server : NULL) {
         /* The bufferevent lets go of the socket without closing it. */
         flow_leg_reading(leg, false);
-        event_free(leg->reader);
+        if (leg->reader != NULL)
+            event_free(leg->reader);
         leg->reader = NULL;
         bufferevent_disable(leg->bev, EV_READ | EV_WRITE);
         bufferevent_setfd(leg->bev, -1);
@@ -1937,6 +1944,7 @@ flow_relay_begin(struct tf_flow *f)
     free(f->target); /* resolved and connected: not needed any more */
     f->target = NULL;
     tf_relay_start(f->relay);
+    return true;
 }
 
 static void
@@ -1957,10 +1965,17 @@ flow_connected(struct tf_flow *f)
         evtimer_add(f->timer, &now);
         return;
     }
-    bufferevent_enable(f->server.bev, EV_WRITE);
-    flow_leg_reading(&f->server, true);
     evtimer_del(f->timer);
     flow_arm_timer(f);
+    if (f->lc->route != TF_ROUTE_CONNECT && flow_relay_eligible(f)) {
+        /* The usual case: straight to the relay, the bufferevents never armed. */
+        bool closed;
+        if (flow_relay_begin(f, &closed) || closed)
+            return;
+    }
+    bufferevent_enable(f->server.bev, EV_WRITE);
+    bufferevent_enable(f->client.bev, EV_WRITE);
+    flow_leg_reading(&f->server, true);
     bool opened = false;
     if (f->lc->route == TF_ROUTE_CONNECT && !f->tunnel) {
         /* The tunnel is open: what the client sends from now on is the flow's. */
@@ -1980,8 +1995,10 @@ flow_connected(struct tf_flow *f)
     /* Tunnel bytes that came in the same read as the CONNECT head. */
     if (opened && !f->ending && evbuffer_get_length(bufferevent_get_input(f->client.bev)) > 0)
         flow_read_cb(f->client.bev, &f->client);
-    if (flow_relay_eligible(f))
-        flow_relay_begin(f);
+    if (flow_relay_eligible(f)) {
+        bool closed;
+        flow_relay_begin(f, &closed);
+    }
 }
 
 static void
