@@ -2487,11 +2487,16 @@ tf_flow_sweep(struct tf_worker *w)
             freed++;
     }
     /*
-     * Many buffers went back at once (a burst of connections gone quiet):
-     * give the pages between what stays to the system too.
+     * Many buffers went back at once (a burst of connections gone quiet),
+     * or some did and the heap was not trimmed for a while: give the pages
+     * between what stays to the system too.  A trim walks the whole heap,
+     * so a trickle of quiet flows pays for one every few seconds at most.
      */
-    if (freed >= FLOW_SWEEP_TRIM_AT)
+    static _Thread_local time_t last_trim;
+    if (freed >= FLOW_SWEEP_TRIM_AT || (freed > 0 && now.tv_sec - last_trim >= 5)) {
         malloc_trim(0);
+        last_trim = now.tv_sec;
+    }
 }
 
 void

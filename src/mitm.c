@@ -359,7 +359,8 @@ tf_mitm_free(struct tf_mitm *m)
         return;
     SSL_free(m->client);   /* frees its BIOs */
     SSL_free(m->upstream);
-    evbuffer_free(m->client_wait);
+    if (m->client_wait != NULL)
+        evbuffer_free(m->client_wait);
     json_decref(m->upstream_chain);
     json_decref(m->forged_chain);
     free(m->upstream_chain_text);
@@ -605,6 +606,8 @@ mitm_start_client(struct tf_mitm *m, X509 *upstream_leaf, struct evbuffer *to_cl
     }
     m->stage = MITM_CLIENT;
     mitm_feed(m->client_in, m->client_wait);
+    evbuffer_free(m->client_wait); /* from now on the client's bytes go to its SSL */
+    m->client_wait = NULL;
     ERR_clear_error();
     int r = SSL_do_handshake(m->client);
     mitm_drain(m->client_out, to_client);
