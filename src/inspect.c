@@ -32,6 +32,7 @@
 #include "tlsfault/decode.h"
 #include "tlsfault/handshake.h"
 #include "tlsfault/inspect.h"
+#include "tlsfault/jsontext.h"
 #include "tlsfault/names.h"
 #include "tlsfault/record.h"
 
@@ -216,36 +217,13 @@ inspect_add_alert(struct tf_inspect *ins, json_t *alert)
     json_array_append_new(ins->alerts, alert); /* takes alert, even when it fails */
 }
 
-/* Replaces *v by its compact text; keeps it as it is when memory is short. */
-static char *
-inspect_pack(json_t **v)
-{
-    if (*v == NULL)
-        return NULL;
-    char *text = json_dumps(*v, JSON_COMPACT);
-    if (text != NULL) {
-        json_decref(*v);
-        *v = NULL;
-    }
-    return text;
-}
-
-/* The list as an object again: a new reference, or NULL. */
-static json_t *
-inspect_unpack(json_t *v, const char *text)
-{
-    if (v != NULL)
-        return json_incref(v);
-    return text != NULL ? json_loads(text, 0, NULL) : NULL;
-}
-
 /* Both handshakes are over: from now on only record headers are followed. */
 static void
 inspect_finish(struct tf_inspect *ins)
 {
     ins->done = true;
-    ins->versions_text = inspect_pack(&ins->offered_versions);
-    ins->messages_text = inspect_pack(&ins->messages);
+    tf_json_pack(&ins->offered_versions, &ins->versions_text);
+    tf_json_pack(&ins->messages, &ins->messages_text);
     for (int i = 0; i < 2; i++) {
         ins->d[i].rec.skim = true;
         tf_hs_reader_release(ins->d[i].hs);
@@ -679,7 +657,7 @@ tf_inspect_facts(const struct tf_inspect *ins, json_t *facts)
     json_t *ch = json_object();
 
     json_object_set_new(ch, "seen", json_boolean(ins->client_hello_seen));
-    json_t *versions = inspect_unpack(ins->offered_versions, ins->versions_text);
+    json_t *versions = tf_json_unpack(ins->offered_versions, ins->versions_text);
     if (versions)
         json_object_set_new(ch, "versions", versions);
     if (ins->suites_seen) {
@@ -717,7 +695,7 @@ tf_inspect_facts(const struct tf_inspect *ins, json_t *facts)
     }
     if (ins->server_chain)
         json_object_set(facts, "server_chain", ins->server_chain);
-    json_t *messages = inspect_unpack(ins->messages, ins->messages_text);
+    json_t *messages = tf_json_unpack(ins->messages, ins->messages_text);
     json_object_set_new(facts, "messages", messages ? messages : json_array());
     if (ins->done)
         json_object_set_new(facts, "data_records",

@@ -31,11 +31,12 @@
 
 #include "tlsfault/config.h"
 #include "tlsfault/decode.h"
+#include "tlsfault/evbio.h"
 #include "tlsfault/fault.h"
 #include "tlsfault/forge.h"
 #include "tlsfault/handshake.h"
 #include "tlsfault/inject.h"
-#include "tlsfault/evbio.h"
+#include "tlsfault/jsontext.h"
 #include "tlsfault/mitm.h"
 #include "tlsfault/names.h"
 #include "tlsfault/record.h"
@@ -747,36 +748,14 @@ mitm_pump(struct tf_mitm *m, SSL *from, SSL *to, BIO *to_out, struct evbuffer *o
 }
 
 
-/* The chain as an object again: a new reference, or NULL. */
-static json_t *
-mitm_unpack(json_t *v, const char *text)
-{
-    if (v != NULL)
-        return json_incref(v);
-    return text != NULL ? json_loads(text, 0, NULL) : NULL;
-}
-
-/* Replaces *v by its compact text (kept as it is when memory is short). */
-static void
-mitm_pack(json_t **v, char **text)
-{
-    if (*v == NULL || *text != NULL)
-        return;
-    *text = json_dumps(*v, JSON_COMPACT);
-    if (*text != NULL) {
-        json_decref(*v);
-        *v = NULL;
-    }
-}
-
 /* Relaying: what an idle connection need not keep goes. */
 static enum tf_mitm_status
 mitm_trim(struct tf_mitm *m, enum tf_mitm_status st)
 {
     if (st != TF_MITM_OK || m->stage != MITM_RELAY)
         return st;
-    mitm_pack(&m->upstream_chain, &m->upstream_chain_text);
-    mitm_pack(&m->forged_chain, &m->forged_chain_text);
+    tf_json_pack(&m->upstream_chain, &m->upstream_chain_text);
+    tf_json_pack(&m->forged_chain, &m->forged_chain_text);
     /*
      * The first exchanges after the handshake give their record buffers
      * back at once: a burst of new connections then reuses the same few
@@ -1061,10 +1040,10 @@ tf_mitm_facts(const struct tf_mitm *m, json_t *facts)
     json_object_set_new(o, "forged", json_boolean(m->forged));
     json_object_set_new(o, "upstream_done", json_boolean(m->upstream_done));
     json_object_set_new(o, "client_done", json_boolean(m->client_done));
-    json_t *chain = mitm_unpack(m->upstream_chain, m->upstream_chain_text);
+    json_t *chain = tf_json_unpack(m->upstream_chain, m->upstream_chain_text);
     if (chain)
         json_object_set_new(o, "upstream_chain", chain);
-    chain = mitm_unpack(m->forged_chain, m->forged_chain_text);
+    chain = tf_json_unpack(m->forged_chain, m->forged_chain_text);
     if (chain)
         json_object_set_new(o, "forged_chain", chain);
     json_object_set_new(facts, "mitm_facts", o);

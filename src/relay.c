@@ -125,46 +125,33 @@ relay_forward(struct tf_relay *r, int side, const uint8_t *p, size_t n)
 {
     int to = 1 - side;
     size_t done = 0;
-    if (r->pending[side].len == 0) {
-        while (done < n) {
-            ssize_t w = send(r->fd[to], p + done, n - done, MSG_NOSIGNAL);
-            if (w > 0) {
-                done += (size_t)w;
-                continue;
-            }
-            if (w < 0 && errno == EINTR)
-                continue;
-            if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
-                break;
-            int err = w < 0 ? errno : EPIPE;
-            relay_end(r, relay_error_kind(err), to, err);
-            return false;
+    /* Nothing waits for this direction: side is read only while pending[side] is empty. */
+    while (done < n) {
+        ssize_t w = send(r->fd[to], p + done, n - done, MSG_NOSIGNAL);
+        if (w > 0) {
+            done += (size_t)w;
+            continue;
         }
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+            break;
+        int err = w < 0 ? errno : EPIPE;
+        relay_end(r, relay_error_kind(err), to, err);
+        return false;
     }
     if (done == n)
         return true;
     struct relay_pending *q = &r->pending[side];
     size_t left = n - done;
-    if (q->len == 0) {
-        q->p = malloc(left);
-        if (q->p == NULL) {
-            relay_end(r, TF_RELAY_ERROR, side, ENOMEM);
-            return false;
-        }
-        memcpy(q->p, p + done, left);
-        q->len = left;
-        q->off = 0;
-    } else {
-        /* Only carried-over bytes queue behind each other (tf_relay_queue). */
-        uint8_t *np = realloc(q->p, q->len + left);
-        if (np == NULL) {
-            relay_end(r, TF_RELAY_ERROR, side, ENOMEM);
-            return false;
-        }
-        memcpy(np + q->len, p + done, left);
-        q->p = np;
-        q->len += left;
+    q->p = malloc(left);
+    if (q->p == NULL) {
+        relay_end(r, TF_RELAY_ERROR, side, ENOMEM);
+        return false;
     }
+    memcpy(q->p, p + done, left);
+    q->len = left;
+    q->off = 0;
     relay_want_read(r, side, false);
     relay_want_write(r, to, true);
     return true;
@@ -304,13 +291,6 @@ tf_relay_start(struct tf_relay *r)
         q->len = q->off = 0;
         relay_want_read(r, side, true);
     }
-}
-
-size_t
-tf_relay_pending(const struct tf_relay *r, int side)
-{
-    const struct relay_pending *q = &r->pending[1 - side];
-    return q->len - q->off;
 }
 
 void

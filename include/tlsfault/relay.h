@@ -68,9 +68,6 @@ int tf_relay_queue(struct tf_relay *r, int side, const void *p, size_t n);
  */
 void tf_relay_start(struct tf_relay *r);
 
-/* Bytes waiting to be written to side (0 when idle). */
-size_t tf_relay_pending(const struct tf_relay *r, int side);
-
 /* Stops watching and frees; the sockets stay open. */
 void tf_relay_free(struct tf_relay *r);
 
