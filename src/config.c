@@ -609,6 +609,14 @@ static const struct config_choice config_verifies[] = {
     {"file", TF_VERIFY_FILE, true},
 };
 
+/* Values of enum tf_leaf_keys (forge.h). */
+static const struct config_choice config_leaf_keys[] = {
+    {"both", 0, true},
+    {"upstream", 1, true},
+    {"rsa", 2, true},
+    {"ecdsa", 3, true},
+};
+
 static const struct config_choice config_verify_failures[] = {
     {"close", 0, true},
     {"forge", 1, true},
@@ -1197,6 +1205,17 @@ config_apply_verify(struct config_load *ld, const config_setting_t *s,
 }
 
 static void
+config_apply_leaf_keys(struct config_load *ld, const config_setting_t *s,
+                       const struct config_key *key, const char *label, void *obj)
+{
+    (void)label;
+    const struct config_choice *c =
+        config_choose(ld, s, key->name, config_leaf_keys, CONFIG_ARRAY_LEN(config_leaf_keys));
+    if (c != NULL)
+        *(int *)((char *)obj + key->offset) = c->value;
+}
+
+static void
 config_apply_verify_failure(struct config_load *ld, const config_setting_t *s,
                             const struct config_key *key, const char *label, void *obj)
 {
@@ -1360,6 +1379,7 @@ static const struct config_key config_ca_keys[] = {
      NULL},
     {"cache", CONFIG_KIND_INT, config_apply_size, CONFIG_CFG(forge_cache), CONFIG_FORGE_CACHE_MIN,
      CONFIG_FORGE_CACHE_MAX, NULL},
+    {"leaf_keys", CONFIG_KIND_STRING, config_apply_leaf_keys, CONFIG_CFG(leaf_keys), 0, 0, NULL},
 };
 
 static const struct config_key config_timeout_keys[] = {

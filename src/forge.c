@@ -836,14 +836,13 @@ struct forge_entry {
     uint8_t id[FORGE_ID_LEN];
     struct forge_entry *hnext;      /* hash chain */
     struct forge_entry *prev, *next;/* LRU list: head is the most recently used */
-    X509 *leaf;
-    EVP_PKEY *key;
-    STACK_OF(X509) *chain;
+    struct tf_forged forged;        /* one reference to each object */
     time_t stale_at;                /* forge anew from then on; 0: never */
 };
 
 struct tf_forge {
     const struct tf_lab_ca *ca;     /* borrowed */
+    enum tf_leaf_keys keys;
     EVP_PKEY *rsa, *ec, *weak;
     size_t cache_size, n_entries;
     size_t mask;                    /* buckets - 1 */
@@ -853,7 +852,8 @@ struct tf_forge {
 };
 
 struct tf_forge *
-tf_forge_new(const struct tf_lab_ca *ca, size_t cache_size, char *err, size_t errlen)
+tf_forge_new(const struct tf_lab_ca *ca, size_t cache_size, enum tf_leaf_keys keys, char *err,
+             size_t errlen)
 {
     struct tf_forge *fg = calloc(1, sizeof(*fg));
     size_t buckets = 1;
@@ -863,6 +863,7 @@ tf_forge_new(const struct tf_lab_ca *ca, size_t cache_size, char *err, size_t er
         return NULL;
     }
     fg->ca = ca;
+    fg->keys = keys;
     fg->cache_size = cache_size;
     /* At most one entry per bucket on average: chains stay short without resizing. */
     while (buckets < cache_size && buckets < ((size_t)1 << 30))
@@ -887,10 +888,28 @@ tf_forge_new(const struct tf_lab_ca *ca, size_t cache_size, char *err, size_t er
 static void
 forge_entry_free(struct forge_entry *e)
 {
-    X509_free(e->leaf);
-    EVP_PKEY_free(e->key);
-    sk_X509_pop_free(e->chain, X509_free);
+    tf_forged_release(&e->forged);
     free(e);
+}
+
+/* dst gets new references to everything src holds. */
+static bool
+forged_share(struct tf_forged *dst, const struct tf_forged *src)
+{
+    memset(dst, 0, sizeof(*dst));
+    if ((dst->chain = X509_chain_up_ref(src->chain)) == NULL)
+        return false;
+    X509_up_ref(src->leaf);
+    dst->leaf = src->leaf;
+    EVP_PKEY_up_ref(src->key);
+    dst->key = src->key;
+    if (src->alt_leaf != NULL) {
+        X509_up_ref(src->alt_leaf);
+        dst->alt_leaf = src->alt_leaf;
+        EVP_PKEY_up_ref(src->alt_key);
+        dst->alt_key = src->alt_key;
+    }
+    return true;
 }
 
 void
@@ -925,6 +944,8 @@ tf_forged_release(struct tf_forged *f)
         return;
     X509_free(f->leaf);
     EVP_PKEY_free(f->key);
+    X509_free(f->alt_leaf);
+    EVP_PKEY_free(f->alt_key);
     sk_X509_pop_free(f->chain, X509_free);
     memset(f, 0, sizeof(*f));
 }
@@ -1043,16 +1064,11 @@ forge_cache_insert(struct tf_forge *fg, const uint8_t id[FORGE_ID_LEN],
 
     if (e == NULL)
         return;
-    e->chain = X509_chain_up_ref(f->chain);
-    if (e->chain == NULL) {
+    if (!forged_share(&e->forged, f)) {
         free(e);
         return;
     }
     memcpy(e->id, id, FORGE_ID_LEN);
-    X509_up_ref(f->leaf);
-    e->leaf = f->leaf;
-    EVP_PKEY_up_ref(f->key);
-    e->key = f->key;
     e->stale_at = stale_at;
     if (fg->n_entries >= fg->cache_size)
         forge_cache_remove(fg, fg->tail);
@@ -1182,29 +1198,44 @@ forge_validity(X509 *leaf, X509 *upstream, X509 *issuer, const struct forge_faul
     return true;
 }
 
+/*
+ * The leaf key: the policy's type (RSA-1024 for cert-weak-key).  *alt
+ * gets the other type when the client should be able to choose, as from
+ * a server with both an RSA and an ECDSA certificate; NULL otherwise.
+ */
 static EVP_PKEY *
-forge_pick_key(struct tf_forge *fg, X509 *upstream, const struct forge_fault *f)
+forge_pick_key(struct tf_forge *fg, X509 *upstream, const struct forge_fault *f,
+               EVP_PKEY **alt)
 {
-    EVP_PKEY *pub;
+    EVP_PKEY *pub = upstream != NULL ? X509_get0_pubkey(upstream) : NULL;
+    bool upstream_ec = pub != NULL && EVP_PKEY_get_base_id(pub) == EVP_PKEY_EC;
 
+    *alt = NULL;
     if (f->mutation == TF_CERT_WEAK_KEY)
         return fg->weak;
-    pub = upstream != NULL ? X509_get0_pubkey(upstream) : NULL;
-    if (pub != NULL && EVP_PKEY_get_base_id(pub) == EVP_PKEY_EC)
+    switch (fg->keys) {
+    case TF_LEAF_KEYS_RSA:
+        return fg->rsa;
+    case TF_LEAF_KEYS_ECDSA:
         return fg->ec;
-    return fg->rsa;
+    case TF_LEAF_KEYS_BOTH:
+        *alt = upstream_ec ? fg->rsa : fg->ec;
+        break;
+    case TF_LEAF_KEYS_UPSTREAM:
+        break;
+    }
+    return upstream_ec ? fg->ec : fg->rsa;
 }
 
-/* Signs a new leaf for one forge call; out gets the caller's references. */
-static bool
-forge_make(struct tf_forge *fg, X509 *upstream, const char *sni, const struct forge_fault *f,
-           struct tf_forged *out, char *err, size_t errlen)
+/* Signs one leaf for key; NULL on failure. */
+static X509 *
+forge_sign_leaf(struct tf_forge *fg, X509 *upstream, const char *sni, const struct forge_fault *f,
+                EVP_PKEY *key)
 {
     const struct lab_signer *signer =
         f->mutation == TF_CERT_UNTRUSTED_ROOT ? &fg->ca->untrusted : &fg->ca->trusted;
     bool self = f->mutation == TF_CERT_SELF_SIGNED;
     X509 *issuer = self ? NULL : signer->cert;
-    EVP_PKEY *key = forge_pick_key(fg, upstream, f);
     EVP_PKEY *sign_key = self ? key : signer->key;
     bool rsa = EVP_PKEY_get_base_id(key) == EVP_PKEY_RSA;
     X509_NAME *subject = forge_subject(upstream, sni, f);
@@ -1237,19 +1268,38 @@ forge_make(struct tf_forge *fg, X509 *upstream, const char *sni, const struct fo
                    cert_md(sign_key, f->mutation == TF_CERT_SHA1 ? EVP_sha1() : EVP_sha256())) >
              0;
     X509_NAME_free(subject);
-    if (ok) {
-        bool bare = self || f->mutation == TF_CERT_NO_INTERMEDIATE;
-        out->chain = bare ? sk_X509_new_null() : X509_chain_up_ref(signer->chain);
-        ok = out->chain != NULL;
-    }
     if (!ok) {
         X509_free(leaf);
+        return NULL;
+    }
+    return leaf;
+}
+
+/* Signs the leaf (or leaves) for one forge call; out gets the caller's references. */
+static bool
+forge_make(struct tf_forge *fg, X509 *upstream, const char *sni, const struct forge_fault *f,
+           struct tf_forged *out, char *err, size_t errlen)
+{
+    const struct lab_signer *signer =
+        f->mutation == TF_CERT_UNTRUSTED_ROOT ? &fg->ca->untrusted : &fg->ca->trusted;
+    bool bare = f->mutation == TF_CERT_SELF_SIGNED || f->mutation == TF_CERT_NO_INTERMEDIATE;
+    EVP_PKEY *alt;
+    EVP_PKEY *key = forge_pick_key(fg, upstream, f, &alt);
+
+    out->leaf = forge_sign_leaf(fg, upstream, sni, f, key);
+    out->alt_leaf = alt != NULL ? forge_sign_leaf(fg, upstream, sni, f, alt) : NULL;
+    out->chain = bare ? sk_X509_new_null() : X509_chain_up_ref(signer->chain);
+    if (out->leaf == NULL || (alt != NULL && out->alt_leaf == NULL) || out->chain == NULL) {
+        tf_forged_release(out);
         return lab_fail_ssl(err, errlen, "forge: cannot forge a certificate for %s",
                             sni != NULL ? sni : "the upstream");
     }
-    out->leaf = leaf;
     EVP_PKEY_up_ref(key);
     out->key = key;
+    if (alt != NULL) {
+        EVP_PKEY_up_ref(alt);
+        out->alt_key = alt;
+    }
     return true;
 }
 
@@ -1279,11 +1329,7 @@ tf_forge_chain(struct tf_forge *fg, X509 *upstream, const char *sni,
             forge_cache_remove(fg, e);
             e = NULL;
         }
-        if (e != NULL && (out->chain = X509_chain_up_ref(e->chain)) != NULL) {
-            X509_up_ref(e->leaf);
-            out->leaf = e->leaf;
-            EVP_PKEY_up_ref(e->key);
-            out->key = e->key;
+        if (e != NULL && forged_share(out, &e->forged)) {
             out->cached = true;
             forge_lru_unlink(fg, e);
             forge_lru_push_front(fg, e);

@@ -590,7 +590,10 @@ mitm_start_client(struct tf_mitm *m, X509 *upstream_leaf, struct evbuffer *to_cl
     if (!tf_forge_chain(m->forge, upstream_leaf, m->has_sni ? m->sni : NULL, &cf, &forged, err,
                         sizeof(err)))
         return mitm_fail(m, "cannot forge a certificate: %s", err);
+    /* Two leaves: one per key type, OpenSSL picks by the client's offer. */
     int ok = SSL_use_cert_and_key(m->client, forged.leaf, forged.key, forged.chain, 1);
+    if (ok == 1 && forged.alt_leaf != NULL)
+        ok = SSL_use_cert_and_key(m->client, forged.alt_leaf, forged.alt_key, forged.chain, 1);
     char subject[128] = "";
     X509_NAME_oneline(X509_get_subject_name(forged.leaf), subject, sizeof(subject));
     snprintf(m->forged_desc, sizeof(m->forged_desc), "%s%s", subject,

@@ -241,7 +241,8 @@ tf_worker_tls(struct tf_worker *w, struct tf_config *cfg, char *err, size_t errl
         worker_tls_free(t);
         return NULL;
     }
-    t->forge = tf_forge_new(cfg->lab_ca, cfg->forge_cache ? cfg->forge_cache : 1024, err, errlen);
+    t->forge = tf_forge_new(cfg->lab_ca, cfg->forge_cache ? cfg->forge_cache : 1024,
+                            (enum tf_leaf_keys)cfg->leaf_keys, err, errlen);
     if (t->forge == NULL) {
         worker_tls_free(t);
         return NULL;

@@ -123,6 +123,7 @@ struct tf_config {
     char *ca_untrusted_cert;
     char *ca_untrusted_key;
     size_t forge_cache;           /* forged chains cached per worker */
+    int leaf_keys;                /* enum tf_leaf_keys (forge.h): the forged leaves' key types */
     struct tf_lab_ca *lab_ca;     /* loaded when a listener is mitm; owned by the snapshot */
     char *log_keylog;             /* SSLKEYLOGFILE lines of both mitm legs; NULL: none */
     size_t content_max;           /* mitm: log decrypted data up to this many bytes per

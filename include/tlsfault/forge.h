@@ -78,24 +78,42 @@ X509 *tf_lab_ca_root(const struct tf_lab_ca *ca);
 
 struct tf_forge;
 
+/*
+ * Which key a forged leaf gets.  BOTH: two leaves, one of the upstream's
+ * key type and one of the other (RSA-2048 / ECDSA P-256), both served so
+ * OpenSSL picks per client as for any server with two certificates: an
+ * ECDSA signature costs the proxy a tenth of an RSA-2048 one, and a
+ * client that cannot take ECDSA still gets RSA.  UPSTREAM: the upstream
+ * leaf's type only (RSA when unknown).  RSA, ECDSA: that type only.
+ * cert-weak-key always gets one RSA-1024 leaf.
+ */
+enum tf_leaf_keys {
+    TF_LEAF_KEYS_BOTH = 0,
+    TF_LEAF_KEYS_UPSTREAM,
+    TF_LEAF_KEYS_RSA,
+    TF_LEAF_KEYS_ECDSA,
+};
+
 /* A per-worker forge: leaf keys made now, cache of `cache_size` chains. */
-struct tf_forge *tf_forge_new(const struct tf_lab_ca *ca, size_t cache_size, char *err,
-                              size_t errlen);
+struct tf_forge *tf_forge_new(const struct tf_lab_ca *ca, size_t cache_size,
+                              enum tf_leaf_keys keys, char *err, size_t errlen);
 void tf_forge_free(struct tf_forge *fg);
 
 /* A forged chain to serve; references owned by the caller (tf_forged_release). */
 struct tf_forged {
     X509 *leaf;
     EVP_PKEY *key;
-    STACK_OF(X509) *chain;  /* certificates after the leaf, in order; may be empty */
+    X509 *alt_leaf;         /* TF_LEAF_KEYS_BOTH: the same leaf with the other key type */
+    EVP_PKEY *alt_key;
+    STACK_OF(X509) *chain;  /* certificates after the leaf(s), in order; may be empty */
     bool cached;            /* came from the cache */
 };
 
 /*
  * Forges a chain for a client.  upstream: the server's leaf (NULL when
  * the upstream is unusable: subject and SAN are then made from sni, which
- * must then be non-NULL).  The leaf key type follows the upstream's (RSA
- * or EC; RSA when unknown).  Returns false with the reason in err.
+ * must then be non-NULL).  The leaf key(s) follow the forge's
+ * tf_leaf_keys.  Returns false with the reason in err.
  */
 bool tf_forge_chain(struct tf_forge *fg, X509 *upstream, const char *sni,
                     const struct tf_cert_fault *fault, struct tf_forged *out, char *err,

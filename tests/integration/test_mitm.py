@@ -208,7 +208,7 @@ def rule_text(rule):
     return "{ %s }" % " ".join("%s = %s;" % (k, lval(v)) for k, v in rule.items())
 
 
-def mitm_config(name, listeners, rules=(), log_extra="", ca_dir=None, workers=1):
+def mitm_config(name, listeners, rules=(), log_extra="", ca_dir=None, workers=1, ca_extra=""):
     """Writes a configuration with mitm listeners; returns its path.
     listeners: [(name, upstream address, extra listener keys as text)]."""
     json_path = tflib.tmppath("%s-%d.jsonl" % (name, int(time.time() * 1e6)))
@@ -218,7 +218,7 @@ def mitm_config(name, listeners, rules=(), log_extra="", ca_dir=None, workers=1)
     text = "listeners = (\n%s\n);\n" % ls
     if rules:
         text += "faults = (\n  %s\n);\n" % ",\n  ".join(rule_text(r) for r in rules)
-    text += 'ca = { dir = "%s"; };\n' % (ca_dir or LabCA.get().dir)
+    text += 'ca = { dir = "%s";%s };\n' % (ca_dir or LabCA.get().dir, ca_extra)
     text += 'log = { text = "none"; json = "%s";%s };\n' % (json_path, log_extra)
     text += "timeouts = { connect = 5.0; handshake = 10.0; idle = 30.0; grace = 2.0; };\n"
     text += "workers = %d;\n" % workers
@@ -942,6 +942,57 @@ def test_showcerts(tap):
         stop_proxy(p2)
 
 
+# ------------------------------------------------------------ 2c. leaf key types
+
+def wire_leaf(port, s_client_args):
+    """(public key type, bits, verify return code) of the leaf a client
+    with these s_client arguments is served; the upstream's leaf is RSA."""
+    argv = ["openssl", "s_client", "-connect", "127.0.0.1:%d" % port, "-showcerts",
+            "-servername", "lab.test", "-CAfile", LabCA.get().root] + s_client_args
+    r = tflib.run(argv, input="", timeout=TIMEOUT)
+    pems = PEM_RX.findall(r.out)
+    if not pems:
+        return None, 0, r
+    t = cert_info(pems[0])["text"]
+    m = re.search(r"Public Key Algorithm: (\S+)", t)
+    b = re.search(r"Public-Key: \((\d+) bit\)", t)
+    v = re.search(r"Verify return code: (\d+)", r.out)
+    return ((m.group(1) if m else None, int(b.group(1)) if b else 0,
+             int(v.group(1)) if v else None), r)
+
+
+def test_leaf_keys(tap):
+    """ca.leaf_keys: "both" (the default) serves ECDSA P-256 to a client
+    that takes it and RSA-2048 to one that does not, as a server with two
+    certificates does; "upstream" keeps the upstream's RSA."""
+    srv = upstream(None, "leafkeys")
+    conf = mitm_config("leafkeys", [("both", srv.addr, ""), ])
+    conf_up = mitm_config("leafkeys-up", [("up", srv.addr, "")], ca_extra=' leaf_keys = "upstream";')
+    p = Tlsfault(config=conf, name="leafkeys")
+    q = Tlsfault(config=conf_up, name="leafkeys-up")
+    EC, RSA = ("id-ecPublicKey", 256), ("rsaEncryption", 2048)
+    try:
+        port, port_up = p.listeners["both"][1], q.listeners["up"][1]
+        for title, args, want in [
+                ("TLS 1.3, s_client's defaults", ["-tls1_3"], EC),
+                ("TLS 1.3, -sigalgs rsa_pss_rsae_sha256 only", ["-tls1_3", "-sigalgs",
+                                                                "rsa_pss_rsae_sha256"], RSA),
+                ("TLS 1.2, ECDHE-ECDSA and ECDHE-RSA offered", ["-tls1_2"], EC),
+                ("TLS 1.2, -cipher ECDHE-RSA-AES128-GCM-SHA256 only",
+                 ["-tls1_2", "-cipher", "ECDHE-RSA-AES128-GCM-SHA256"], RSA)]:
+            got, r = wire_leaf(port, args)
+            tap.ok(got is not None and got[:2] == want and got[2] == 0,
+                   "leaf_keys both: %s gets a %s-%d leaf that verifies" % (title, want[0], want[1]),
+                   "got %r\n%s" % (got, r.describe(1500)))
+        got, r = wire_leaf(port_up, ["-tls1_3"])
+        tap.ok(got is not None and got[:2] == RSA and got[2] == 0,
+               "leaf_keys upstream: an RSA upstream gives an RSA-2048 leaf to a client that "
+               "would take ECDSA", "got %r\n%s" % (got, r.describe(1500)))
+    finally:
+        stop_proxy(p)
+        stop_proxy(q)
+
+
 # ------------------------------------------------------------ 5. keylog
 
 def tshark_http(pcap, keylog, ports):
@@ -1238,6 +1289,7 @@ def main(tap):
         tap.diag("%s: %.2fs" % (c["title"], time.monotonic() - t1))
     t1 = time.monotonic()
     tap.section(2, "fault parameters on the wire", test_showcerts, tap)
+    tap.section(5, "leaf key types", test_leaf_keys, tap)
     if tflib.have_tshark():
         tap.section(6, "keylog", test_keylog, tap)
     else:
@@ -1272,7 +1324,7 @@ def main(tap):
 
 def plan():
     return (1 + 2 * len(CLIENTS) * len(VERSIONS) + 4 + sum(case_tests(c) for c in CASES)
-            + 2 + 6 + 12 + 1 + len(mitm_scenario_files()) + 3 + 1)
+            + 2 + 5 + 6 + 12 + 1 + len(mitm_scenario_files()) + 3 + 1)
 
 
 if __name__ == "__main__":

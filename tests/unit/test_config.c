@@ -334,6 +334,8 @@ static struct bad_case bad_cases[] = {
     {"empty_string.conf", "FILE:3: \"log.text\" must not be empty"},
     {"log_level_unknown.conf",
      "FILE:3: unknown log level \"verbose\"; valid: error, warn, info, debug"},
+    {"leaf_keys_unknown.conf",
+     "FILE:3: unknown leaf_keys \"ed25519\"; valid: both, upstream, rsa, ecdsa"},
     /* route and mode */
     {"route_unknown.conf",
      "FILE:3: unknown route \"bogus\"; valid: forward, sni, redirect, tproxy, connect"},
@@ -485,7 +487,7 @@ static struct bad_case bad_cases[] = {
      "FILE:6: ca.untrusted_key needs ca.cert and ca.key"},
     {"ca_keys.conf",
      "FILE:4: unknown key \"root\" in ca; valid keys: dir, cert, key, chain, untrusted_cert, "
-     "untrusted_key, cache\n"
+     "untrusted_key, cache, leaf_keys\n"
      "FILE:5: \"ca.cache\" must be between 0 and 1048576, not -1\n"
      "FILE:6: \"ca.dir\" must not be empty\n"
      "FILE:7: \"ca.cert\" must be a string\n"
@@ -873,6 +875,7 @@ test_defaults(void **state)
     assert_null(cfg->ca_untrusted_cert);
     assert_null(cfg->ca_untrusted_key);
     assert_int_equal(cfg->forge_cache, 1024);
+    assert_int_equal(cfg->leaf_keys, TF_LEAF_KEYS_BOTH);
     assert_null(cfg->lab_ca);
     assert_null(cfg->log_keylog);
     assert_int_equal(cfg->content_max, 0);
@@ -1167,6 +1170,7 @@ test_mitm(void **state)
     assert_string_equal(cfg->ca_dir, lab_ca_dir);
     assert_null(cfg->ca_cert);
     assert_int_equal(cfg->forge_cache, 64);
+    assert_int_equal(cfg->leaf_keys, TF_LEAF_KEYS_ECDSA);
     assert_non_null(cfg->lab_ca);
     assert_non_null(tf_lab_ca_root(cfg->lab_ca));
     assert_string_equal(cfg->log_keylog, "keys.log"); /* a log path: from the working directory */

@@ -342,7 +342,7 @@ group_setup(void **state)
         fprintf(stderr, "# tf_lab_ca_load: %s\n", err);
         return -1;
     }
-    g.fg = tf_forge_new(g.ca, 64, err, sizeof(err));
+    g.fg = tf_forge_new(g.ca, 64, TF_LEAF_KEYS_UPSTREAM, err, sizeof(err));
     if (g.fg == NULL) {
         fprintf(stderr, "# tf_forge_new: %s\n", err);
         return -1;
@@ -693,7 +693,7 @@ test_load_files_form(void **state)
     /* Intermediate + chain file: chain = [intermediate, root]; the root is the one to trust. */
     ca = load_files_ok(cert, key, root, ucert, ukey);
     assert_int_equal(X509_cmp(tf_lab_ca_root(ca), g.root), 0);
-    fg = tf_forge_new(ca, 4, err, sizeof(err));
+    fg = tf_forge_new(ca, 4, TF_LEAF_KEYS_UPSTREAM, err, sizeof(err));
     assert_non_null(fg);
     forge_ok(fg, g.up_rsa_leaf, "a.test", TF_CERT_GOOD, 0, NULL, &f);
     assert_int_equal(sk_X509_num(f.chain), 2);
@@ -717,7 +717,7 @@ test_load_files_form(void **state)
     /* A root signing directly: nothing is sent after the leaf; no untrusted pair: a throwaway. */
     ca = load_files_ok(root, rkey, NULL, NULL, NULL);
     assert_int_equal(X509_cmp(tf_lab_ca_root(ca), g.root), 0);
-    fg = tf_forge_new(ca, 4, err, sizeof(err));
+    fg = tf_forge_new(ca, 4, TF_LEAF_KEYS_UPSTREAM, err, sizeof(err));
     assert_non_null(fg);
     forge_ok(fg, g.up_ec_leaf, "a.test", TF_CERT_GOOD, 0, NULL, &f);
     assert_int_equal(sk_X509_num(f.chain), 0);
@@ -861,6 +861,63 @@ test_forge_good(void **state)
     (void)state;
     check_good(g.up_ec_leaf, EVP_PKEY_EC);
     check_good(g.up_rsa_leaf, EVP_PKEY_RSA);
+}
+
+/* One forge per tf_leaf_keys policy: which key types the leaves get, and that the pair agrees. */
+static void
+check_leaf_keys(enum tf_leaf_keys keys, X509 *upstream, int want, int want_alt)
+{
+    char err[512];
+    struct tf_forge *fg = tf_forge_new(g.ca, 8, keys, err, sizeof(err));
+    struct tf_forged f, again;
+
+    assert_non_null(fg);
+    forge_ok(fg, upstream, "a.test", TF_CERT_GOOD, 0, NULL, &f);
+    assert_int_equal(EVP_PKEY_get_base_id(f.key), want);
+    assert_verify(verify_root(&f, 2, "a.test"), X509_V_OK);
+    if (want_alt == 0) {
+        assert_null(f.alt_leaf);
+        assert_null(f.alt_key);
+    } else {
+        struct tf_forged alt = {.leaf = f.alt_leaf, .key = f.alt_key, .chain = f.chain};
+        assert_non_null(f.alt_leaf);
+        assert_int_equal(EVP_PKEY_get_base_id(f.alt_key), want_alt);
+        assert_int_equal(X509_check_private_key(f.alt_leaf, f.alt_key), 1);
+        assert_verify(verify_root(&alt, 2, "a.test"), X509_V_OK);
+        assert_int_equal(X509_NAME_cmp(X509_get_subject_name(f.alt_leaf),
+                                       X509_get_subject_name(f.leaf)),
+                         0);
+        assert_int_equal(ASN1_TIME_compare(X509_get0_notAfter(f.alt_leaf),
+                                           X509_get0_notAfter(f.leaf)),
+                         0);
+        assert_int_equal(X509_check_host(f.alt_leaf, "b.test", 0, 0, NULL), 1);
+    }
+    /* The cache hands out the pair, not one half of it. */
+    forge_ok(fg, upstream, "a.test", TF_CERT_GOOD, 0, NULL, &again);
+    assert_true(again.cached);
+    assert_ptr_equal(again.leaf, f.leaf);
+    assert_ptr_equal(again.alt_leaf, f.alt_leaf);
+    assert_ptr_equal(again.alt_key, f.alt_key);
+    tf_forged_release(&again);
+    tf_forged_release(&f);
+    /* cert-weak-key is one RSA-1024 leaf whatever the policy. */
+    forge_ok(fg, upstream, "a.test", TF_CERT_WEAK_KEY, 0, NULL, &f);
+    assert_int_equal(EVP_PKEY_get_bits(f.key), 1024);
+    assert_null(f.alt_leaf);
+    tf_forged_release(&f);
+    tf_forge_free(fg);
+}
+
+static void
+test_forge_leaf_keys(void **state)
+{
+    (void)state;
+    check_leaf_keys(TF_LEAF_KEYS_BOTH, g.up_rsa_leaf, EVP_PKEY_RSA, EVP_PKEY_EC);
+    check_leaf_keys(TF_LEAF_KEYS_BOTH, g.up_ec_leaf, EVP_PKEY_EC, EVP_PKEY_RSA);
+    check_leaf_keys(TF_LEAF_KEYS_UPSTREAM, g.up_rsa_leaf, EVP_PKEY_RSA, 0);
+    check_leaf_keys(TF_LEAF_KEYS_UPSTREAM, g.up_ec_leaf, EVP_PKEY_EC, 0);
+    check_leaf_keys(TF_LEAF_KEYS_RSA, g.up_ec_leaf, EVP_PKEY_RSA, 0);
+    check_leaf_keys(TF_LEAF_KEYS_ECDSA, g.up_rsa_leaf, EVP_PKEY_EC, 0);
 }
 
 /* An upstream that outlives the lab intermediate gets the intermediate's notAfter. */
@@ -1153,7 +1210,7 @@ test_forge_sha1_ec_signer(void **state)
     fclose(fp);
 
     ca = load_files_ok(cert, key, NULL, NULL, NULL);
-    fg = tf_forge_new(ca, 0, err, sizeof(err));
+    fg = tf_forge_new(ca, 0, TF_LEAF_KEYS_UPSTREAM, err, sizeof(err));
     assert_non_null(fg);
     forge_ok(fg, g.up_rsa_leaf, "a.test", TF_CERT_SHA1, 0, NULL, &f);
     assert_int_equal(X509_get_signature_nid(f.leaf), NID_ecdsa_with_SHA1);
@@ -1181,7 +1238,7 @@ static void
 test_cache_hits(void **state)
 {
     char err[512];
-    struct tf_forge *fg = tf_forge_new(g.ca, 64, err, sizeof(err));
+    struct tf_forge *fg = tf_forge_new(g.ca, 64, TF_LEAF_KEYS_UPSTREAM, err, sizeof(err));
     struct tf_forged a, b;
     unsigned long hits, misses;
 
@@ -1280,7 +1337,7 @@ static void
 test_cache_not_yet_valid_goes_stale(void **state)
 {
     char err[512];
-    struct tf_forge *fg = tf_forge_new(g.ca, 8, err, sizeof(err));
+    struct tf_forge *fg = tf_forge_new(g.ca, 8, TF_LEAF_KEYS_UPSTREAM, err, sizeof(err));
     struct tf_forged f;
 
     (void)state;
@@ -1312,7 +1369,7 @@ static void
 test_cache_lru(void **state)
 {
     char err[512];
-    struct tf_forge *fg = tf_forge_new(g.ca, 2, err, sizeof(err));
+    struct tf_forge *fg = tf_forge_new(g.ca, 2, TF_LEAF_KEYS_UPSTREAM, err, sizeof(err));
     unsigned long hits, misses;
 
     (void)state;
@@ -1347,7 +1404,7 @@ test_cache_timing(void **state)
 {
     enum { N = 200 };
     char err[512], cn[32];
-    struct tf_forge *fg = tf_forge_new(g.ca, N, err, sizeof(err));
+    struct tf_forge *fg = tf_forge_new(g.ca, N, TF_LEAF_KEYS_UPSTREAM, err, sizeof(err));
     X509 *ups[N];
     double t0, t1, t2;
     unsigned long hits, misses;
@@ -1406,6 +1463,7 @@ main(void)
         cmocka_unit_test(test_load_files_form),
         cmocka_unit_test(test_load_files_errors),
         cmocka_unit_test(test_forge_good),
+        cmocka_unit_test(test_forge_leaf_keys),
         cmocka_unit_test(test_forge_clamp),
         cmocka_unit_test(test_forge_from_sni),
         cmocka_unit_test(test_forge_mutations),
