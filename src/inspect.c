@@ -103,7 +103,7 @@ struct tf_inspect {
      * text instead (inspect_finish): an idle connection then holds a few
      * hundred bytes of them rather than kilobytes of objects.
      */
-    char *versions_text, *messages_text;
+    const char *versions_text, *messages_text;
 };
 
 const char *
@@ -159,8 +159,8 @@ tf_inspect_free(struct tf_inspect *ins)
     json_decref(ins->messages);
     free(ins->sni);
     free(ins->suites);
-    free(ins->versions_text);
-    free(ins->messages_text);
+    tf_json_text_release(ins->versions_text);
+    tf_json_text_release(ins->messages_text);
     free(ins);
 }
 

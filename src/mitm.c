@@ -97,8 +97,8 @@ struct tf_mitm {
     bool failed;
     json_t *upstream_chain;     /* the real server's chain, decoded (first Certificate) */
     json_t *forged_chain;       /* what the client was shown */
-    char *upstream_chain_text;  /* both, as JSON text once relaying: an idle connection */
-    char *forged_chain_text;    /* keeps a third of the memory */
+    const char *upstream_chain_text; /* both, as shared JSON text once relaying: */
+    const char *forged_chain_text;   /* an idle connection keeps a third of the memory */
     int client_alert;           /* first alert the client sent us, -1 none */
     bool client_alert_fatal;
     int to_client_alert;        /* first alert our client leg sent, -1 none */
@@ -364,8 +364,8 @@ tf_mitm_free(struct tf_mitm *m)
         evbuffer_free(m->client_wait);
     json_decref(m->upstream_chain);
     json_decref(m->forged_chain);
-    free(m->upstream_chain_text);
-    free(m->forged_chain_text);
+    tf_json_text_release(m->upstream_chain_text);
+    tf_json_text_release(m->forged_chain_text);
     free(m->alpn_selected);
     free(m->error);
     free(m);

@@ -3,9 +3,12 @@
  *
  * A long-lived connection keeps lists only for the verdict at its end
  * (offered versions, the message log, certificate chains).  As jansson
- * objects they take kilobytes; as text, a few hundred bytes.  A pair of
- * fields holds either the object or its text: pack when the connection
- * goes quiet, unpack when the verdict needs it.
+ * objects they take kilobytes; as text, a few hundred bytes; and since
+ * most connections of one client to one site log the very same lists,
+ * equal texts are kept once, shared by every connection that holds them
+ * (a reference count under one lock: a connection packs and releases
+ * once each).  A pair of fields holds either the object or its text:
+ * pack when the connection goes quiet, unpack when the verdict needs it.
  */
 #ifndef TLSFAULT_JSONTEXT_H
 #define TLSFAULT_JSONTEXT_H
@@ -14,20 +17,14 @@
 #include <stddef.h>
 
 /*
- * Replaces *v by its compact text (*text, to be freed) unless *text is
- * set already; when memory is short, *v stays as it is.
+ * Replaces *v by its shared compact text (*text, given back with
+ * tf_json_text_release) unless *text is set already; when memory is
+ * short, *v stays as it is.  Thread-safe.
  */
-static inline void
-tf_json_pack(json_t **v, char **text)
-{
-    if (*v == NULL || *text != NULL)
-        return;
-    *text = json_dumps(*v, JSON_COMPACT);
-    if (*text != NULL) {
-        json_decref(*v);
-        *v = NULL;
-    }
-}
+void tf_json_pack(json_t **v, const char **text);
+
+/* Gives back a text from tf_json_pack; NULL is fine. */
+void tf_json_text_release(const char *text);
 
 /* The value as an object again: a new reference, or NULL when neither is held. */
 static inline json_t *
@@ -37,5 +34,8 @@ tf_json_unpack(json_t *v, const char *text)
         return json_incref(v);
     return text != NULL ? json_loads(text, 0, NULL) : NULL;
 }
+
+/* Distinct texts held now (for tests). */
+size_t tf_json_texts_held(void);
 
 #endif

@@ -1,0 +1,191 @@
+/*
+ * test_jsontext.c — unit tests for the shared JSON texts of jsontext.h.
+ *
+ * Equal values pack to one shared text, different ones to their own; the
+ * last release frees the text (and the set once it is empty); a value
+ * whose text is longer than the stack buffer takes the heap path; the set
+ * keeps every text through its growth; threads packing and releasing the
+ * same and different values at once leave nothing behind (and the ASan
+ * build's leak check sees anything else).
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "tlsfault/jsontext.h"
+
+static json_t *
+list_of(int a, int b)
+{
+    return json_pack("[{s:i},{s:i}]", "a", a, "b", b);
+}
+
+static void
+test_equal_values_share(void **state)
+{
+    json_t *v1 = list_of(1, 2), *v2 = list_of(1, 2), *v3 = list_of(1, 3);
+    const char *t1 = NULL, *t2 = NULL, *t3 = NULL;
+
+    (void)state;
+    tf_json_pack(&v1, &t1);
+    tf_json_pack(&v2, &t2);
+    tf_json_pack(&v3, &t3);
+    assert_null(v1);
+    assert_null(v2);
+    assert_null(v3);
+    assert_string_equal(t1, "[{\"a\":1},{\"b\":2}]");
+    assert_ptr_equal(t1, t2);
+    assert_ptr_not_equal(t1, t3);
+    assert_string_equal(t3, "[{\"a\":1},{\"b\":3}]");
+    assert_int_equal(tf_json_texts_held(), 2);
+
+    /* Packing again keeps the text it has. */
+    json_t *again = list_of(9, 9);
+    const char *kept = t1;
+    tf_json_pack(&again, &t1);
+    assert_ptr_equal(t1, kept);
+    assert_non_null(again);
+    json_decref(again);
+
+    /* Unpack gives the value back, equal to the original. */
+    json_t *back = tf_json_unpack(NULL, t2);
+    json_t *want = list_of(1, 2);
+    assert_true(json_equal(back, want));
+    json_decref(back);
+    json_decref(want);
+
+    tf_json_text_release(t1);
+    assert_int_equal(tf_json_texts_held(), 2);   /* t2 still holds it */
+    assert_string_equal(t2, "[{\"a\":1},{\"b\":2}]");
+    tf_json_text_release(t2);
+    assert_int_equal(tf_json_texts_held(), 1);
+    tf_json_text_release(t3);
+    assert_int_equal(tf_json_texts_held(), 0);
+    tf_json_text_release(NULL);
+}
+
+static void
+test_null_and_object_kept(void **state)
+{
+    json_t *none = NULL;
+    const char *text = NULL;
+    json_t *obj = json_pack("{s:s}", "k", "v");
+
+    (void)state;
+    tf_json_pack(&none, &text);
+    assert_null(text);
+    assert_null(tf_json_unpack(NULL, NULL));
+    json_t *ref = tf_json_unpack(obj, NULL);
+    assert_ptr_equal(ref, obj);
+    json_decref(ref);
+    json_decref(obj);
+}
+
+static void
+test_long_text(void **state)
+{
+    json_t *a = json_array(), *b;
+    const char *ta = NULL, *tb = NULL;
+
+    (void)state;
+    for (int i = 0; i < 2000; i++)
+        json_array_append_new(a, json_integer(i));
+    b = json_deep_copy(a);
+    size_t want = json_dumpb(a, NULL, 0, JSON_COMPACT);
+    assert_true(want > 4096);
+    tf_json_pack(&a, &ta);
+    tf_json_pack(&b, &tb);
+    assert_non_null(ta);
+    assert_ptr_equal(ta, tb);
+    assert_int_equal(strlen(ta), want);
+    assert_true(strncmp(ta, "[0,1,2,", 7) == 0);
+    assert_true(strcmp(ta + strlen(ta) - 6, ",1999]") == 0);
+    tf_json_text_release(ta);
+    tf_json_text_release(tb);
+    assert_int_equal(tf_json_texts_held(), 0);
+}
+
+/* Past the first 64 buckets and back: every text still found and intact. */
+static void
+test_growth(void **state)
+{
+    enum { N = 1000 };
+    const char **t = calloc(N, sizeof(*t));
+    const char **u = calloc(N, sizeof(*u));
+    char want[64];
+
+    (void)state;
+    for (int i = 0; i < N; i++) {
+        json_t *v = list_of(i, -i);
+        tf_json_pack(&v, &t[i]);
+        assert_non_null(t[i]);
+    }
+    assert_int_equal(tf_json_texts_held(), N);
+    for (int i = 0; i < N; i++) {
+        json_t *v = list_of(i, -i);
+        tf_json_pack(&v, &u[i]);
+        assert_ptr_equal(u[i], t[i]);
+        snprintf(want, sizeof(want), "[{\"a\":%d},{\"b\":%d}]", i, -i);
+        assert_string_equal(t[i], want);
+    }
+    assert_int_equal(tf_json_texts_held(), N);
+    for (int i = 0; i < N; i++) {
+        tf_json_text_release(t[i]);
+        tf_json_text_release(u[i]);
+    }
+    assert_int_equal(tf_json_texts_held(), 0);
+    free(t);
+    free(u);
+}
+
+static void *
+churn(void *arg)
+{
+    int id = (int)(intptr_t)arg;
+    for (int round = 0; round < 2000; round++) {
+        json_t *same = list_of(7, 7), *own = list_of(id, round % 50);
+        const char *ts = NULL, *to = NULL;
+        tf_json_pack(&same, &ts);
+        tf_json_pack(&own, &to);
+        if (ts == NULL || to == NULL || strcmp(ts, "[{\"a\":7},{\"b\":7}]") != 0)
+            return (void *)1;
+        tf_json_text_release(to);
+        tf_json_text_release(ts);
+    }
+    return NULL;
+}
+
+static void
+test_threads(void **state)
+{
+    pthread_t th[4];
+    (void)state;
+    for (int i = 0; i < 4; i++)
+        assert_int_equal(pthread_create(&th[i], NULL, churn, (void *)(intptr_t)i), 0);
+    for (int i = 0; i < 4; i++) {
+        void *r;
+        assert_int_equal(pthread_join(th[i], &r), 0);
+        assert_null(r);
+    }
+    assert_int_equal(tf_json_texts_held(), 0);
+}
+
+int
+main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_equal_values_share),
+        cmocka_unit_test(test_null_and_object_kept),
+        cmocka_unit_test(test_long_text),
+        cmocka_unit_test(test_growth),
+        cmocka_unit_test(test_threads),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
