@@ -871,6 +871,30 @@ flow_network_faults(struct tf_leg *leg)
     return true;
 }
 
+/*
+ * Moves src into leg's sink.  When nothing waits there and no fault paces
+ * it, src is written to the socket first and only what the socket does not
+ * take is queued: a bufferevent turns EPOLLOUT on for every write and off
+ * again once it is done, two epoll_ctl calls and a loop pass for each
+ * record of a mitm flow.  A write error is left for the bufferevent to
+ * find on the queued rest (nothing is lost: what was not written is kept).
+ */
+static void
+flow_pass(struct tf_leg *leg, struct evbuffer *src)
+{
+    struct tf_flow *f = leg->flow;
+    struct evbuffer *dst = flow_sink(leg);
+
+    if (!leg->shaper->on && !f->ending && !leg->peer->shut_pending &&
+        (f->state == TF_FLOW_INSPECTING || f->state == TF_FLOW_RELAYING) &&
+        evbuffer_get_length(dst) == 0) {
+        evutil_socket_t fd = bufferevent_getfd(leg->peer->bev);
+        while (fd >= 0 && evbuffer_get_length(src) > 0 && evbuffer_write(src, fd) > 0)
+            ;
+    }
+    evbuffer_add_buffer(dst, src);
+}
+
 /* Raw TLS our client-side SSL wrote: the client leg's s2c wire faults, then out. */
 static void
 flow_mitm_to_client(struct tf_flow *f)
@@ -891,7 +915,7 @@ flow_mitm_to_client(struct tf_flow *f)
             return;
         }
     } else {
-        evbuffer_add_buffer(dst, f->to_client);
+        flow_pass(&f->server, f->to_client);
         f->to_client_held = 0;
     }
     flow_sink_added(&f->server, before);
@@ -937,14 +961,15 @@ flow_mitm_read(struct tf_leg *leg, struct evbuffer *in)
         } else {
             evbuffer_add_buffer(f->mid, in);
         }
-        st = tf_mitm_from_client(f->mitm, f->mid, f->to_client, to_server);
+        st = tf_mitm_from_client(f->mitm, f->mid, f->to_client, f->w->stage);
     } else {
         if (!flow_network_faults(leg)) {
             evbuffer_drain(in, evbuffer_get_length(in));
             return;
         }
-        st = tf_mitm_from_server(f->mitm, in, f->to_client, to_server);
+        st = tf_mitm_from_server(f->mitm, in, f->to_client, f->w->stage);
     }
+    flow_pass(&f->client, f->w->stage);
     flow_sink_added(&f->client, before);
     flow_mitm_status(f, st);
 }

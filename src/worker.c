@@ -8,6 +8,7 @@
  * left when the grace period ends, then leave the loop.
  */
 #include <event2/dns.h>
+#include <event2/buffer.h>
 #include <event2/event.h>
 #include <event2/listener.h>
 #include <stdio.h>
@@ -143,9 +144,10 @@ tf_worker_init(struct tf_worker *w, int index, struct tf_config *cfg, struct tf_
         return false;
     }
     w->mail_event = event_new(w->base, -1, 0, worker_mail_cb, w);
+    w->stage = evbuffer_new();
     w->n_listeners = cfg->n_listeners;
     w->listeners = calloc(cfg->n_listeners, sizeof(*w->listeners));
-    if (w->mail_event == NULL || w->listeners == NULL) {
+    if (w->mail_event == NULL || w->stage == NULL || w->listeners == NULL) {
         snprintf(err, errlen, "worker %d: out of memory", index);
         return false;
     }
@@ -280,6 +282,8 @@ tf_worker_release(struct tf_worker *w)
         event_free(w->sweep_timer);
     if (w->mail_event)
         event_free(w->mail_event);
+    if (w->stage)
+        evbuffer_free(w->stage);
     if (w->dns)
         evdns_base_free(w->dns, 0);
     if (w->base)

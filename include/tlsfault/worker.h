@@ -51,6 +51,7 @@ struct tf_worker {
     bool draining;
     struct event *grace_timer;
     struct event *sweep_timer;      /* tf_flow_sweep, for mitm listeners */
+    struct evbuffer *stage;         /* flow.c: mitm bytes on their way to a socket */
 
     /* Mailbox from the main thread; the lock is never taken on the data path. */
     pthread_mutex_t mail_lock;
