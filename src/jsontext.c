@@ -4,11 +4,14 @@
  * A hash set of reference-counted strings: FNV-1a over the text, chains
  * per bucket, as many buckets as texts (doubling), all freed when the
  * last text goes so that nothing outlives the connections that used it.
+ * And a compact writer that renders as jansson's JSON_COMPACT does.
  */
+#include <inttypes.h>
 #include <pthread.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -93,20 +96,209 @@ done:
     return out;
 }
 
+
+/* ------------------------------------------------------------ writer */
+
+struct json_out {
+    char *p;
+    size_t used, cap;
+    bool failed;
+};
+
+static void
+out_put(struct json_out *o, const char *s, size_t n)
+{
+    if (o->failed || n > o->cap - o->used) {
+        o->failed = true;
+        return;
+    }
+    memcpy(o->p + o->used, s, n);
+    o->used += n;
+}
+
+static void
+out_char(struct json_out *o, char c)
+{
+    if (o->failed || o->used >= o->cap) {
+        o->failed = true;
+        return;
+    }
+    o->p[o->used++] = c;
+}
+
+/* jansson's string escapes: '"', '\\' and control characters; UTF-8 as it is. */
+static void
+out_string(struct json_out *o, const char *s, size_t len)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    size_t start = 0;
+    out_char(o, '"');
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c >= 0x20 && c != '"' && c != '\\')
+            continue;
+        out_put(o, s + start, i - start);
+        start = i + 1;
+        switch (c) {
+        case '"': out_put(o, "\\\"", 2); break;
+        case '\\': out_put(o, "\\\\", 2); break;
+        case '\b': out_put(o, "\\b", 2); break;
+        case '\f': out_put(o, "\\f", 2); break;
+        case '\n': out_put(o, "\\n", 2); break;
+        case '\r': out_put(o, "\\r", 2); break;
+        case '\t': out_put(o, "\\t", 2); break;
+        default: {
+            char u[6] = {'\\', 'u', '0', '0', hex[c >> 4], hex[c & 15]};
+            out_put(o, u, sizeof(u));
+        }
+        }
+    }
+    out_put(o, s + start, len - start);
+    out_char(o, '"');
+}
+
+static void
+out_integer(struct json_out *o, json_int_t v)
+{
+    char digits[24];
+    size_t n = sizeof(digits);
+    /* Through unsigned: the most negative value has no positive counterpart. */
+    uint64_t u = v < 0 ? 0 - (uint64_t)v : (uint64_t)v;
+    do {
+        digits[--n] = (char)('0' + u % 10);
+        u /= 10;
+    } while (u > 0);
+    if (v < 0)
+        digits[--n] = '-';
+    out_put(o, digits + n, sizeof(digits) - n);
+}
+
+/* As jansson: %.17g, a ".0" when it reads as an integer, the exponent without '+' or leading 0s. */
+static void
+out_real(struct json_out *o, double v)
+{
+    char buf[64];
+    int n = snprintf(buf, sizeof(buf), "%.17g", v);
+    if (n < 0 || (size_t)n >= sizeof(buf) - 2) {
+        o->failed = true;
+        return;
+    }
+    size_t len = (size_t)n;
+    if (strspn(buf, "0123456789-") == len) {
+        memcpy(buf + len, ".0", 3);
+        len += 2;
+    }
+    char *e = strchr(buf, 'e');
+    if (e != NULL) {
+        char *start = e + 1, *end = start;
+        if (*start == '-')
+            start++;
+        end = start;
+        while (*end == '+' || *end == '0')
+            end++;
+        if (end > start) {
+            memmove(start, end, strlen(end) + 1);
+            len = strlen(buf);
+        }
+    }
+    out_put(o, buf, len);
+}
+
+static void out_value(struct json_out *o, const json_t *v, int depth);
+
+static void
+out_members(struct json_out *o, const json_t *obj, int depth)
+{
+    const char *key;
+    json_t *val;
+    bool first = true;
+    /* json_object_foreach takes a non-const object; it only reads it. */
+    json_t *it = (json_t *)(uintptr_t)obj;
+    json_object_foreach (it, key, val) {
+        if (!first)
+            out_char(o, ',');
+        first = false;
+        out_string(o, key, strlen(key));
+        out_char(o, ':');
+        out_value(o, val, depth + 1);
+        if (o->failed)
+            return;
+    }
+}
+
+/* jansson refuses deeper nesting (a cycle would otherwise recurse forever). */
+#define JSON_WRITE_DEPTH_MAX 2048
+
+static void
+out_value(struct json_out *o, const json_t *v, int depth)
+{
+    if (depth > JSON_WRITE_DEPTH_MAX) {
+        o->failed = true;
+        return;
+    }
+    switch (json_typeof(v)) {
+    case JSON_OBJECT:
+        out_char(o, '{');
+        out_members(o, v, depth);
+        out_char(o, '}');
+        break;
+    case JSON_ARRAY:
+        out_char(o, '[');
+        for (size_t i = 0, n = json_array_size(v); i < n && !o->failed; i++) {
+            if (i > 0)
+                out_char(o, ',');
+            out_value(o, json_array_get(v, i), depth + 1);
+        }
+        out_char(o, ']');
+        break;
+    case JSON_STRING:
+        out_string(o, json_string_value(v), json_string_length(v));
+        break;
+    case JSON_INTEGER:
+        out_integer(o, json_integer_value(v));
+        break;
+    case JSON_REAL:
+        out_real(o, json_real_value(v));
+        break;
+    case JSON_TRUE:
+        out_put(o, "true", 4);
+        break;
+    case JSON_FALSE:
+        out_put(o, "false", 5);
+        break;
+    case JSON_NULL:
+        out_put(o, "null", 4);
+        break;
+    }
+}
+
+bool
+tf_json_write(const json_t *v, bool members_only, char *buf, size_t cap, size_t *used)
+{
+    struct json_out o = {buf, *used, cap, false};
+    if (v == NULL || *used > cap || (members_only && !json_is_object(v)))
+        return false;
+    if (members_only)
+        out_members(&o, v, 0);
+    else
+        out_value(&o, v, 0);
+    if (o.failed)
+        return false;
+    *used = o.used;
+    return true;
+}
+
 void
 tf_json_pack(json_t **v, const char **text)
 {
     char buf[4096];
     char *heap = NULL;
     const char *s = buf;
-    size_t len;
+    size_t len = 0;
 
     if (*v == NULL || *text != NULL)
         return;
-    len = json_dumpb(*v, buf, sizeof(buf), JSON_COMPACT);
-    if (len == 0)
-        return;
-    if (len > sizeof(buf)) {
+    if (!tf_json_write(*v, false, buf, sizeof(buf), &len)) {
         if ((heap = json_dumps(*v, JSON_COMPACT)) == NULL)
             return;
         s = heap;

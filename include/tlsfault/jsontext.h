@@ -14,6 +14,7 @@
 #define TLSFAULT_JSONTEXT_H
 
 #include <jansson.h>
+#include <stdbool.h>
 #include <stddef.h>
 
 /*
@@ -34,6 +35,16 @@ tf_json_unpack(json_t *v, const char *text)
         return json_incref(v);
     return text != NULL ? json_loads(text, 0, NULL) : NULL;
 }
+
+/*
+ * Appends v's compact JSON text (what json_dumps(v, JSON_COMPACT) gives,
+ * byte for byte) to buf[*used..cap).  With members_only, an object's
+ * members without its braces (to splice into another object).  False,
+ * with *used where it was, when it does not fit or v is not JSON.
+ * jansson's own dump hands out every token through a callback and
+ * formats numbers with snprintf: three times slower for an event line.
+ */
+bool tf_json_write(const json_t *v, bool members_only, char *buf, size_t cap, size_t *used);
 
 /* Distinct texts held now (for tests). */
 size_t tf_json_texts_held(void);

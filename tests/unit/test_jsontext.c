@@ -6,7 +6,10 @@
  * whose text is longer than the stack buffer takes the heap path; the set
  * keeps every text through its growth; threads packing and releasing the
  * same and different values at once leave nothing behind (and the ASan
- * build's leak check sees anything else).
+ * build's leak check sees anything else).  The writer renders what
+ * jansson's JSON_COMPACT dump renders, byte for byte (numbers at their
+ * limits, every control character, UTF-8, nesting), and never past its
+ * buffer.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -145,6 +148,83 @@ test_growth(void **state)
     free(u);
 }
 
+/* The writer against jansson's own compact dump, byte for byte. */
+static void
+assert_writes_as_jansson(json_t *v)
+{
+    char buf[8192];
+    size_t used = 0;
+    char *want = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
+    assert_non_null(want);
+    assert_true(tf_json_write(v, false, buf, sizeof(buf), &used));
+    if (used != strlen(want) || memcmp(buf, want, used) != 0)
+        fail_msg("writer: %.*s\njansson: %s", (int)used, buf, want);
+    free(want);
+    json_decref(v);
+}
+
+static void
+test_writer_matches_jansson(void **state)
+{
+    (void)state;
+    assert_writes_as_jansson(json_pack("{s:s, s:i, s:b, s:n, s:[], s:{}}", "a", "b", "n", 42,
+                                       "t", 1, "z", "e", "o"));
+    assert_writes_as_jansson(json_integer(0));
+    assert_writes_as_jansson(json_integer(-1));
+    assert_writes_as_jansson(json_integer(INT64_MAX));
+    assert_writes_as_jansson(json_integer(INT64_MIN));
+    assert_writes_as_jansson(json_false());
+    double reals[] = {0.0, -0.0, 1.5, 100.0, -2.0, 0.1, 1e20, 1e-7, 123456789012345678.0,
+                      3.141592653589793, -1e300, 5e-324};
+    for (size_t i = 0; i < sizeof(reals) / sizeof(reals[0]); i++)
+        assert_writes_as_jansson(json_real(reals[i]));
+    /* Every control character, the two that need a backslash, UTF-8 and DEL as they are. */
+    char s[64];
+    for (int c = 1; c < 0x20; c++)
+        s[c - 1] = (char)c;
+    strcpy(s + 31, "\"\\/\x7f\xc3\xa9\xe2\x80\xa8ok");
+    assert_writes_as_jansson(json_string(s));
+    assert_writes_as_jansson(json_stringn("nul\0inside", 11));
+    assert_writes_as_jansson(json_loads("{\"list\": [{\"k\\n\": \"v\"}, [1, [2, [3, []]]], \"x\"],"
+                                        " \"deep\": {\"er\": {\"est\": 0.25}}}", 0, NULL));
+    /* Keys are escaped like strings. */
+    json_t *o = json_object();
+    json_object_set_new(o, "quote\"key\t", json_true());
+    assert_writes_as_jansson(o);
+}
+
+static void
+test_writer_bounds(void **state)
+{
+    char buf[32];
+    size_t used = 3;
+    json_t *v = json_pack("{s:s}", "key", "a value that does not fit");
+
+    (void)state;
+    memcpy(buf, "abc", 3);
+    assert_false(tf_json_write(v, false, buf, sizeof(buf), &used));
+    assert_int_equal(used, 3); /* untouched on failure */
+    assert_false(tf_json_write(v, false, buf, 2, &used));
+    assert_false(tf_json_write(NULL, false, buf, sizeof(buf), &used));
+    json_decref(v);
+
+    v = json_pack("{s:i,s:s}", "a", 1, "b", "c");
+    used = 1;
+    buf[0] = '{';
+    assert_true(tf_json_write(v, true, buf, sizeof(buf), &used));
+    assert_int_equal(used, 14);
+    assert_memory_equal(buf, "{\"a\":1,\"b\":\"c\"", 14);
+    /* Exactly full fits; one byte less does not. */
+    used = 0;
+    assert_true(tf_json_write(v, false, buf, 15, &used));
+    used = 0;
+    assert_false(tf_json_write(v, false, buf, 14, &used));
+    json_t *arr = json_array();
+    assert_false(tf_json_write(arr, true, buf, sizeof(buf), &used)); /* members of an array */
+    json_decref(arr);
+    json_decref(v);
+}
+
 static void *
 churn(void *arg)
 {
@@ -186,6 +266,8 @@ main(void)
         cmocka_unit_test(test_long_text),
         cmocka_unit_test(test_growth),
         cmocka_unit_test(test_threads),
+        cmocka_unit_test(test_writer_matches_jansson),
+        cmocka_unit_test(test_writer_bounds),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
