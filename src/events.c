@@ -29,14 +29,21 @@ struct tf_events {
     FILE *json;
     bool close_text;
     bool close_json;
+    char *text_buf, *json_buf;  /* the files' stdio buffers (glibc ignores a size without one) */
     FILE *keylog;             /* opened on first use: only mitm flows write to it */
     bool keylog_failed;
     tf_events_tap_fn *tap;    /* the control API's view of the stream; NULL: none */
     void *tap_arg;
 };
 
+#define EVENTS_FILE_BUFFER (256 * 1024)
+
+/*
+ * A file sink gets a buffer of its own: glibc's setvbuf with no buffer
+ * keeps the 4 KiB default, a write(2) for every connection's events.
+ */
 static FILE *
-events_open_sink(const char *what, bool *owned, char *err, size_t errlen)
+events_open_sink(const char *what, bool *owned, char **buf, char *err, size_t errlen)
 {
     *owned = false;
     if (what == NULL || strcmp(what, "none") == 0)
@@ -50,7 +57,9 @@ events_open_sink(const char *what, bool *owned, char *err, size_t errlen)
         snprintf(err, errlen, "%s: cannot open: %s", what, strerror(errno));
         return NULL;
     }
-    setvbuf(f, NULL, _IOFBF, 64 * 1024);
+    *buf = malloc(EVENTS_FILE_BUFFER);
+    if (*buf != NULL)
+        setvbuf(f, *buf, _IOFBF, EVENTS_FILE_BUFFER);
     *owned = true;
     return f;
 }
@@ -65,10 +74,10 @@ tf_events_open(const char *text, const char *json, char *err, size_t errlen)
     }
     pthread_mutex_init(&ev->lock, NULL);
     err[0] = '\0';
-    ev->text = events_open_sink(text, &ev->close_text, err, errlen);
+    ev->text = events_open_sink(text, &ev->close_text, &ev->text_buf, err, errlen);
     if (ev->text == NULL && err[0])
         goto fail;
-    ev->json = events_open_sink(json, &ev->close_json, err, errlen);
+    ev->json = events_open_sink(json, &ev->close_json, &ev->json_buf, err, errlen);
     if (ev->json == NULL && err[0])
         goto fail;
     return ev;
@@ -89,6 +98,8 @@ tf_events_free(struct tf_events *ev)
         fclose(ev->json);
     if (ev->keylog)
         fclose(ev->keylog);
+    free(ev->text_buf); /* after fclose: the files wrote from them */
+    free(ev->json_buf);
     pthread_mutex_destroy(&ev->lock);
     free(ev);
 }
