@@ -1702,6 +1702,12 @@ tf_flow_accept(struct tf_worker *w, size_t listener_index, int fd, const struct 
         flow_close_with(f, "proxy", "error", "out of memory");
         return;
     }
+    /*
+     * Writing to the upstream is armed once it is connected (flow_connected):
+     * a bufferevent is born writable, and its socket would be added to epoll,
+     * removed and added again on the way to connecting.
+     */
+    bufferevent_disable(f->server.bev, EV_WRITE);
     flow_set_nodelay(f->client.bev);
     for (struct tf_leg *leg = &f->client; leg; leg = leg == &f->client ? &f->server : NULL) {
         bufferevent_setcb(leg->bev, flow_read_cb, flow_write_cb, flow_event_cb, leg);
@@ -1714,7 +1720,7 @@ tf_flow_accept(struct tf_worker *w, size_t listener_index, int fd, const struct 
         /* flow_start and the rules wait for the request to name the target. */
         f->state = TF_FLOW_REQUEST;
         bufferevent_enable(f->client.bev, EV_WRITE);
-    flow_leg_reading(&f->client, true);
+        flow_leg_reading(&f->client, true);
         flow_arm_timer(f);
         return;
     case TF_ROUTE_SNI:
@@ -1723,7 +1729,7 @@ tf_flow_accept(struct tf_worker *w, size_t listener_index, int fd, const struct 
         if (!flow_decide(f, NULL))
             return;
         bufferevent_enable(f->client.bev, EV_WRITE);
-    flow_leg_reading(&f->client, true);
+        flow_leg_reading(&f->client, true);
         flow_arm_timer(f);
         return;
     case TF_ROUTE_REDIRECT:
@@ -2015,6 +2021,12 @@ flow_relay_begin(struct tf_flow *f, bool *closed)
         flow_close_with(f, "proxy", "error", "out of memory");
         return false;
     }
+    /*
+     * The relay watches the sockets before the flow's own events let go of
+     * them: epoll then hears of no change for the client's socket, which was
+     * watched for reading and still is (libevent counts interest per socket).
+     */
+    tf_relay_start(f->relay);
     for (struct tf_leg *leg = &f->client; leg; leg = leg == &f->client ? &f->server : NULL) {
         /* The bufferevent lets go of the socket without closing it. */
         flow_leg_reading(leg, false);
@@ -2032,7 +2044,6 @@ flow_relay_begin(struct tf_flow *f, bool *closed)
     }
     free(f->target); /* resolved and connected: not needed any more */
     f->target = NULL;
-    tf_relay_start(f->relay);
     return true;
 }
 
