@@ -222,8 +222,6 @@ static void
 inspect_finish(struct tf_inspect *ins)
 {
     ins->done = true;
-    tf_json_pack(&ins->offered_versions, &ins->versions_text);
-    tf_json_pack(&ins->messages, &ins->messages_text);
     for (int i = 0; i < 2; i++) {
         ins->d[i].rec.skim = true;
         tf_hs_reader_release(ins->d[i].hs);
@@ -247,8 +245,8 @@ static void
 inspect_log_message(struct inspect_dir *d, const char *type)
 {
     json_t *log = d->ins->messages;
-    if (log == NULL)
-        return; /* packed: the handshake is over */
+    if (log == NULL || d->ins->done)
+        return; /* the handshake is over: the log is complete (and may be packed) */
     size_t n = json_array_size(log);
     if (strcmp(type, "encrypted") == 0 && n > 0) {
         json_t *last = json_array_get(log, n - 1);
@@ -390,7 +388,7 @@ inspect_alert(struct inspect_dir *d, const struct tf_record *rec)
         snprintf(name, sizeof(name), "alert %s",
                  json_is_string(desc) ? json_string_value(desc) : "malformed");
         inspect_note_message(d, name);
-        if (d->ins->messages != NULL &&
+        if (d->ins->messages != NULL && !d->ins->done &&
             json_array_size(d->ins->messages) < INSPECT_MESSAGES_MAX) {
             json_t *m = json_pack("{s:s, s:s}", "dir", tf_dir_name(d->dir), "type", "alert");
             json_object_set(m, "description", desc ? desc : json_null());
@@ -533,6 +531,16 @@ tf_inspect_feed(struct tf_inspect *ins, enum tf_dir dir, const uint8_t *p, size_
     d->fed += n;
     if (tf_record_feed(&d->rec, p, n, inspect_record_cb, d) == TF_PARSE_BAD)
         inspect_not_tls(d);
+}
+
+bool
+tf_inspect_pack(struct tf_inspect *ins)
+{
+    if (ins == NULL || !ins->done || (ins->offered_versions == NULL && ins->messages == NULL))
+        return false;
+    tf_json_pack(&ins->offered_versions, &ins->versions_text);
+    tf_json_pack(&ins->messages, &ins->messages_text);
+    return true;
 }
 
 bool

@@ -152,16 +152,11 @@ tf_worker_init(struct tf_worker *w, int index, struct tf_config *cfg, struct tf_
         return false;
     }
     worker_prepare_tls(w);
-    for (size_t i = 0; i < cfg->n_listeners; i++) {
-        if (cfg->listeners[i].mode != TF_MODE_MITM || w->sweep_timer != NULL)
-            continue;
-        /* Listeners do not change without a restart: only mitm workers sweep. */
-        struct timeval every = { 0, TF_FLOW_SWEEP_MS * 1000 };
-        w->sweep_timer = event_new(w->base, -1, EV_PERSIST, worker_sweep_cb, w);
-        if (w->sweep_timer == NULL || evtimer_add(w->sweep_timer, &every) != 0) {
-            snprintf(err, errlen, "worker %d: out of memory", index);
-            return false;
-        }
+    struct timeval every = { 0, TF_FLOW_SWEEP_MS * 1000 };
+    w->sweep_timer = event_new(w->base, -1, EV_PERSIST, worker_sweep_cb, w);
+    if (w->sweep_timer == NULL || evtimer_add(w->sweep_timer, &every) != 0) {
+        snprintf(err, errlen, "worker %d: out of memory", index);
+        return false;
     }
     for (size_t i = 0; i < cfg->n_listeners; i++) {
         w->listeners[i] = tf_listener_attach(w, i, fds[i]);

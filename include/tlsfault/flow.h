@@ -28,9 +28,10 @@ void tf_flow_accept(struct tf_worker *w, size_t listener_index, int fd,
 void tf_flow_close(struct tf_flow *flow, const char *reason);
 
 /*
- * Every TF_FLOW_SWEEP_MS on workers with mitm listeners: relaying mitm
- * flows quiet for that long give back their TLS record buffers (32 KiB and
- * more per flow), which busy ones keep rather than allocate per record.
+ * Every TF_FLOW_SWEEP_MS on every worker: flows past their handshakes pack
+ * the lists their verdict needs (tf_inspect_pack), and relaying mitm flows
+ * quiet for that long give back their TLS record buffers (32 KiB and more
+ * per flow), which busy ones keep rather than allocate per record.
  */
 #define TF_FLOW_SWEEP_MS 250
 void tf_flow_sweep(struct tf_worker *w);

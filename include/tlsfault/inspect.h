@@ -44,6 +44,17 @@ void tf_inspect_free(struct tf_inspect *ins);
 void tf_inspect_feed(struct tf_inspect *ins, enum tf_dir dir, const uint8_t *p, size_t n);
 
 /*
+ * Once both handshakes are over: the lists kept for the verdict (offered
+ * versions, the message log) become shared JSON text (jsontext.h), a few
+ * hundred bytes instead of kilobytes of objects.  The flow calls it at
+ * once when its worker holds many connections, else the worker's sweep
+ * does for the connections that stay: most end soon after their
+ * handshake, and packing then unpacking for their verdict was a
+ * twentieth of their CPU.  True when it packed something now.
+ */
+bool tf_inspect_pack(struct tf_inspect *ins);
+
+/*
  * True once dir was found not to be TLS: the inspector ignores its further
  * bytes, so the flow may relay them without feeding it.
  */
