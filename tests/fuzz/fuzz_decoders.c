@@ -15,7 +15,8 @@
  *
  * Besides not crashing, each decoder keeps the contract of decode.h: false
  * leaves "malformed" with a reason, the message gets a name, the event
- * serialises, and the same bytes decode to the same event twice.  The body
+ * serialises (and the event writer of jsontext.h renders it exactly as
+ * jansson does), and the same bytes decode to the same event twice.  The body
  * also goes to tf_decode_alert (true exactly for 2 bytes).
  * Seeds: corpus/fuzz_decoders/ (every captured message of tests/data/ with
  * its type, layout and suite); made by tests/fuzz/make_seeds.py.
@@ -27,6 +28,7 @@
 
 #include "tlsfault/decode.h"
 #include "tlsfault/handshake.h"
+#include "tlsfault/jsontext.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -95,6 +97,18 @@ fuzz_decode(uint8_t type, const uint8_t *body, size_t len, bool tls13, uint16_t 
     if (with_info && type == TF_HS_SERVER_HELLO && ok) {
         fuzz_check(!(sh.hello_retry_request && sh.downgrade_sentinel));
         fuzz_check((strcmp(name, "hello_retry_request") == 0) == sh.hello_retry_request);
+    }
+    /* The event writer (jsontext.h) renders the event as jansson does, byte for byte. */
+    {
+        static char line[1 << 18];
+        size_t used = 0;
+        char *want = json_dumps(obj, JSON_COMPACT);
+        fuzz_check(want != NULL);
+        if (tf_json_write(obj, false, line, sizeof(line), &used))
+            fuzz_check(used == strlen(want) && memcmp(line, want, used) == 0);
+        else
+            fuzz_check(strlen(want) > sizeof(line));
+        free(want);
     }
     text = json_dumps(obj, JSON_COMPACT | JSON_SORT_KEYS);
     fuzz_check(text != NULL);
