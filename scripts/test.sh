@@ -3,7 +3,8 @@
 # then builds and runs `make check` twice: the development build (-Werror)
 # in build/ and an AddressSanitizer+UndefinedBehaviorSanitizer build in
 # build-asan/; then checks that the release tarball builds (make distcheck
-# with a short test list).  Ends with the line "N passed, N failed, N skipped".
+# with a short test list), runs every fuzz target briefly and the soak at
+# its quick size.  Ends with the line "N passed, N failed, N skipped".
 set -u
 cd "$(dirname "$0")/.."
 top=$(pwd)
@@ -40,6 +41,8 @@ extra() {  # name command...
 extra distcheck make -C build -j"$jobs" distcheck TESTS="tests/unit/test_cursor"
 # A brief libFuzzer run of every target (scripts/fuzz.sh runs longer by hand).
 extra fuzz-brief sh scripts/fuzz.sh 10
+# The soak and abuse run at its CI size (2,000 connections, 500 hostile peers, ~30 s).
+extra soak-brief sh scripts/soak.sh --quick
 
 set -- $(sh scripts/summarize-trs.sh build/tests build-asan/tests)
 pass=$(( $1 + extra_pass )); fail=$(( $3 + extra_fail )); skip=$5
