@@ -196,6 +196,8 @@ struct tf_flow {
 #define FLOW_LINGER_MS 2000
 /* Record buffers freed in one sweep that make it worth trimming the heap (32 KiB and more each). */
 #define FLOW_SWEEP_TRIM_AT 32
+/* Flows closed since the worker's high-water mark that make it worth trimming the heap. */
+#define FLOW_SWEEP_TRIM_FLOWS 512
 /* Open flows on a worker from which a finished handshake packs its lists at once. */
 #define FLOW_PACK_AT_ONCE 256
 
@@ -2529,22 +2531,30 @@ tf_flow_sweep(struct tf_worker *w)
     event_base_gettimeofday_cached(w->base, &now);
     TAILQ_FOREACH(f, &w->flows, link)
     {
-        if (tf_inspect_pack(f->ins))
-            freed++;
+        tf_inspect_pack(f->ins);
         if (f->mitm != NULL && flow_ms_between(&f->last_activity, &now) >= TF_FLOW_SWEEP_MS &&
             tf_mitm_idle(f->mitm))
             freed++;
     }
     /*
-     * Many buffers went back at once (a burst of connections gone quiet),
-     * or some did and the heap was not trimmed for a while: give the pages
-     * between what stays to the system too.  A trim walks the whole heap,
-     * so a trickle of quiet flows pays for one every few seconds at most.
+     * Many buffers went back at once (a burst of connections gone quiet, or
+     * gone: a wave of slow or hostile peers closed by their timeout), or
+     * some did and the heap was not trimmed for a while: give the pages
+     * between what stays to the system too, or the next wave starts from
+     * the last one's high-water mark.  A trim walks the whole heap, so a
+     * trickle pays for one every few seconds at most, and a steady load
+     * (as many flows opening as closing) for none.
      */
     static _Thread_local time_t last_trim;
-    if (freed >= FLOW_SWEEP_TRIM_AT || (freed > 0 && now.tv_sec - last_trim >= 5)) {
+    static _Thread_local unsigned most_flows;
+    if (w->live_flows > most_flows)
+        most_flows = w->live_flows;
+    bool closed_many = most_flows - w->live_flows >= FLOW_SWEEP_TRIM_FLOWS;
+    if (closed_many || freed >= FLOW_SWEEP_TRIM_AT ||
+        (freed > 0 && now.tv_sec - last_trim >= 5)) {
         malloc_trim(0);
         last_trim = now.tv_sec;
+        most_flows = w->live_flows;
     }
 }
 
