@@ -1193,15 +1193,25 @@ config_apply_alpn(struct config_load *ld, const config_setting_t *s, const struc
         config_oom_at(ld, s);
 }
 
+/* A word of table, stored as its value (an enum field) at key->offset of obj. */
+_Static_assert(sizeof(enum tf_verify) == sizeof(int), "enum fields are stored as int");
+
+static void
+config_apply_choice(struct config_load *ld, const config_setting_t *s,
+                    const struct config_key *key, void *obj, const struct config_choice *table,
+                    size_t n)
+{
+    const struct config_choice *c = config_choose(ld, s, key->name, table, n);
+    if (c != NULL)
+        *(int *)((char *)obj + key->offset) = c->value;
+}
+
 static void
 config_apply_verify(struct config_load *ld, const config_setting_t *s,
                     const struct config_key *key, const char *label, void *obj)
 {
     (void)label;
-    const struct config_choice *c =
-        config_choose(ld, s, key->name, config_verifies, CONFIG_ARRAY_LEN(config_verifies));
-    if (c != NULL)
-        ((struct tf_tls_settings *)obj)->verify = (enum tf_verify)c->value;
+    config_apply_choice(ld, s, key, obj, config_verifies, CONFIG_ARRAY_LEN(config_verifies));
 }
 
 static void
@@ -1209,10 +1219,7 @@ config_apply_leaf_keys(struct config_load *ld, const config_setting_t *s,
                        const struct config_key *key, const char *label, void *obj)
 {
     (void)label;
-    const struct config_choice *c =
-        config_choose(ld, s, key->name, config_leaf_keys, CONFIG_ARRAY_LEN(config_leaf_keys));
-    if (c != NULL)
-        *(int *)((char *)obj + key->offset) = c->value;
+    config_apply_choice(ld, s, key, obj, config_leaf_keys, CONFIG_ARRAY_LEN(config_leaf_keys));
 }
 
 static void
@@ -1351,7 +1358,7 @@ static const struct config_key config_client_tls_keys[] = {CONFIG_TLS_KEYS};
 
 static const struct config_key config_upstream_tls_keys[] = {
     CONFIG_TLS_KEYS,
-    {"verify", CONFIG_KIND_STRING, config_apply_verify, 0, 0, 0, NULL},
+    {"verify", CONFIG_KIND_STRING, config_apply_verify, CONFIG_TLS(verify), 0, 0, NULL},
     {"ca_file", CONFIG_KIND_STRING, config_apply_ca_file, 0, 0, 0, NULL},
     {"on_verify_failure", CONFIG_KIND_STRING, config_apply_verify_failure, 0, 0, 0, NULL},
 };
