@@ -627,6 +627,45 @@ test_app_records_counted(void **state)
     }
 }
 
+/*
+ * Packing the verdict's lists (tf_inspect_pack: the sweep, or at once on a
+ * busy worker) changes nothing the verdict sees; only a finished handshake
+ * packs, and only once.
+ */
+static void
+test_pack_keeps_facts(void **state)
+{
+    (void)state;
+    for (size_t i = 0; i < N_CASES; i++) {
+        const struct capture_case *c = &cases[i];
+        struct evlog *log = evlog_new();
+        struct side cs, ss;
+        side_load(&cs, c->name, "c2s");
+        side_load(&ss, c->name, "s2c");
+        struct tf_inspect *ins = tf_inspect_new(CAP, evlog_emit, log);
+        assert_non_null(ins);
+        replay(ins, &cs, &ss, c->schedule, FEED_RECORDS, c->complete);
+        json_t *before = json_object(), *after = json_object();
+        tf_inspect_facts(ins, before);
+        if (tf_inspect_pack(ins) != c->complete)
+            fail_msg("%s: pack %s a %s handshake", c->name, c->complete ? "skipped" : "took",
+                     c->complete ? "finished" : "unfinished");
+        assert_false(tf_inspect_pack(ins)); /* once */
+        tf_inspect_facts(ins, after);
+        if (!json_equal(before, after)) {
+            char *a = json_dumps(before, JSON_COMPACT), *b = json_dumps(after, JSON_COMPACT);
+            fail_msg("%s: facts changed by packing:\n%s\n%s", c->name, a, b);
+        }
+        json_decref(before);
+        json_decref(after);
+        tf_inspect_free(ins);
+        evlog_free(log);
+        side_free(&cs);
+        side_free(&ss);
+    }
+    assert_false(tf_inspect_pack(NULL));
+}
+
 /* ------------------------------------------------------------ truncated */
 
 /* The server stops after its Certificate: incomplete, stage names it. */
@@ -1216,6 +1255,7 @@ main(void)
         cmocka_unit_test(test_capture_fields),
         cmocka_unit_test(test_capture_rest_order),
         cmocka_unit_test(test_app_records_counted),
+        cmocka_unit_test(test_pack_keeps_facts),
         cmocka_unit_test(test_truncated_after_certificate),
         cmocka_unit_test(test_truncated_client_hello),
         cmocka_unit_test(test_truncated_tls13),
