@@ -953,8 +953,8 @@ flow_mitm_read(struct tf_leg *leg, struct evbuffer *in)
         evbuffer_drain(in, evbuffer_get_length(in));
         return;
     }
-    struct evbuffer *to_server = flow_sink(&f->client);
-    size_t before = evbuffer_get_length(to_server);
+    /* What waits for the server now (after the client leg's network faults: its pacing). */
+    size_t before;
     if (leg == &f->client) {
         if (!tf_inspect_idle(f->ins, TF_DIR_C2S))
             flow_inspect(leg, in, leg->held_back);
@@ -962,8 +962,7 @@ flow_mitm_read(struct tf_leg *leg, struct evbuffer *in)
             evbuffer_drain(in, evbuffer_get_length(in));
             return;
         }
-        to_server = flow_sink(&f->client);
-        before = evbuffer_get_length(to_server);
+        before = evbuffer_get_length(flow_sink(&f->client));
         if (f->inj != NULL && tf_inject_wants(f->inj, TF_DIR_C2S)) {
             tf_inject_feed(f->inj, TF_DIR_C2S, in, f->mid, bufferevent_get_output(leg->bev),
                            &res);
@@ -980,6 +979,7 @@ flow_mitm_read(struct tf_leg *leg, struct evbuffer *in)
             evbuffer_drain(in, evbuffer_get_length(in));
             return;
         }
+        before = evbuffer_get_length(flow_sink(&f->client));
         st = tf_mitm_from_server(f->mitm, in, f->to_client, f->w->stage);
     }
     flow_pass(&f->client, f->w->stage);

@@ -190,10 +190,10 @@ out_real(struct json_out *o, double v)
     }
     char *e = strchr(buf, 'e');
     if (e != NULL) {
-        char *start = e + 1, *end = start;
+        char *start = e + 1;
         if (*start == '-')
             start++;
-        end = start;
+        char *end = start;
         while (*end == '+' || *end == '0')
             end++;
         if (end > start) {

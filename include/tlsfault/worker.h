@@ -50,7 +50,7 @@ struct tf_worker {
     unsigned live_flows;
     bool draining;
     struct event *grace_timer;
-    struct event *sweep_timer;      /* tf_flow_sweep, for mitm listeners */
+    struct event *sweep_timer;      /* tf_flow_sweep, every TF_FLOW_SWEEP_MS */
     struct evbuffer *stage;         /* flow.c: mitm bytes on their way to a socket */
 
     /* Mailbox from the main thread; the lock is never taken on the data path. */

@@ -417,9 +417,9 @@ assert_summary(const struct tf_inspect *ins, const struct capture_case *c)
     json_decref(sum);
 }
 
-/* Replays one case in one mode; the caller owns the log. */
-static void
-run_case(const struct capture_case *c, enum feed_mode mode, struct evlog *log)
+/* An inspector that has seen one case in one mode (it keeps none of the bytes). */
+static struct tf_inspect *
+replayed(const struct capture_case *c, enum feed_mode mode, struct evlog *log)
 {
     struct side cs, ss;
     side_load(&cs, c->name, "c2s");
@@ -427,12 +427,20 @@ run_case(const struct capture_case *c, enum feed_mode mode, struct evlog *log)
     struct tf_inspect *ins = tf_inspect_new(CAP, evlog_emit, log);
     assert_non_null(ins);
     replay(ins, &cs, &ss, c->schedule, mode, c->complete);
+    side_free(&cs);
+    side_free(&ss);
+    return ins;
+}
+
+/* Replays one case in one mode; the caller owns the log. */
+static void
+run_case(const struct capture_case *c, enum feed_mode mode, struct evlog *log)
+{
+    struct tf_inspect *ins = replayed(c, mode, log);
     assert_labels(log, TF_DIR_C2S, c->c2s, c->name);
     assert_labels(log, TF_DIR_S2C, c->s2c, c->name);
     assert_summary(ins, c);
     tf_inspect_free(ins);
-    side_free(&cs);
-    side_free(&ss);
 }
 
 /* Every capture, record by record, step by step and byte by byte. */
@@ -639,12 +647,7 @@ test_pack_keeps_facts(void **state)
     for (size_t i = 0; i < N_CASES; i++) {
         const struct capture_case *c = &cases[i];
         struct evlog *log = evlog_new();
-        struct side cs, ss;
-        side_load(&cs, c->name, "c2s");
-        side_load(&ss, c->name, "s2c");
-        struct tf_inspect *ins = tf_inspect_new(CAP, evlog_emit, log);
-        assert_non_null(ins);
-        replay(ins, &cs, &ss, c->schedule, FEED_RECORDS, c->complete);
+        struct tf_inspect *ins = replayed(c, FEED_RECORDS, log);
         json_t *before = json_object(), *after = json_object();
         tf_inspect_facts(ins, before);
         if (tf_inspect_pack(ins) != c->complete)
@@ -660,8 +663,6 @@ test_pack_keeps_facts(void **state)
         json_decref(after);
         tf_inspect_free(ins);
         evlog_free(log);
-        side_free(&cs);
-        side_free(&ss);
     }
     assert_false(tf_inspect_pack(NULL));
 }
