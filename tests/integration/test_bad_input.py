@@ -159,8 +159,13 @@ class SlowHandshake:
         return not self.t.is_alive()
 
 
-def flow_of(proxy, local_port, timeout=10.0):
-    fid = proxy.events.flow_by_client_port(local_port, timeout)
+def flow_of(proxy, local_port, timeout=10.0, listener=None):
+    """(flow id, flow_end, events) of the flow from this client port, or
+    (None, None, []) when there is none (or no port: the client never
+    connected)."""
+    if not local_port:
+        return None, None, []
+    fid = proxy.events.flow_by_client_port(local_port, timeout, listener)
     if fid is None:
         return None, None, []
     end = proxy.events.flow_end(fid, timeout)
@@ -201,7 +206,7 @@ class Lab:
 
 def part_baseline(tap, lab):
     r = tflib.py_client(lab.tls_port)
-    fid, end, evs = flow_of(lab.pa, r.local_port) if r.local_port else (None, None, [])
+    fid, end, evs = flow_of(lab.pa, r.local_port, listener="tls")
     tap.ok(r.ok and end is not None and end.get("outcome") == "ok",
            "a normal TLS client works through the proxy (baseline)",
            "%r\n%s" % (r, fmt_events(evs)))
@@ -216,7 +221,7 @@ def part_non_tls(tap, lab, name, data, kind, preview):
     pa, rec = lab.pa, lab.rec
     rec.results.clear()
     lp, _, err = raw_exchange(lab.rec_port, data, shut=True)
-    fid, end, evs = flow_of(pa, lp)
+    fid, end, evs = flow_of(pa, lp, listener="rec")
     res = rec.wait_results(1, timeout=5)
     recorded = res[-1] if res else None
     tap.ok(recorded == data,
@@ -254,7 +259,7 @@ def part_non_tls(tap, lab, name, data, kind, preview):
 
     _, direct, derr = raw_exchange(lab.srv.port, data)
     lp, proxied, perr = raw_exchange(lab.tls_port, data)
-    fid, end, evs = flow_of(pa, lp)
+    fid, end, evs = flow_of(pa, lp, listener="tls")
     tap.ok(proxied == direct and end is not None,
            "%s: s_server's answer through the proxy is the same as directly (%r)" % (
                name, direct[:16]),
@@ -268,14 +273,14 @@ def part_truncated(tap, lab):
     rec.results.clear()
     lp = send_and_close(lab.rec_port, TRUNCATED)
     res = rec.wait_results(1, timeout=5)
-    fid, end, evs = flow_of(pa, lp)
+    fid, end, evs = flow_of(pa, lp, listener="rec")
     tap.ok(res and res[-1] == TRUNCATED and end is not None
            and end.get("handshake") == "incomplete" and end.get("closed_by") == "client",
            "truncated record: relayed as is; flow_end incomplete, closed by the client",
            "upstream got %r\n%s" % (res, fmt_events(evs)))
     _, direct, _ = raw_exchange(lab.srv.port, TRUNCATED, shut=True)
     lp, proxied, perr = raw_exchange(lab.tls_port, TRUNCATED, shut=True)
-    fid, end, evs = flow_of(pa, lp)
+    fid, end, evs = flow_of(pa, lp, listener="tls")
     tap.ok(proxied == direct and end is not None and end.get("handshake") == "incomplete",
            "truncated record: s_server's answer (%r) is the same through the proxy" % direct,
            "direct %r proxied %r (%r)\n%s" % (direct, proxied, perr, fmt_events(evs)))
@@ -288,7 +293,7 @@ def part_refused(tap, lab):
         r.rc, r.err.strip()[:200]))
     tap.ok(r.rc in (7, 35, 56), "upstream refuses: curl's connection is closed (exit %d)" % r.rc,
            r.describe())
-    fid, end, evs = flow_of(lab.pa, lport)
+    fid, end, evs = flow_of(lab.pa, lport, listener="refused")
     tap.ok(end is not None and end.get("outcome") == "failed"
            and "Connection refused" in str(end.get("error", "")),
            "upstream refuses: flow_end outcome failed, error says Connection refused",
@@ -303,7 +308,7 @@ def part_silent(tap, lab):
     tap.ok(not r.ok and 1.5 <= dt <= 6.0,
            "silent upstream: the client is cut off after the 2 s handshake timeout (%.1fs)" % dt,
            repr(r))
-    fid, end, evs = flow_of(lab.pb, r.local_port) if r.local_port else (None, None, [])
+    fid, end, evs = flow_of(lab.pb, r.local_port, listener="silent")
     tap.ok(end is not None and end.get("close") == "timeout"
            and "waiting for the server" in str(end.get("error", ""))
            and end.get("closed_by") == "proxy" and end.get("outcome") != "ok",
@@ -314,7 +319,7 @@ def part_silent(tap, lab):
 def part_slow(tap, lab):
     slow = lab.slow
     done = slow.join(20)
-    fid, end, evs = flow_of(lab.pa, slow.local_port) if slow.local_port else (None, None, [])
+    fid, end, evs = flow_of(lab.pa, slow.local_port, listener="tls")
     tap.ok(done and slow.ok and b"</HTML>" in slow.page,
            "ClientHello one byte per segment (%d bytes): the handshake completes" % slow.hello_len,
            "error %r, version %r, page %d bytes" % (slow.error, slow.version, len(slow.page)))
@@ -330,7 +335,7 @@ def part_slow(tap, lab):
 def part_after(tap, lab):
     pa, pb = lab.pa, lab.pb
     r = tflib.py_client(lab.tls_port)
-    fid, end, evs = flow_of(pa, r.local_port) if r.local_port else (None, None, [])
+    fid, end, evs = flow_of(pa, r.local_port, listener="tls")
     tap.ok(r.ok and pa.alive() and end is not None and end.get("outcome") == "ok",
            "after all that, a normal TLS client still works", "%r\n%r\n%s" % (r, end, pa.stderr_tail()))
     na = settle_fds(pa, lab.base_a)

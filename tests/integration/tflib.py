@@ -841,6 +841,7 @@ class EventLog:
 
     def __init__(self, path):
         self.path = path
+        self._claimed = set()
 
     def all(self):
         try:
@@ -900,11 +901,22 @@ class EventLog:
                  and isinstance(e.get("flow"), int) and e["flow"] > after]
         return sorted(r, key=lambda e: e["flow"])
 
-    def flow_by_client_port(self, port, timeout=10.0):
-        """The flow id whose flow_start names a client with this source port."""
-        e = self.wait(lambda e: e.get("event") == "flow_start"
-                      and str(e.get("client", "")).endswith(":%d" % port), timeout)
-        return e.get("flow") if e else None
+    def flow_by_client_port(self, port, timeout=10.0, listener=None):
+        """The flow id whose flow_start names a client with this source port
+        (and, if given, this listener).  The kernel reuses a source port as
+        soon as the 4-tuple differs, so several flows can match: the newest
+        one not handed out by an earlier call wins."""
+        def probe():
+            ids = [e["flow"] for e in self.all()
+                   if e.get("event") == "flow_start" and isinstance(e.get("flow"), int)
+                   and str(e.get("client", "")).endswith(":%d" % port)
+                   and (listener is None or e.get("listener") == listener)
+                   and e["flow"] not in self._claimed]
+            return max(ids) if ids else None
+        fid = wait_until(probe, timeout, 0.05)
+        if fid is not None:
+            self._claimed.add(fid)
+        return fid
 
 
 def fmt_events(events, limit=40):
