@@ -643,8 +643,10 @@ control_sub_close_cb(struct evhttp_connection *evcon, void *arg)
 }
 
 static void
-control_events(struct tf_control *ctl, struct evhttp_request *req, const char *query)
+control_events(struct tf_control *ctl, struct evhttp_request *req, const char *arg,
+               const char *query)
 {
+    (void)arg;
     struct evkeyvalq q;
     struct evkeyval *kv;
     struct control_sub *s;
@@ -784,8 +786,10 @@ control_apply_rules(struct tf_control *ctl, struct evhttp_request *req,
 }
 
 static void
-control_rules_list(struct tf_control *ctl, struct evhttp_request *req)
+control_rules_list(struct tf_control *ctl, struct evhttp_request *req, const char *arg,
+                   const char *query)
 {
+    (void)arg, (void)query;
     struct tf_config *cfg = control_cfg(ctl);
     json_t *out = json_array();
     for (size_t i = 0; i < cfg->n_faults; i++)
@@ -794,8 +798,10 @@ control_rules_list(struct tf_control *ctl, struct evhttp_request *req)
 }
 
 static void
-control_rule_add(struct tf_control *ctl, struct evhttp_request *req)
+control_rule_add(struct tf_control *ctl, struct evhttp_request *req, const char *arg,
+                 const char *query)
 {
+    (void)arg, (void)query;
     char err[CONTROL_ERR_MAX];
     json_t *valid = NULL;
     json_t *body = control_body(req);
@@ -837,8 +843,11 @@ control_rule_add(struct tf_control *ctl, struct evhttp_request *req)
 }
 
 static void
-control_rule_patch(struct tf_control *ctl, struct evhttp_request *req, const char *name)
+control_rule_patch(struct tf_control *ctl, struct evhttp_request *req, const char *arg,
+                   const char *query)
 {
+    const char *name = arg;
+    (void)query;
     static const char *const keys[] = {"enabled", "params", "match", "reset"};
     char err[CONTROL_ERR_MAX];
     json_t *valid = NULL;
@@ -912,8 +921,11 @@ control_rule_patch(struct tf_control *ctl, struct evhttp_request *req, const cha
 }
 
 static void
-control_rule_delete(struct tf_control *ctl, struct evhttp_request *req, const char *name)
+control_rule_delete(struct tf_control *ctl, struct evhttp_request *req, const char *arg,
+                    const char *query)
 {
+    const char *name = arg;
+    (void)query;
     struct tf_config *cfg = control_cfg(ctl);
     ssize_t at = control_rule_index(cfg, name);
 
@@ -967,8 +979,10 @@ control_flow_json(const struct control_flow *f)
 }
 
 static void
-control_flows(struct tf_control *ctl, struct evhttp_request *req)
+control_flows(struct tf_control *ctl, struct evhttp_request *req, const char *arg,
+              const char *query)
 {
+    (void)arg, (void)query;
     json_t *out = json_array();
 
     pthread_mutex_lock(&ctl->lock);
@@ -986,8 +1000,11 @@ control_flows(struct tf_control *ctl, struct evhttp_request *req)
 }
 
 static void
-control_flow_one(struct tf_control *ctl, struct evhttp_request *req, const char *id_text)
+control_flow_one(struct tf_control *ctl, struct evhttp_request *req, const char *arg,
+                 const char *query)
 {
+    const char *id_text = arg;
+    (void)query;
     char *end;
     errno = 0;
     unsigned long long id = strtoull(id_text, &end, 10);
@@ -1019,8 +1036,10 @@ control_flow_one(struct tf_control *ctl, struct evhttp_request *req, const char 
 }
 
 static void
-control_stats(struct tf_control *ctl, struct evhttp_request *req)
+control_stats(struct tf_control *ctl, struct evhttp_request *req, const char *arg,
+              const char *query)
 {
+    (void)arg, (void)query;
     struct tf_config *cfg = control_cfg(ctl);
     json_t *rules = json_object();
 
@@ -1054,8 +1073,10 @@ control_stats(struct tf_control *ctl, struct evhttp_request *req)
 }
 
 static void
-control_reload(struct tf_control *ctl, struct evhttp_request *req)
+control_reload(struct tf_control *ctl, struct evhttp_request *req, const char *arg,
+               const char *query)
 {
+    (void)arg, (void)query;
     char err[CONTROL_ERR_MAX];
     struct evbuffer *in = evhttp_request_get_input_buffer(req);
 
@@ -1140,12 +1161,15 @@ control_index(void)
                      "POST /reload");
 }
 
-/* Handlers as the route table calls them: arg is the second path segment (NULL: none). */
+/*
+ * Every handler of the route table has this shape: arg is the second path
+ * segment (NULL: none), query the URI's query string.
+ */
 typedef void control_route_fn(struct tf_control *ctl, struct evhttp_request *req,
                               const char *arg, const char *query);
 
 static void
-control_route_index(struct tf_control *ctl, struct evhttp_request *req, const char *arg,
+control_index_reply(struct tf_control *ctl, struct evhttp_request *req, const char *arg,
                     const char *query)
 {
     (void)ctl, (void)arg, (void)query;
@@ -1153,32 +1177,16 @@ control_route_index(struct tf_control *ctl, struct evhttp_request *req, const ch
 }
 
 static void
-control_route_faults(struct tf_control *ctl, struct evhttp_request *req, const char *arg,
-                     const char *query)
+control_faults_list(struct tf_control *ctl, struct evhttp_request *req, const char *arg,
+                    const char *query)
 {
     (void)ctl, (void)arg, (void)query;
     control_reply(req, 200, tf_fault_catalogue_json());
 }
 
 static void
-control_route_rules(struct tf_control *ctl, struct evhttp_request *req, const char *arg,
-                    const char *query)
-{
-    (void)arg, (void)query;
-    control_rules_list(ctl, req);
-}
-
-static void
-control_route_rule_add(struct tf_control *ctl, struct evhttp_request *req, const char *arg,
-                       const char *query)
-{
-    (void)arg, (void)query;
-    control_rule_add(ctl, req);
-}
-
-static void
-control_route_rule(struct tf_control *ctl, struct evhttp_request *req, const char *arg,
-                   const char *query)
+control_rule_get(struct tf_control *ctl, struct evhttp_request *req, const char *arg,
+                 const char *query)
 {
     struct tf_config *cfg = control_cfg(ctl);
     ssize_t at = control_rule_index(cfg, arg);
@@ -1189,62 +1197,6 @@ control_route_rule(struct tf_control *ctl, struct evhttp_request *req, const cha
         control_reply(req, 200, control_rule_json(ctl, cfg->faults[at]));
 }
 
-static void
-control_route_rule_patch(struct tf_control *ctl, struct evhttp_request *req, const char *arg,
-                         const char *query)
-{
-    (void)query;
-    control_rule_patch(ctl, req, arg);
-}
-
-static void
-control_route_rule_delete(struct tf_control *ctl, struct evhttp_request *req, const char *arg,
-                          const char *query)
-{
-    (void)query;
-    control_rule_delete(ctl, req, arg);
-}
-
-static void
-control_route_flows(struct tf_control *ctl, struct evhttp_request *req, const char *arg,
-                    const char *query)
-{
-    (void)arg, (void)query;
-    control_flows(ctl, req);
-}
-
-static void
-control_route_flow(struct tf_control *ctl, struct evhttp_request *req, const char *arg,
-                   const char *query)
-{
-    (void)query;
-    control_flow_one(ctl, req, arg);
-}
-
-static void
-control_route_stats(struct tf_control *ctl, struct evhttp_request *req, const char *arg,
-                    const char *query)
-{
-    (void)arg, (void)query;
-    control_stats(ctl, req);
-}
-
-static void
-control_route_events(struct tf_control *ctl, struct evhttp_request *req, const char *arg,
-                     const char *query)
-{
-    (void)arg;
-    control_events(ctl, req, query);
-}
-
-static void
-control_route_reload(struct tf_control *ctl, struct evhttp_request *req, const char *arg,
-                     const char *query)
-{
-    (void)arg, (void)query;
-    control_reload(ctl, req);
-}
-
 /* Every endpoint: first path segment, whether a second one follows, method, handler. */
 static const struct control_route {
     const char *name;
@@ -1252,18 +1204,18 @@ static const struct control_route {
     enum evhttp_cmd_type method;
     control_route_fn *fn;
 } control_routes[] = {
-    {"", false, EVHTTP_REQ_GET, control_route_index},
-    {"faults", false, EVHTTP_REQ_GET, control_route_faults},
-    {"rules", false, EVHTTP_REQ_GET, control_route_rules},
-    {"rules", false, EVHTTP_REQ_POST, control_route_rule_add},
-    {"rules", true, EVHTTP_REQ_GET, control_route_rule},
-    {"rules", true, EVHTTP_REQ_PATCH, control_route_rule_patch},
-    {"rules", true, EVHTTP_REQ_DELETE, control_route_rule_delete},
-    {"flows", false, EVHTTP_REQ_GET, control_route_flows},
-    {"flows", true, EVHTTP_REQ_GET, control_route_flow},
-    {"stats", false, EVHTTP_REQ_GET, control_route_stats},
-    {"events", false, EVHTTP_REQ_GET, control_route_events},
-    {"reload", false, EVHTTP_REQ_POST, control_route_reload},
+    {"", false, EVHTTP_REQ_GET, control_index_reply},
+    {"faults", false, EVHTTP_REQ_GET, control_faults_list},
+    {"rules", false, EVHTTP_REQ_GET, control_rules_list},
+    {"rules", false, EVHTTP_REQ_POST, control_rule_add},
+    {"rules", true, EVHTTP_REQ_GET, control_rule_get},
+    {"rules", true, EVHTTP_REQ_PATCH, control_rule_patch},
+    {"rules", true, EVHTTP_REQ_DELETE, control_rule_delete},
+    {"flows", false, EVHTTP_REQ_GET, control_flows},
+    {"flows", true, EVHTTP_REQ_GET, control_flow_one},
+    {"stats", false, EVHTTP_REQ_GET, control_stats},
+    {"events", false, EVHTTP_REQ_GET, control_events},
+    {"reload", false, EVHTTP_REQ_POST, control_reload},
 };
 
 static void

@@ -643,23 +643,46 @@ ctl_parse_seconds(const char *v, double *out)
 
 /* ------------------------------------------------------------ commands */
 
+/*
+ * One request (body is taken), settled as every command settles it: no
+ * answer, a refusal (a status other than want; with want 0, any 300+), or
+ * --json printing the answer.  Otherwise *reply is the answer, for the
+ * caller to say in words and release.
+ */
 static int
-ctl_simple(const struct ctl_opts *o, const char *method, const char *path, json_t *body,
-           void (*print)(const json_t *))
+ctl_exchange(const struct ctl_opts *o, const char *method, const char *path, json_t *body,
+             int want, json_t **reply)
 {
     int status = 0;
     json_t *answer = ctl_call(o, method, path, body, &status);
     json_decref(body);
+    *reply = NULL;
     if (answer == NULL)
         return CTL_EXIT_NO;
     int rc = CTL_EXIT_OK;
-    if (status >= 300)
+    if (want != 0 ? status != want : status >= 300)
         rc = ctl_refused(answer, status);
-    else if (o->json || print == NULL)
+    else if (o->json)
         ctl_print_json(answer);
     else
-        print(answer);
+        *reply = json_incref(answer);
     json_decref(answer);
+    return rc;
+}
+
+static int
+ctl_simple(const struct ctl_opts *o, const char *method, const char *path, json_t *body,
+           void (*print)(const json_t *))
+{
+    json_t *reply;
+    int rc = ctl_exchange(o, method, path, body, 0, &reply);
+    if (reply != NULL) {
+        if (print != NULL)
+            print(reply);
+        else
+            ctl_print_json(reply);
+        json_decref(reply);
+    }
     return rc;
 }
 
@@ -677,24 +700,16 @@ ctl_cmd_add(const struct ctl_opts *o, int argc, char **argv)
     }
     json_t *body = json_pack("{s:s, s:s, s:o, s:o, s:b}", "name", argv[1], "fault", argv[2],
                              "params", params, "match", match, "enabled", !disabled);
-    int status = 0;
-    json_t *answer = ctl_call(o, "POST", "/rules", body, &status);
-    json_decref(body);
-    if (answer == NULL)
-        return CTL_EXIT_NO;
-    int rc = CTL_EXIT_OK;
-    if (status != 201) {
-        rc = ctl_refused(answer, status);
-    } else if (o->json) {
-        ctl_print_json(answer);
-    } else {
+    json_t *reply;
+    int rc = ctl_exchange(o, "POST", "/rules", body, 201, &reply);
+    if (reply != NULL) {
         char m[512];
-        ctl_pairs(json_object_get(answer, "match"), m, sizeof(m));
-        printf("rule %s added: %s%s%s%s\n", json_string_value(json_object_get(answer, "name")),
-               json_string_value(json_object_get(answer, "fault")), m[0] ? ", match " : "", m,
+        ctl_pairs(json_object_get(reply, "match"), m, sizeof(m));
+        printf("rule %s added: %s%s%s%s\n", json_string_value(json_object_get(reply, "name")),
+               json_string_value(json_object_get(reply, "fault")), m[0] ? ", match " : "", m,
                disabled ? " (disabled)" : "");
+        json_decref(reply);
     }
-    json_decref(answer);
     return rc;
 }
 
@@ -702,25 +717,18 @@ static int
 ctl_cmd_patch(const struct ctl_opts *o, const char *name, json_t *body, const char *done)
 {
     char path[128];
-    int status = 0;
 
     if (!ctl_name_ok(name)) {
         json_decref(body);
         return ctl_usage("\"%s\" is not a rule name", name);
     }
     snprintf(path, sizeof(path), "/rules/%s", name);
-    json_t *answer = ctl_call(o, "PATCH", path, body, &status);
-    json_decref(body);
-    if (answer == NULL)
-        return CTL_EXIT_NO;
-    int rc = CTL_EXIT_OK;
-    if (status != 200)
-        rc = ctl_refused(answer, status);
-    else if (o->json)
-        ctl_print_json(answer);
-    else
+    json_t *reply;
+    int rc = ctl_exchange(o, "PATCH", path, body, 200, &reply);
+    if (reply != NULL) {
         printf("rule %s %s\n", name, done);
-    json_decref(answer);
+        json_decref(reply);
+    }
     return rc;
 }
 
@@ -743,22 +751,16 @@ static int
 ctl_cmd_rm(const struct ctl_opts *o, const char *name)
 {
     char path[128];
-    int status = 0;
 
     if (!ctl_name_ok(name))
         return ctl_usage("\"%s\" is not a rule name", name);
     snprintf(path, sizeof(path), "/rules/%s", name);
-    json_t *answer = ctl_call(o, "DELETE", path, NULL, &status);
-    if (answer == NULL)
-        return CTL_EXIT_NO;
-    int rc = CTL_EXIT_OK;
-    if (status != 200)
-        rc = ctl_refused(answer, status);
-    else if (o->json)
-        ctl_print_json(answer);
-    else
+    json_t *reply;
+    int rc = ctl_exchange(o, "DELETE", path, NULL, 200, &reply);
+    if (reply != NULL) {
         printf("rule %s removed\n", name);
-    json_decref(answer);
+        json_decref(reply);
+    }
     return rc;
 }
 
@@ -1064,21 +1066,15 @@ ctl_dispatch(struct ctl_opts *o, int argc, char **argv)
     if (strcmp(cmd, "faults") == 0)
         return ctl_simple(o, "GET", "/faults", NULL, ctl_print_faults);
     if (strcmp(cmd, "reload") == 0) {
-        int status = 0;
-        json_t *answer = ctl_call(o, "POST", "/reload", NULL, &status);
-        if (answer == NULL)
-            return CTL_EXIT_NO;
-        int rc = CTL_EXIT_OK;
-        if (status != 200)
-            rc = ctl_refused(answer, status);
-        else if (o->json)
-            ctl_print_json(answer);
-        else
+        json_t *reply;
+        int rc = ctl_exchange(o, "POST", "/reload", NULL, 200, &reply);
+        if (reply != NULL) {
+            json_int_t rules = json_integer_value(json_object_get(reply, "rules"));
             printf("reloaded %s (%" JSON_INTEGER_FORMAT " rule%s)\n",
-                   json_string_value(json_object_get(answer, "reloaded")),
-                   json_integer_value(json_object_get(answer, "rules")),
-                   json_integer_value(json_object_get(answer, "rules")) == 1 ? "" : "s");
-        json_decref(answer);
+                   json_string_value(json_object_get(reply, "reloaded")), rules,
+                   rules == 1 ? "" : "s");
+            json_decref(reply);
+        }
         return rc;
     }
     /* flows [ID] */
