@@ -2027,24 +2027,8 @@ config_value_text(const config_setting_t *s, char *buf, size_t n)
         return buf;
     case CONFIG_TYPE_BOOL:
         return config_setting_get_bool(s) ? "true" : "false";
-    case CONFIG_TYPE_FLOAT: {
-        /*
-         * A whole number as one ("1000.0" is 1000, which an integer parameter
-         * takes); otherwise the shortest text that reads back as the same
-         * double: 0.1, not 0.1000...01.
-         */
-        double v = config_setting_get_float(s);
-        if (v > -1e15 && v < 1e15 && v == (double)(long long)v) {
-            snprintf(buf, n, "%lld", (long long)v);
-            return buf;
-        }
-        for (int prec = 1; prec <= 17; prec++) {
-            snprintf(buf, n, "%.*g", prec, v);
-            if (strtod(buf, NULL) == v)
-                break;
-        }
-        return buf;
-    }
+    case CONFIG_TYPE_FLOAT:
+        return tf_fault_number_text(config_setting_get_float(s), buf, n);
     default:
         return NULL;
     }

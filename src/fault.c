@@ -1871,6 +1871,21 @@ tf_fault_rule_json(const struct tf_fault_rule *rule)
     return o;
 }
 
+const char *
+tf_fault_number_text(double v, char *buf, size_t len)
+{
+    if (v > -1e15 && v < 1e15 && v == (double)(long long)v) {
+        snprintf(buf, len, "%lld", (long long)v);
+        return buf;
+    }
+    for (int prec = 1; prec <= 17; prec++) {
+        snprintf(buf, len, "%.*g", prec, v);
+        if (strtod(buf, NULL) == v)
+            break;
+    }
+    return buf;
+}
+
 /*
  * A JSON scalar as the text the file's value would give (config.c's
  * config_value_text): strings as they are, whole numbers without a
@@ -1888,19 +1903,8 @@ fault_json_text(const json_t *v, char *buf, size_t n)
     case JSON_INTEGER:
         snprintf(buf, n, "%" JSON_INTEGER_FORMAT, json_integer_value(v));
         return buf;
-    case JSON_REAL: {
-        double d = json_real_value(v);
-        if (d > -1e15 && d < 1e15 && d == (double)(long long)d) {
-            snprintf(buf, n, "%lld", (long long)d);
-            return buf;
-        }
-        for (int prec = 1; prec <= 17; prec++) {
-            snprintf(buf, n, "%.*g", prec, d);
-            if (strtod(buf, NULL) == d)
-                break;
-        }
-        return buf;
-    }
+    case JSON_REAL:
+        return tf_fault_number_text(json_real_value(v), buf, n);
     case JSON_TRUE:
         return "true";
     case JSON_FALSE:

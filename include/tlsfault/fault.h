@@ -239,6 +239,14 @@ bool tf_fault_parse_version(const char *text, uint16_t *out);
 /* "TLS1.2" for 0x0303 (SSL3.0 to TLS1.3), else "0x0305" written into buf. */
 const char *tf_fault_version_name(uint16_t version, char *buf, size_t len);
 
+/*
+ * A number as a parameter's text, the same from a file and from the
+ * control API: a whole number without a fraction ("1000.0" is 1000, which
+ * an integer parameter takes), else the shortest text that reads back as
+ * the same double (0.1, not 0.1000...01).  Returns buf.
+ */
+const char *tf_fault_number_text(double v, char *buf, size_t len);
+
 /* Prints the catalogue as --list-faults shows it. */
 void tf_fault_print_catalogue(FILE *out);
 
