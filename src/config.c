@@ -1447,6 +1447,7 @@ static const struct config_section config_control_section = {
 
 static const struct config_key config_top_keys[] = {
     {"workers", CONFIG_KIND_INT, config_apply_int, CONFIG_CFG(workers), 0, 256, NULL},
+    {"busy_poll_us", CONFIG_KIND_INT, config_apply_int, CONFIG_CFG(busy_poll_us), 0, 1000000, NULL},
     {"listeners", CONFIG_KIND_LIST, config_apply_listeners, 0, 0, 0, NULL},
     {"faults", CONFIG_KIND_LIST, config_apply_faults, 0, 0, 0, NULL},
     {"log", CONFIG_KIND_GROUP, config_apply_section, 0, 0, 0, &config_log_section},

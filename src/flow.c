@@ -1784,6 +1784,7 @@ flow_reader_cb(evutil_socket_t fd, short what, void *arg)
     struct tf_leg *leg = arg;
     (void)what;
     ssize_t n;
+    tf_worker_note_work();
     do
         n = read(fd, flow_read_scratch, sizeof(flow_read_scratch));
     while (n < 0 && errno == EINTR);
@@ -1914,6 +1915,7 @@ flow_write_cb(struct bufferevent *bev, void *arg)
     struct tf_leg *leg = arg;
     struct tf_flow *f = leg->flow;
     size_t left = evbuffer_get_length(bufferevent_get_output(bev));
+    tf_worker_note_work();
 
     if (f->ending) {
         if (!f->lingering)
@@ -2117,6 +2119,7 @@ flow_event_cb(struct bufferevent *bev, short what, void *arg)
     struct tf_leg *leg = arg;
     struct tf_flow *f = leg->flow;
     (void)bev;
+    tf_worker_note_work();
 
     if (what & BEV_EVENT_CONNECTED) {
         flow_connected(f);

@@ -156,6 +156,7 @@ listener_accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr
 {
     struct tf_worker *w = arg;
     size_t index = 0;
+    tf_worker_note_work();
     for (size_t i = 0; i < w->n_listeners; i++)
         if (w->listeners[i] == l)
             index = i;

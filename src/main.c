@@ -91,6 +91,8 @@ static const char usage_text[] =
     "      --list-faults      print the fault catalogue (names, modes, parameters with\n"
     "                         defaults, what the client sees) and exit\n"
     "  -w, --workers N        worker threads (default: half the CPUs, all with mitm)\n"
+    "      --busy-poll US     workers poll without sleeping until US microseconds pass\n"
+    "                         idle (for a proxy with cores of its own; default 0: off)\n"
     "  -v, --log-level LEVEL  diagnostics: error, warn, info (default), debug\n"
     "  -V, --version          print the version and exit\n"
     "  -h, --help             print this help and exit\n"
@@ -553,6 +555,7 @@ main(int argc, char **argv)
         { "json", required_argument, NULL, 'j' },
         { "text", required_argument, NULL, 'T' },
         { "workers", required_argument, NULL, 'w' },
+        { "busy-poll", required_argument, NULL, 'B' },
         { "log-level", required_argument, NULL, 'v' },
         { "mode", required_argument, NULL, 'm' },
         { "fault", required_argument, NULL, 'f' },
@@ -573,7 +576,7 @@ main(int argc, char **argv)
     const char *text = NULL, *level = NULL, *mode = NULL;
     const char *ca_dir = NULL, *keylog = NULL, *ca_init = NULL;
     const char *route = NULL, *upstream_port = NULL, *mark = NULL, *control = NULL;
-    int workers = -1;
+    int workers = -1, busy_poll_us = -1;
     bool test_only = false, list_faults = false, spoof_source = false;
     int c;
     char err[8192];
@@ -618,6 +621,18 @@ main(int argc, char **argv)
             workers = (int)n;
             break;
         }
+        case 'B': {
+            char *end;
+            long n = strtol(optarg, &end, 10);
+            if (*end || end == optarg || n < 0 || n > 1000000) {
+                fprintf(stderr, "tlsfault: --busy-poll: expected 0..1000000 microseconds, got "
+                        "\"%s\"\n", optarg);
+                free(fault_specs);
+                return EXIT_USAGE;
+            }
+            busy_poll_us = (int)n;
+            break;
+        }
         case 'V': printf("tlsfault %s (%s, libevent %s)\n", PACKAGE_VERSION,
                          OpenSSL_version(OPENSSL_VERSION), event_get_version());
             free(fault_specs);
@@ -636,7 +651,7 @@ main(int argc, char **argv)
         if (config_path || listen || upstream || json || text || mode || ca_dir || keylog ||
             route || upstream_port || mark || spoof_source || control || n_faults > 0 ||
             list_faults ||
-            test_only || workers > 0 || level) {
+            test_only || workers > 0 || busy_poll_us >= 0 || level) {
             fprintf(stderr, "tlsfault: --ca-init stands alone: make the CA first, then run with "
                             "--ca DIR (or ca.dir in the file)\n");
             return EXIT_USAGE;
@@ -711,6 +726,8 @@ main(int argc, char **argv)
     }
     if (workers > 0)
         st.cfg->workers = workers;
+    if (busy_poll_us >= 0)
+        st.cfg->busy_poll_us = busy_poll_us;
     if (level) {
         int l = tf_log_parse_level(level);
         if (l < 0) {

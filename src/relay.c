@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "tlsfault/relay.h"
+#include "tlsfault/worker.h"
 
 /* One per thread: every relay of a worker reads into it in turn. */
 #define RELAY_SCRATCH (128 * 1024)
@@ -225,6 +226,7 @@ relay_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct tf_relay *r = arg;
     int side = fd == r->fd[0] ? 0 : 1;
+    tf_worker_note_work();
     if ((what & EV_WRITE) && r->writing[side] && !relay_write(r, side))
         return;
     if ((what & EV_READ) && r->reading[side])

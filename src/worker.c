@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "tlsfault/config.h"
 #include "tlsfault/forge.h"
@@ -115,6 +116,7 @@ tf_worker_init(struct tf_worker *w, int index, struct tf_config *cfg, struct tf_
     w->index = index;
     w->events = events;
     w->cfg = tf_config_ref(cfg);
+    w->busy_poll_us = cfg->busy_poll_us;
     TAILQ_INIT(&w->flows);
     pthread_mutex_init(&w->mail_lock, NULL);
     /*
@@ -169,11 +171,60 @@ tf_worker_init(struct tf_worker *w, int index, struct tf_config *cfg, struct tf_
     return true;
 }
 
+_Thread_local uint64_t tf_worker_work;
+
+static uint64_t
+worker_now_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
+/* True when the loop is over: no events left, an error, or told to stop. */
+static bool
+worker_loop_ended(struct tf_worker *w, int rc)
+{
+    return rc != 0 || event_base_got_exit(w->base) || event_base_got_break(w->base);
+}
+
+/*
+ * busy_poll_us: the loop looks for ready sockets without sleeping until
+ * that long has passed with nothing to do, and only then sleeps in
+ * epoll_wait.  A worker that sleeps has to be woken by the sender's CPU
+ * for every chunk that arrives; in a VM each of those wake-ups costs the
+ * sender an exit to the hypervisor, which on a core shared by client and
+ * server is the largest cost of a relayed transfer.  The price is a core
+ * kept busy while traffic flows, so it is for a proxy with a core of its
+ * own (HAProxy's busy-polling is the same idea).
+ */
+static void
+worker_busy_loop(struct tf_worker *w)
+{
+    uint64_t idle_since = worker_now_us();
+    for (;;) {
+        uint64_t work = tf_worker_work;
+        if (worker_loop_ended(w, event_base_loop(w->base, EVLOOP_NONBLOCK)))
+            return;
+        uint64_t now = worker_now_us();
+        if (tf_worker_work != work) {
+            idle_since = now;
+        } else if (now - idle_since >= (uint64_t)w->busy_poll_us) {
+            if (worker_loop_ended(w, event_base_loop(w->base, EVLOOP_ONCE)))
+                return;
+            idle_since = worker_now_us();
+        }
+    }
+}
+
 static void *
 worker_main(void *arg)
 {
     struct tf_worker *w = arg;
-    event_base_dispatch(w->base);
+    if (w->busy_poll_us > 0)
+        worker_busy_loop(w);
+    else
+        event_base_dispatch(w->base);
     if (w->on_exit)
         w->on_exit(w, w->on_exit_arg);
     return NULL;

@@ -103,6 +103,7 @@ struct tf_config {
     struct tf_listener_conf *listeners;
     size_t n_listeners;
     int workers;                  /* 0: one per core */
+    int busy_poll_us;             /* 0: workers sleep in epoll_wait as soon as idle */
     char *log_text;               /* "stderr", "stdout", a path, or NULL for none */
     char *log_json;               /* a path, "-" for stdout, or NULL */
     char *log_level;              /* error, warn, info, debug */

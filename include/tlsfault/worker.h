@@ -48,6 +48,7 @@ struct tf_worker {
     TAILQ_HEAD(, tf_flow) flows;
     struct tf_worker_tls *tls;      /* newest first */
     unsigned live_flows;
+    int busy_poll_us;               /* from the first snapshot: see worker_main */
     bool draining;
     struct event *grace_timer;
     struct event *sweep_timer;      /* tf_flow_sweep, every TF_FLOW_SWEEP_MS */
@@ -63,6 +64,19 @@ struct tf_worker {
     void (*on_exit)(struct tf_worker *w, void *arg);
     void *on_exit_arg;
 };
+
+/*
+ * Work done on this thread's loop: the callbacks that move bytes or take
+ * connections count here, so that a busy-polling worker knows whether its
+ * last look found anything (libevent does not say).
+ */
+extern _Thread_local uint64_t tf_worker_work;
+
+static inline void
+tf_worker_note_work(void)
+{
+    tf_worker_work++;
+}
 
 /*
  * Prepares a worker with its own base and resolver and listening on the

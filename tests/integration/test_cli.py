@@ -100,6 +100,8 @@ def main(tap):
         ("bad --listen address", ["--listen", "not-an-address", "--upstream", "127.0.0.1:4433"]),
         ("bad --upstream port", ["--listen", "127.0.0.1:0", "--upstream", "127.0.0.1:0"]),
         ("bad --workers", ["--listen", "127.0.0.1:0", "--upstream", "127.0.0.1:4433", "-w", "0"]),
+        ("bad --busy-poll", ["--listen", "127.0.0.1:0", "--upstream", "127.0.0.1:4433",
+                             "--busy-poll", "-5"]),
         ("-c with --listen", ["-c", "/nonexistent.conf", "--listen", "127.0.0.1:0",
                               "--upstream", "127.0.0.1:4433"]),
     ]
@@ -170,7 +172,7 @@ def main(tap):
 
 
 def plan():
-    n = 2 + 8 + max(1, len(conf_files())) + 1 + len(BAD) + 1 + 1 + 2 + 2
+    n = 2 + 9 + max(1, len(conf_files())) + 1 + len(BAD) + 1 + 1 + 2 + 2
     return n
 
 

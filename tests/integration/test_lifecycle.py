@@ -363,6 +363,55 @@ def test_connection_limit(tap, echo_addr):
         p.stop()
 
 
+def cpu_seconds(pid):
+    """User plus system CPU time of a process so far, in seconds."""
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def test_busy_poll(tap, echo_addr):
+    """--busy-poll: the workers poll without sleeping while bytes flow, but
+    sleep once idle (a spinning idle worker would burn a core), relay
+    every byte as usual, and stop on SIGTERM."""
+    p = Tlsfault(upstream=echo_addr, workers=2, extra=["--busy-poll", "500"], name="busy")
+    try:
+        data = tflib.pattern_bytes(256 << 10, seed=b"busy-poll")
+        s, _lp = tls_connect(p.port)
+        got = ask(s, data, len(data), timeout=20)
+        tls_close(s)
+        small = []
+        for i in range(10):
+            s, _lp = tls_connect(p.port)
+            small.append(ask(s, b"busy %d\n" % i, len(b"busy %d\n" % i)))
+            tls_close(s)
+        tap.ok(got == data and small == [b"busy %d\n" % i for i in range(10)],
+               "busy-poll: 256 KiB and ten short connections echoed through intact",
+               "echoed %d of %d bytes (equal: %r); short answers %r" % (
+                   len(got or b""), len(data), got == data, small))
+
+        time.sleep(0.3)
+        c0, t0 = cpu_seconds(p.pid), time.time()
+        time.sleep(1.5)
+        idle = (cpu_seconds(p.pid) - c0) / (time.time() - t0)
+        s, _lp = tls_connect(p.port)
+        c1, t1 = cpu_seconds(p.pid), time.time()
+        answers = []
+        for i in range(10):
+            answers.append(ask(s, b"tick %d\n" % i, len(b"tick %d\n" % i)))
+            time.sleep(0.1)
+        trickle = (cpu_seconds(p.pid) - c1) / (time.time() - t1)
+        tls_close(s)
+        tap.ok(idle < 0.2 and trickle < 0.3 and answers == [b"tick %d\n" % i for i in range(10)],
+               "busy-poll: idle workers sleep (%.0f%% of a core idle, %.0f%% with a message "
+               "every 100 ms)" % (idle * 100, trickle * 100),
+               "a spinning worker would use 100%% per worker; answers %r" % answers)
+    finally:
+        rc = p.stop()
+    tap.ok(rc == 0, "busy-poll: SIGTERM stops the polling workers, exit 0 (got %r)" % rc,
+           p.stderr_tail())
+
+
 def _served(port):
     try:
         s, _lp = tls_connect(port, timeout=2)
@@ -387,9 +436,10 @@ def main(tap):
     tap.section(2, "half-close", test_half_close, tap)
     tap.section(2, "back-pressure", test_back_pressure, tap)
     tap.section(2, "connection limit", test_connection_limit, tap, echo.addr)
+    tap.section(3, "busy-poll", test_busy_poll, tap, echo.addr)
 
 
-PLAN = 4 + 5 + 2 + 2 + 2 + 2
+PLAN = 4 + 5 + 2 + 2 + 2 + 2 + 3
 
 if __name__ == "__main__":
     tflib.run_main(PLAN, main)

@@ -220,8 +220,8 @@ static struct bad_case bad_cases[] = {
      "mode, client_tls, upstream_tls, upstream_port, allow, default_upstream, spoof_source, "
      "probe, mark"},
     {"unknown_key_top.conf",
-     "FILE:2: unknown key \"listener\" at top level; valid keys: workers, listeners, faults, log, "
-     "timeouts, limits, ca, control, mark"},
+     "FILE:2: unknown key \"listener\" at top level; valid keys: workers, busy_poll_us, "
+     "listeners, faults, log, timeouts, limits, ca, control, mark"},
     {"unknown_key_log.conf",
      "FILE:3: unknown key \"file\" in log; valid keys: text, json, level, keylog, content, app_records"},
     {"unknown_key_timeouts.conf",
@@ -321,6 +321,8 @@ static struct bad_case bad_cases[] = {
      "FILE:15: \"dest_port\" must be a port from 1 to 65535, not \"65536\""},
     /* ranges */
     {"workers_range.conf", "FILE:2: \"workers\" must be between 0 and 256, not 300"},
+    {"busy_poll_range.conf",
+     "FILE:2: \"busy_poll_us\" must be between 0 and 1000000, not 2000000"},
     {"handshake_message_max_range.conf",
      "FILE:3: \"limits.handshake_message_max\" must be between 1024 and 16777216, not 512"},
     {"buffer_range.conf",
@@ -843,6 +845,7 @@ test_defaults(void **state)
     assert_int_equal(atomic_load(&cfg->refs), 1);
     assert_string_equal(cfg->path, path);
     assert_int_equal(cfg->workers, 0);
+    assert_int_equal(cfg->busy_poll_us, 0);
     assert_string_equal(cfg->log_text, "stderr");
     assert_null(cfg->log_json);
     assert_string_equal(cfg->log_level, "info");
@@ -897,6 +900,7 @@ test_two_listeners(void **state)
     struct tf_config *cfg = test_load_good(path);
 
     assert_int_equal(cfg->workers, 4);
+    assert_int_equal(cfg->busy_poll_us, 250);
     assert_string_equal(cfg->log_text, "none");
     assert_string_equal(cfg->log_json, "events.jsonl");
     assert_string_equal(cfg->log_level, "debug");
