@@ -57,7 +57,6 @@
 #define CONFIG_HOST_MAX 1025       /* NI_MAXHOST: longest host we take apart */
 #define CONFIG_DNS_NAME_MAX 253    /* RFC 1035 §2.3.4, without the trailing dot */
 #define CONFIG_DNS_LABEL_MAX 63
-#define CONFIG_NAME_MAX 64         /* listener names end up in logs and events */
 #define CONFIG_TIMEOUT_MAX_S 86400 /* keeps milliseconds well inside unsigned */
 #define CONFIG_ADDR_HINT "(expected host:port or [v6]:port)"
 #define CONFIG_FORGE_CACHE_DEFAULT 1024
@@ -1509,24 +1508,6 @@ config_walk(struct config_load *ld, const struct config_section *sec,
 
 /* ------------------------------------------------------------ listeners */
 
-/* Names show up in logs, events and control URLs: keep them plain. */
-static bool
-config_listener_name_valid(const char *name)
-{
-    size_t n = strlen(name);
-
-    if (n == 0 || n > CONFIG_NAME_MAX)
-        return false;
-    for (size_t i = 0; i < n; i++) {
-        char c = name[i];
-        bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-                  c == '.' || c == '_' || c == '-';
-        if (!ok)
-            return false;
-    }
-    return true;
-}
-
 static const struct tf_listener_conf *
 config_listener_named(const struct tf_config *cfg, size_t before, const char *name)
 {
@@ -1558,7 +1539,7 @@ config_listener_name(struct config_load *ld, const config_setting_t *group,
 
     if (d->name != NULL) {
         name = config_setting_get_string(d->name);
-        if (!config_listener_name_valid(name))
+        if (!tf_fault_name_valid(name))
             config_error_at(ld, d->name,
                             "name \"%s\" is not valid (use 1-64 letters, digits, \".\", \"_\" "
                             "or \"-\")",
@@ -2123,7 +2104,7 @@ config_fault_name(struct config_load *ld, const config_setting_t *group, size_t 
     }
     const char *v = config_setting_get_string(ns);
     snprintf(name, n, "%s", v);
-    if (!config_listener_name_valid(v)) {
+    if (!tf_fault_name_valid(v)) {
         config_error_at(ld, ns,
                         "name \"%s\" is not valid (use 1-64 letters, digits, \".\", \"_\" or "
                         "\"-\")",
@@ -2271,7 +2252,7 @@ static void
 config_fault_rule(struct config_load *ld, const config_setting_t *group, size_t position)
 {
     struct tf_config *cfg = ld->cfg;
-    char name[CONFIG_NAME_MAX + 1 + 16];
+    char name[TF_NAME_MAX + 1 + 16];
     char q[CONFIG_QUOTE_MAX];
 
     bool name_ok = config_fault_name(ld, group, position, name, sizeof(name));

@@ -35,7 +35,6 @@
 
 #define FAULT_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
 #define FAULT_QUOTE_MAX 68      /* a value quoted in a message: 64 bytes and "..." */
-#define FAULT_NAME_MAX 64       /* rule names end up in logs and events */
 #define FAULT_BYTES_MAX 65536   /* an injected payload */
 #define FAULT_POSITIONS_MAX 32  /* keep_mask has 32 bits */
 #define FAULT_SPEC_PIECES_MAX 64
@@ -601,6 +600,17 @@ fault_parse_bool(const struct tf_fault_param *p, const char *v, struct tf_fault_
 }
 
 static bool
+fault_set_string(char **slot, const char *v, char *err, size_t errlen)
+{
+    char *copy = strdup(v);
+    if (copy == NULL)
+        return fault_fail(err, errlen, "out of memory");
+    free(*slot);
+    *slot = copy;
+    return true;
+}
+
+static bool
 fault_parse_string(const struct tf_fault_param *p, const char *v, struct tf_fault_args *args,
                    char *err, size_t errlen)
 {
@@ -621,12 +631,7 @@ fault_parse_string(const struct tf_fault_param *p, const char *v, struct tf_faul
             return fault_fail(err, errlen, "\"%s\" must be %s, not \"%s\"", p->name,
                               fault_string_choices[i].shown, fault_quote(q, sizeof(q), v));
     }
-    char *copy = strdup(v);
-    if (copy == NULL)
-        return fault_fail(err, errlen, "out of memory");
-    free(*slot);
-    *slot = copy;
-    return true;
+    return fault_set_string(slot, v, err, errlen);
 }
 
 /*
@@ -1185,13 +1190,12 @@ fail:
     return NULL;
 }
 
-/* Names show up in logs, events and control URLs: keep them plain. */
-static bool
-fault_rule_name_valid(const char *name)
+bool
+tf_fault_name_valid(const char *name)
 {
     size_t n = strlen(name);
 
-    if (n == 0 || n > FAULT_NAME_MAX)
+    if (n == 0 || n > TF_NAME_MAX)
         return false;
     for (size_t i = 0; i < n; i++) {
         char c = name[i];
@@ -1222,17 +1226,12 @@ tf_fault_rule_set(struct tf_fault_rule *rule, const char *key, const char *value
         if (fault_is_match_key(key))
             return tf_fault_rule_set_match(rule, key, value, err, errlen);
         if (strcmp(key, "name") == 0) {
-            if (!fault_rule_name_valid(value))
+            if (!tf_fault_name_valid(value))
                 return fault_fail(err, errlen,
                                   "name \"%s\" is not valid (use 1-64 letters, digits, \".\", "
                                   "\"_\" or \"-\")",
                                   fault_quote(q, sizeof(q), value));
-            char *copy = strdup(value);
-            if (copy == NULL)
-                return fault_fail(err, errlen, "out of memory");
-            free(rule->name);
-            rule->name = copy;
-            return true;
+            return fault_set_string(&rule->name, value, err, errlen);
         }
     }
 
@@ -1344,17 +1343,6 @@ fault_parse_count(const char *key, const char *v, uint64_t *out, char *err, size
         return fault_fail(err, errlen, "\"%s\" must be an integer of at least 1, not \"%s\"", key,
                           fault_quote(q, sizeof(q), v));
     *out = n;
-    return true;
-}
-
-static bool
-fault_set_string(char **slot, const char *v, char *err, size_t errlen)
-{
-    char *copy = strdup(v);
-    if (copy == NULL)
-        return fault_fail(err, errlen, "out of memory");
-    free(*slot);
-    *slot = copy;
     return true;
 }
 
@@ -2024,7 +2012,7 @@ tf_fault_rule_from_json(const json_t *obj, char *err, size_t errlen, json_t **va
                                                                          "string");
         return NULL;
     }
-    if (!fault_rule_name_valid(json_string_value(jname)) ||
+    if (!tf_fault_name_valid(json_string_value(jname)) ||
         strlen(json_string_value(jname)) != json_string_length(jname)) {
         fault_fail(err, errlen, "name \"%s\" is not valid (use 1-64 letters, digits, \".\", "
                    "\"_\" or \"-\")", fault_quote(q, sizeof(q), json_string_value(jname)));

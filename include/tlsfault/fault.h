@@ -239,6 +239,16 @@ bool tf_fault_parse_version(const char *text, uint16_t *out);
 /* "TLS1.2" for 0x0303 (SSL3.0 to TLS1.3), else "0x0305" written into buf. */
 const char *tf_fault_version_name(uint16_t version, char *buf, size_t len);
 
+/* Longest name of a rule or a listener. */
+#define TF_NAME_MAX 64
+
+/*
+ * Whether a rule's or a listener's name is plain (1 to TF_NAME_MAX
+ * letters, digits, ".", "_" or "-"): names show up in logs, events and
+ * control URLs.
+ */
+bool tf_fault_name_valid(const char *name);
+
 /*
  * A number as a parameter's text, the same from a file and from the
  * control API: a whole number without a fraction ("1000.0" is 1000, which
