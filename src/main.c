@@ -427,6 +427,10 @@ main_run(struct main_state *st)
             tf_log_error("cannot start worker thread %d", i);
             exit(EXIT_RUNTIME);
         }
+    if (st->cfg->busy_poll_us > 0)
+        tf_log_info("workers poll without sleeping until %d us pass idle (busy_poll_us): "
+                    "each keeps a core busy while traffic flows",
+                    st->cfg->busy_poll_us);
 
     sigs[0] = evsignal_new(st->base, SIGTERM, main_stop_cb, st);
     sigs[1] = evsignal_new(st->base, SIGINT, main_stop_cb, st);

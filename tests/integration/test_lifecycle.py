@@ -375,6 +375,7 @@ def test_busy_poll(tap, echo_addr):
     sleep once idle (a spinning idle worker would burn a core), relay
     every byte as usual, and stop on SIGTERM."""
     p = Tlsfault(upstream=echo_addr, workers=2, extra=["--busy-poll", "500"], name="busy")
+    said = "until 500 us pass idle (busy_poll_us)" in p.proc.err
     try:
         data = tflib.pattern_bytes(256 << 10, seed=b"busy-poll")
         s, _lp = tls_connect(p.port)
@@ -385,10 +386,10 @@ def test_busy_poll(tap, echo_addr):
             s, _lp = tls_connect(p.port)
             small.append(ask(s, b"busy %d\n" % i, len(b"busy %d\n" % i)))
             tls_close(s)
-        tap.ok(got == data and small == [b"busy %d\n" % i for i in range(10)],
-               "busy-poll: 256 KiB and ten short connections echoed through intact",
-               "echoed %d of %d bytes (equal: %r); short answers %r" % (
-                   len(got or b""), len(data), got == data, small))
+        tap.ok(said and got == data and small == [b"busy %d\n" % i for i in range(10)],
+               "busy-poll: said at start; 256 KiB and ten short connections echoed through "
+               "intact", "said %r; echoed %d of %d bytes (equal: %r); short answers %r\n%s" % (
+                   said, len(got or b""), len(data), got == data, small, p.stderr_tail()))
 
         time.sleep(0.3)
         c0, t0 = cpu_seconds(p.pid), time.time()
