@@ -130,6 +130,119 @@ struct decode_ext {
 
 /* ------------------------------------------------------------------ helpers */
 
+/*
+ * The same chains pass again and again (every connection to a server, and
+ * in mitm mode the forged ones), and OpenSSL 3's d2i_X509 costs more than
+ * the rest of a handshake's logging together (it looks up key decoders
+ * for the public key, under locks).  So each thread keeps the summaries
+ * of the last few certificates it decoded, keyed by their exact DER bytes.
+ */
+#define X509_CACHE_SLOTS 16
+#define X509_CACHE_DER_MAX (64 * 1024)
+
+struct x509_cached {
+    uint64_t hash;
+    size_t len;
+    uint8_t *der;   /* NULL: free slot */
+    json_t *entry;
+    uint64_t stamp; /* least recently used goes first */
+};
+
+struct x509_cache {
+    struct x509_cached slot[X509_CACHE_SLOTS];
+    uint64_t clock;
+};
+
+/*
+ * Lists of code points come back byte for byte on every connection of a
+ * client (its cipher suites, groups, signature schemes, extensions), and
+ * making their arrays of names was a third of a handshake's decoding.  So
+ * each thread keeps the arrays of the last few lists, keyed by the naming
+ * function and the exact bytes, and hands out references: an array is
+ * never changed once made, and jansson counts references atomically.
+ */
+#define CODES_CACHE_SLOTS 16
+#define CODES_CACHE_BYTES_MAX 256
+
+struct codes_cached {
+    decode_name16_fn fn16; /* one of the two names the list's kind */
+    decode_name8_fn fn8;
+    uint64_t hash;
+    size_t len;
+    uint8_t bytes[CODES_CACHE_BYTES_MAX];
+    json_t *arr;    /* NULL: free slot */
+    uint64_t stamp; /* least recently used goes first */
+};
+
+struct codes_cache {
+    struct codes_cached slot[CODES_CACHE_SLOTS];
+    uint64_t clock;
+};
+
+/* What each thread keeps between decoder runs. */
+struct decode_thread {
+    struct x509_cache x509;
+    struct codes_cache codes;
+};
+
+static pthread_key_t decode_thread_key;
+static pthread_once_t decode_thread_once = PTHREAD_ONCE_INIT;
+static bool decode_thread_usable;
+
+static void
+decode_thread_free(void *arg)
+{
+    struct decode_thread *t = arg;
+    for (size_t i = 0; i < X509_CACHE_SLOTS; i++) {
+        free(t->x509.slot[i].der);
+        json_decref(t->x509.slot[i].entry);
+    }
+    for (size_t i = 0; i < CODES_CACHE_SLOTS; i++)
+        json_decref(t->codes.slot[i].arr);
+    free(t);
+}
+
+static void
+decode_thread_init(void)
+{
+    decode_thread_usable = pthread_key_create(&decode_thread_key, decode_thread_free) == 0;
+}
+
+/* This thread's caches; NULL when they cannot be had (decoding goes on without). */
+static struct decode_thread *
+decode_thread_get(void)
+{
+    pthread_once(&decode_thread_once, decode_thread_init);
+    if (!decode_thread_usable)
+        return NULL;
+    struct decode_thread *t = pthread_getspecific(decode_thread_key);
+    if (t == NULL) {
+        t = calloc(1, sizeof(*t));
+        if (t != NULL && pthread_setspecific(decode_thread_key, t) != 0) {
+            free(t);
+            t = NULL;
+        }
+    }
+    return t;
+}
+
+static struct x509_cache *
+decode_thread_x509(void)
+{
+    struct decode_thread *t = decode_thread_get();
+    return t != NULL ? &t->x509 : NULL;
+}
+
+static uint64_t
+decode_hash(const uint8_t *p, size_t n)
+{
+    uint64_t h = 0xcbf29ce484222325ULL; /* FNV-1a */
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ p[i]) * 0x100000001b3ULL;
+    return h;
+}
+
+
 /* An empty body may come as NULL; a cursor must never do arithmetic on NULL. */
 static void
 decode_init(struct tf_cursor *c, const uint8_t *body, size_t len)
@@ -337,31 +450,79 @@ decode_hex(const uint8_t *p, size_t n)
     return json_string(buf);
 }
 
+/*
+ * The names of all the code points left in list (16-bit ones named by
+ * fn16, else 8-bit ones by fn8), which it consumes: this thread's array
+ * for the same bytes if it has one (see struct codes_cache), else a new one.
+ */
+static json_t *
+decode_codes_array(struct tf_cursor *list, decode_name16_fn fn16, decode_name8_fn fn8)
+{
+    size_t len = tf_cursor_left(list);
+    const uint8_t *p;
+    struct decode_thread *t = NULL;
+    struct codes_cached *victim = NULL;
+    uint64_t h = 0;
+
+    if (len == 0 || !tf_cursor_bytes(list, len, &p))
+        return json_array();
+    if (len <= CODES_CACHE_BYTES_MAX && (t = decode_thread_get()) != NULL) {
+        struct codes_cache *cc = &t->codes;
+        h = decode_hash(p, len);
+        victim = &cc->slot[0];
+        for (size_t i = 0; i < CODES_CACHE_SLOTS; i++) {
+            struct codes_cached *e = &cc->slot[i];
+            if (e->arr != NULL && e->fn16 == fn16 && e->fn8 == fn8 && e->hash == h &&
+                e->len == len && memcmp(e->bytes, p, len) == 0) {
+                e->stamp = ++cc->clock;
+                return json_incref(e->arr);
+            }
+            if (e->arr == NULL || (victim->arr != NULL && e->stamp < victim->stamp))
+                victim = e;
+        }
+    }
+    json_t *arr = json_array();
+    struct tf_cursor c;
+    tf_cursor_init(&c, p, len);
+    if (fn16 != NULL) {
+        uint16_t v;
+        while (tf_cursor_u16(&c, &v))
+            json_array_append_new(arr, decode_code16(fn16, v));
+    } else {
+        uint8_t v;
+        while (tf_cursor_u8(&c, &v))
+            json_array_append_new(arr, decode_code8(fn8, v));
+    }
+    if (victim != NULL && arr != NULL) {
+        json_decref(victim->arr);
+        victim->fn16 = fn16;
+        victim->fn8 = fn8;
+        victim->hash = h;
+        victim->len = len;
+        memcpy(victim->bytes, p, len);
+        victim->arr = json_incref(arr);
+        victim->stamp = ++t->codes.clock;
+    }
+    return arr;
+}
+
 /* A vector of 16-bit code points (its length must be even) as an array of names. */
 static bool
 decode_codes16(struct decode *d, struct tf_cursor *list, const char *field, const char *key,
                decode_name16_fn fn)
 {
-    json_t *arr = json_array();
-    uint16_t v;
-
-    json_object_set_new(d->obj, key, arr);
-    if (tf_cursor_left(list) % 2 != 0)
+    if (tf_cursor_left(list) % 2 != 0) {
+        json_object_set_new(d->obj, key, json_array());
         return decode_fail(d, field, "odd length %zu", tf_cursor_left(list));
-    while (tf_cursor_u16(list, &v))
-        json_array_append_new(arr, decode_code16(fn, v));
+    }
+    json_object_set_new(d->obj, key, decode_codes_array(list, fn, NULL));
     return true;
 }
 
 static void
 decode_codes8(struct decode *d, struct tf_cursor *list, const char *key, decode_name8_fn fn)
 {
-    json_t *arr = json_array();
-    uint8_t v;
-
-    json_object_set_new(d->obj, key, arr);
-    while (tf_cursor_u8(list, &v))
-        json_array_append_new(arr, decode_code8(fn, v));
+    json_object_set_new(d->obj, key, decode_codes_array(list, NULL, fn));
 }
 
 /* A vector of 16-bit code points, as most list extensions are: <2..2^16-2>. */
@@ -425,15 +586,25 @@ decode_extensions(struct decode *d, struct tf_cursor *c, size_t min, const struc
         if (!decode_u16(d, &exts, "extension type", &type))
             return false;
         json_array_append_new(names, decode_code16(tf_names_extension, type));
-        decode_ext_label(type, label, sizeof(label));
-        if (!decode_vec(d, &exts, 2, 0, 0xffff, label, &data))
+        /* The label names the extension in errors only: made when one is due. */
+        struct tf_cursor probe = exts;
+        uint16_t len;
+        if (!tf_cursor_u16(&probe, &len) || len > tf_cursor_left(&probe)) {
+            decode_ext_label(type, label, sizeof(label));
+            return decode_vec(d, &exts, 2, 0, 0xffff, label, &data);
+        }
+        if (!decode_vec(d, &exts, 2, 0, 0xffff, NULL, &data))
             return false;
-        if (seen[type >> 3] & (1u << (type & 7)))
+        if (seen[type >> 3] & (1u << (type & 7))) {
+            decode_ext_label(type, label, sizeof(label));
             return decode_fail(d, label, "appears twice");
+        }
         seen[type >> 3] |= (uint8_t)(1u << (type & 7));
         /* The binders cover everything before them (RFC 8446 §4.2.11). */
-        if (type == DECODE_EXT_PRE_SHARED_KEY && d->ch != NULL && !tf_cursor_empty(&exts))
+        if (type == DECODE_EXT_PRE_SHARED_KEY && d->ch != NULL && !tf_cursor_empty(&exts)) {
+            decode_ext_label(type, label, sizeof(label));
             return decode_fail(d, label, "is not the last extension");
+        }
         e = decode_ext_find(table, n, type);
         if (e == NULL)
             continue;
@@ -1176,83 +1347,13 @@ x509_entry_decode(const uint8_t *der, size_t len)
     return entry;
 }
 
-/*
- * The same chains pass again and again (every connection to a server, and
- * in mitm mode the forged ones), and OpenSSL 3's d2i_X509 costs more than
- * the rest of a handshake's logging together (it looks up key decoders
- * for the public key, under locks).  So each thread keeps the summaries
- * of the last few certificates it decoded, keyed by their exact DER bytes.
- */
-#define X509_CACHE_SLOTS 16
-#define X509_CACHE_DER_MAX (64 * 1024)
-
-struct x509_cached {
-    uint64_t hash;
-    size_t len;
-    uint8_t *der;   /* NULL: free slot */
-    json_t *entry;
-    uint64_t stamp; /* least recently used goes first */
-};
-
-struct x509_cache {
-    struct x509_cached slot[X509_CACHE_SLOTS];
-    uint64_t clock;
-};
-
-static pthread_key_t x509_cache_key;
-static pthread_once_t x509_cache_once = PTHREAD_ONCE_INIT;
-static bool x509_cache_usable;
-
-static void
-x509_cache_free(void *arg)
-{
-    struct x509_cache *c = arg;
-    for (size_t i = 0; i < X509_CACHE_SLOTS; i++) {
-        free(c->slot[i].der);
-        json_decref(c->slot[i].entry);
-    }
-    free(c);
-}
-
-static void
-x509_cache_init(void)
-{
-    x509_cache_usable = pthread_key_create(&x509_cache_key, x509_cache_free) == 0;
-}
-
-static struct x509_cache *
-x509_cache_get(void)
-{
-    pthread_once(&x509_cache_once, x509_cache_init);
-    if (!x509_cache_usable)
-        return NULL;
-    struct x509_cache *c = pthread_getspecific(x509_cache_key);
-    if (c == NULL) {
-        c = calloc(1, sizeof(*c));
-        if (c != NULL && pthread_setspecific(x509_cache_key, c) != 0) {
-            free(c);
-            c = NULL;
-        }
-    }
-    return c;
-}
-
-static uint64_t
-x509_der_hash(const uint8_t *p, size_t n)
-{
-    uint64_t h = 0xcbf29ce484222325ULL; /* FNV-1a */
-    for (size_t i = 0; i < n; i++)
-        h = (h ^ p[i]) * 0x100000001b3ULL;
-    return h;
-}
-
 static json_t *
 x509_entry(const uint8_t *der, size_t len)
 {
-    struct x509_cache *c = len <= X509_CACHE_DER_MAX ? x509_cache_get() : NULL;
+    struct x509_cache *c = len <= X509_CACHE_DER_MAX ? decode_thread_x509() : NULL;
     if (c == NULL)
         return x509_entry_decode(der, len);
-    uint64_t h = x509_der_hash(der, len);
+    uint64_t h = decode_hash(der, len);
     struct x509_cached *victim = &c->slot[0];
     for (size_t i = 0; i < X509_CACHE_SLOTS; i++) {
         struct x509_cached *e = &c->slot[i];

@@ -669,6 +669,61 @@ test_client_hello_duplicate_extension(void **state)
     free(b.p);
 }
 
+/*
+ * Lists of code points come from a per-thread cache: the same bytes give
+ * the same (shared) array, the same bytes in a list of another kind are
+ * named by that kind, and arrays pushed out of the cache stay whole in
+ * the events that hold them.
+ */
+static void
+test_code_lists_cached(void **state)
+{
+    struct blob b = load("gnutls-openssl-tls13.client_hello.bin");
+    struct msg m;
+    bool ok;
+
+    (void)state;
+    json_t *first = decode_ch(b.p, b.n, &ok, NULL);
+    assert_true(ok);
+    json_t *again = decode_ch(b.p, b.n, &ok, NULL);
+    assert_true(ok && json_equal(first, again));
+    assert_ptr_equal(json_object_get(first, "cipher_suites"), json_object_get(again, "cipher_suites"));
+    assert_ptr_equal(json_object_get(first, "signature_algorithms"),
+                     json_object_get(again, "signature_algorithms"));
+    char *before = json_dumps(first, JSON_COMPACT);
+
+    /* supported_groups with the bytes of ch_head's cipher suites: 13 01 13 02. */
+    static const uint8_t groups[] = {0x00, 0x0a, 0x00, 0x06, 0x00, 0x04, 0x13, 0x01, 0x13, 0x02};
+    ch_with_exts(&m, groups, sizeof(groups));
+    json_t *o = decode_ch(m.b, m.n, &ok, NULL);
+    assert_true(ok);
+    assert_string_equal(json_string_value(json_array_get(json_object_get(o, "cipher_suites"), 0)),
+                        "TLS_AES_128_GCM_SHA256");
+    assert_string_equal(json_string_value(json_array_get(json_object_get(o, "supported_groups"), 0)),
+                        "0x1301");
+    json_decref(o);
+
+    /* Many other cipher lists push the first hello's lists out of the cache. */
+    for (uint16_t i = 0; i < 64; i++) {
+        ch_head(&m);
+        set16(m.b + 2 + 32 + 1 + 2, (uint16_t)(0x1301 + i)); /* the first suite */
+        put16(&m, 0);
+        o = decode_ch(m.b, m.n, &ok, NULL);
+        assert_true(ok);
+        json_decref(o);
+    }
+    json_decref(again);
+    char *after = json_dumps(first, JSON_COMPACT);
+    assert_string_equal(before, after);
+    json_t *later = decode_ch(b.p, b.n, &ok, NULL);
+    assert_true(ok && json_equal(first, later));
+    free(before);
+    free(after);
+    json_decref(later);
+    json_decref(first);
+    free(b.p);
+}
+
 /* Fixed fields the RFCs bound: empty and odd suites, no compression, long session ids. */
 static void
 test_client_hello_bad_fixed_fields(void **state)
@@ -1760,6 +1815,7 @@ main(void)
         cmocka_unit_test(test_client_hello_extension_inner_overrun),
         cmocka_unit_test(test_client_hello_extension_outer_overrun),
         cmocka_unit_test(test_client_hello_duplicate_extension),
+        cmocka_unit_test(test_code_lists_cached),
         cmocka_unit_test(test_client_hello_bad_fixed_fields),
         cmocka_unit_test(test_client_hello_bad_extensions),
         cmocka_unit_test(test_server_hello_tls13),
