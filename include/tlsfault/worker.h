@@ -48,7 +48,7 @@ struct tf_worker {
     TAILQ_HEAD(, tf_flow) flows;
     struct tf_worker_tls *tls;      /* newest first */
     unsigned live_flows;
-    int busy_poll_us;               /* from the first snapshot: see worker_main */
+    int busy_poll_us;               /* from the first snapshot: see worker_busy_loop */
     bool draining;
     struct event *grace_timer;
     struct event *sweep_timer;      /* tf_flow_sweep, every TF_FLOW_SWEEP_MS */
