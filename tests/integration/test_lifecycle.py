@@ -363,13 +363,6 @@ def test_connection_limit(tap, echo_addr):
         p.stop()
 
 
-def cpu_seconds(pid):
-    """User plus system CPU time of a process so far, in seconds."""
-    with open("/proc/%d/stat" % pid) as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def test_busy_poll(tap, echo_addr):
     """--busy-poll: the workers poll without sleeping while bytes flow, but
     sleep once idle (a spinning idle worker would burn a core), relay
@@ -392,16 +385,16 @@ def test_busy_poll(tap, echo_addr):
                    said, len(got or b""), len(data), got == data, small, p.stderr_tail()))
 
         time.sleep(0.3)
-        c0, t0 = cpu_seconds(p.pid), time.time()
+        c0, t0 = tflib.cpu_seconds(p.pid), time.time()
         time.sleep(1.5)
-        idle = (cpu_seconds(p.pid) - c0) / (time.time() - t0)
+        idle = (tflib.cpu_seconds(p.pid) - c0) / (time.time() - t0)
         s, _lp = tls_connect(p.port)
-        c1, t1 = cpu_seconds(p.pid), time.time()
+        c1, t1 = tflib.cpu_seconds(p.pid), time.time()
         answers = []
         for i in range(10):
             answers.append(ask(s, b"tick %d\n" % i, len(b"tick %d\n" % i)))
             time.sleep(0.1)
-        trickle = (cpu_seconds(p.pid) - c1) / (time.time() - t1)
+        trickle = (tflib.cpu_seconds(p.pid) - c1) / (time.time() - t1)
         tls_close(s)
         tap.ok(idle < 0.2 and trickle < 0.3 and answers == [b"tick %d\n" % i for i in range(10)],
                "busy-poll: idle workers sleep (%.0f%% of a core idle, %.0f%% with a message "

@@ -11,9 +11,10 @@ Rules the helpers keep so that a failing test never leaves debris behind:
   - every temporary file lives under one per-run directory (removed at exit
     unless TF_KEEP=1).
 
-Environment: TF_BIN (the tlsfault binary, default
-/work/main/build/src/tlsfault), TF_SRCDIR (source root, default: two
-directories above this file), TF_KEEP=1 (keep the temporary directory).
+Environment: TF_BIN (the tlsfault binary; make check sets it, by hand the
+default is build/src/tlsfault under the source root), TF_SRCDIR (source
+root, default: two directories above this file), TF_KEEP=1 (keep the
+temporary directory).
 """
 
 import atexit
@@ -34,7 +35,7 @@ import traceback
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 TF_SRCDIR = os.environ.get("TF_SRCDIR") or os.path.normpath(os.path.join(HERE, "..", ".."))
-TF_BIN = os.environ.get("TF_BIN") or "/work/main/build/src/tlsfault"
+TF_BIN = os.environ.get("TF_BIN") or os.path.join(TF_SRCDIR, "build", "src", "tlsfault")
 
 _procs = []            # every Proc still possibly alive
 _cleanups = []         # callables run at exit (servers, sockets)
@@ -1058,6 +1059,13 @@ def rss_kib(pid):
     except OSError:
         pass
     return -1
+
+
+def cpu_seconds(pid):
+    """User plus system CPU time of a process so far, in seconds."""
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def wait_fd_count(pid, want, timeout=5.0):
