@@ -126,6 +126,23 @@ out_char(struct json_out *o, char c)
     o->p[o->used++] = c;
 }
 
+/*
+ * Whether any of the 8 bytes in w is below 0x20, '"' or '\\'.  The classic
+ * word tests: (x - 0x0101..*n) & ~x & 0x8080.. is non-zero exactly when a
+ * byte of x is below n (n <= 0x80), and with n = 1 on w xor c when a byte
+ * equals c.  Bytes from 0x80 (UTF-8) never count.
+ */
+static bool
+out_word_needs_escape(uint64_t w)
+{
+    const uint64_t ones = 0x0101010101010101ULL, highs = 0x8080808080808080ULL;
+    uint64_t quote = w ^ (ones * '"'), backslash = w ^ (ones * '\\');
+    uint64_t below = (w - ones * 0x20) & ~w;
+    uint64_t is_quote = (quote - ones) & ~quote;
+    uint64_t is_backslash = (backslash - ones) & ~backslash;
+    return ((below | is_quote | is_backslash) & highs) != 0;
+}
+
 /* jansson's string escapes: '"', '\\' and control characters; UTF-8 as it is. */
 static void
 out_string(struct json_out *o, const char *s, size_t len)
@@ -134,6 +151,16 @@ out_string(struct json_out *o, const char *s, size_t len)
     size_t start = 0;
     out_char(o, '"');
     for (size_t i = 0; i < len; i++) {
+        /* Most strings have nothing to escape: look at them a word at a time. */
+        while (len - i >= 8) {
+            uint64_t w;
+            memcpy(&w, s + i, 8);
+            if (out_word_needs_escape(w))
+                break;
+            i += 8;
+        }
+        if (i >= len)
+            break;
         unsigned char c = (unsigned char)s[i];
         if (c >= 0x20 && c != '"' && c != '\\')
             continue;
