@@ -660,12 +660,14 @@ ctl_exchange(const struct ctl_opts *o, const char *method, const char *path, jso
     if (answer == NULL)
         return CTL_EXIT_NO;
     int rc = CTL_EXIT_OK;
-    if (want != 0 ? status != want : status >= 300)
+    if (want != 0 ? status != want : status >= 300) {
         rc = ctl_refused(answer, status);
-    else if (o->json)
+    } else if (!o->json) {
+        *reply = answer;
+        return rc;
+    } else {
         ctl_print_json(answer);
-    else
-        *reply = json_incref(answer);
+    }
     json_decref(answer);
     return rc;
 }

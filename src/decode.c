@@ -242,7 +242,6 @@ decode_hash(const uint8_t *p, size_t n)
     return h;
 }
 
-
 /* An empty body may come as NULL; a cursor must never do arithmetic on NULL. */
 static void
 decode_init(struct tf_cursor *c, const uint8_t *body, size_t len)
