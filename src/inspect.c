@@ -47,6 +47,21 @@
 #define INSPECT_TLS13_SMALL_RECORD 24
 /* The message log kept for the verdict (verdict.c): enough for any handshake. */
 #define INSPECT_MESSAGES_MAX 64
+#define INSPECT_MESSAGES_FIRST 16
+
+/*
+ * One entry of that log, {dir, type[, count][, description]} to the
+ * verdict.  Kept as plain entries while the handshake runs (a connection
+ * logs a dozen, and building JSON objects for each cost more than the
+ * decoding), written as shared text once it is over (inspect_pack_messages).
+ */
+struct inspect_msg {
+    const char *type;    /* a static name; NULL: an unknown handshake type (code) */
+    json_t *description; /* "alert" only: the alert's description (a reference) */
+    uint16_t count;      /* "encrypted": consecutive protected records of dir */
+    uint8_t code;
+    uint8_t dir;
+};
 
 struct inspect_dir {
     struct tf_inspect *ins;
@@ -97,10 +112,11 @@ struct tf_inspect {
     json_t *server_chain;       /* the server's first decoded Certificate chain */
     bool downgrade_sentinel;    /* the ServerHello's random ends with DOWNGRD */
     char sentinel[8];           /* "tls12" / "tls11" */
-    json_t *messages;           /* [{dir, type[, description]}] in order, capped */
+    struct inspect_msg *log;    /* the message log, in order, capped */
+    size_t n_log, cap_log;
     /*
-     * Once the handshake is over the three lists above are kept as JSON
-     * text instead (inspect_finish): an idle connection then holds a few
+     * Once the handshake is over the lists above are kept as JSON text
+     * instead (tf_inspect_pack): an idle connection then holds a few
      * hundred bytes of them rather than kilobytes of objects.
      */
     const char *versions_text, *messages_text;
@@ -118,6 +134,16 @@ inspect_side(enum tf_dir dir)
     return dir == TF_DIR_C2S ? "client" : "server";
 }
 
+static void
+inspect_free_log(struct tf_inspect *ins)
+{
+    for (size_t i = 0; i < ins->n_log; i++)
+        json_decref(ins->log[i].description);
+    free(ins->log);
+    ins->log = NULL;
+    ins->n_log = ins->cap_log = 0;
+}
+
 struct tf_inspect *
 tf_inspect_new(size_t handshake_message_max, tf_inspect_emit_fn emit, void *arg)
 {
@@ -126,7 +152,6 @@ tf_inspect_new(size_t handshake_message_max, tf_inspect_emit_fn emit, void *arg)
         return NULL;
     ins->emit = emit;
     ins->arg = arg;
-    ins->messages = json_array();
     for (int i = 0; i < 2; i++) {
         ins->d[i].ins = ins;
         ins->d[i].dir = (enum tf_dir)i;
@@ -156,7 +181,7 @@ tf_inspect_free(struct tf_inspect *ins)
     json_decref(ins->alpn_offered);
     json_decref(ins->offered_versions);
     json_decref(ins->server_chain);
-    json_decref(ins->messages);
+    inspect_free_log(ins);
     free(ins->sni);
     free(ins->suites);
     tf_json_text_release(ins->versions_text);
@@ -240,39 +265,139 @@ inspect_check_done(struct tf_inspect *ins)
         inspect_finish(ins);
 }
 
-/* Appends {dir, type} to the message log; consecutive protected records fold into one. */
+static const char INSPECT_ENCRYPTED[] = "encrypted";
+
+/*
+ * Appends a message to the log (type static, or NULL for handshake type
+ * code; description: an alert's, taken); consecutive protected records of
+ * one direction fold into one entry.
+ */
 static void
-inspect_log_message(struct inspect_dir *d, const char *type)
+inspect_log_message(struct inspect_dir *d, const char *type, uint8_t code, json_t *description)
 {
-    json_t *log = d->ins->messages;
-    if (log == NULL || d->ins->done)
+    struct tf_inspect *ins = d->ins;
+    if (ins->done) {
+        json_decref(description);
         return; /* the handshake is over: the log is complete (and may be packed) */
-    size_t n = json_array_size(log);
-    if (strcmp(type, "encrypted") == 0 && n > 0) {
-        json_t *last = json_array_get(log, n - 1);
-        const char *t = json_string_value(json_object_get(last, "type"));
-        const char *dir = json_string_value(json_object_get(last, "dir"));
-        if (t && dir && strcmp(t, "encrypted") == 0 && strcmp(dir, tf_dir_name(d->dir)) == 0) {
-            json_int_t c = json_integer_value(json_object_get(last, "count"));
-            json_object_set_new(last, "count", json_integer(c + 1));
+    }
+    if (type == INSPECT_ENCRYPTED && ins->n_log > 0) {
+        struct inspect_msg *last = &ins->log[ins->n_log - 1];
+        if (last->type == INSPECT_ENCRYPTED && last->dir == d->dir) {
+            if (last->count < UINT16_MAX)
+                last->count++;
             return;
         }
     }
-    if (n >= INSPECT_MESSAGES_MAX)
-        return;
-    json_t *m = json_pack("{s:s, s:s}", "dir", tf_dir_name(d->dir), "type", type);
-    if (strcmp(type, "encrypted") == 0)
-        json_object_set_new(m, "count", json_integer(1));
-    json_array_append_new(log, m);
+    if (ins->n_log == ins->cap_log) {
+        size_t cap = ins->cap_log ? ins->cap_log * 2 : INSPECT_MESSAGES_FIRST;
+        if (cap > INSPECT_MESSAGES_MAX)
+            cap = INSPECT_MESSAGES_MAX;
+        struct inspect_msg *log =
+            cap > ins->cap_log ? realloc(ins->log, cap * sizeof(*log)) : NULL;
+        if (log == NULL) {
+            json_decref(description);
+            return;
+        }
+        ins->log = log;
+        ins->cap_log = cap;
+    }
+    ins->log[ins->n_log++] = (struct inspect_msg){
+        .type = type,
+        .description = description,
+        .count = type == INSPECT_ENCRYPTED ? 1 : 0,
+        .code = code,
+        .dir = (uint8_t)d->dir,
+    };
 }
 
+/* The last message, for the stage of an unfinished handshake and flow_end. */
 static void
 inspect_note_message(struct inspect_dir *d, const char *type)
 {
-    snprintf(d->ins->last_message, sizeof(d->ins->last_message), "%s", type);
+    size_t n = strnlen(type, sizeof(d->ins->last_message) - 1); /* alert names fit */
+    memcpy(d->ins->last_message, type, n);
+    d->ins->last_message[n] = '\0';
     d->ins->last_dir = d->dir;
-    if (strncmp(type, "alert ", 6) != 0)
-        inspect_log_message(d, type);
+}
+
+/* Appends s[0..n) to buf[*used..cap); false when it does not fit. */
+static bool
+inspect_put(char *buf, size_t cap, size_t *used, const char *s, size_t n)
+{
+    if (n > cap - *used)
+        return false;
+    memcpy(buf + *used, s, n);
+    *used += n;
+    return true;
+}
+
+static bool
+inspect_put_str(char *buf, size_t cap, size_t *used, const char *s)
+{
+    return inspect_put(buf, cap, used, s, strlen(s));
+}
+
+/*
+ * The log as compact JSON text into buf[0..cap): false when it does not
+ * fit.  Names are IANA names or fixed words: no character needs escaping.
+ * (Written by hand: snprintf made this a tenth of a connection's logging.)
+ */
+static bool
+inspect_write_messages(const struct tf_inspect *ins, char *buf, size_t cap, size_t *len)
+{
+    size_t used = 0;
+    char num[24];
+    if (!inspect_put(buf, cap, &used, "[", 1))
+        return false;
+    for (size_t i = 0; i < ins->n_log; i++) {
+        const struct inspect_msg *m = &ins->log[i];
+        bool ok = inspect_put_str(buf, cap, &used, i ? ",{\"dir\":\"" : "{\"dir\":\"") &&
+                  inspect_put_str(buf, cap, &used, tf_dir_name((enum tf_dir)m->dir)) &&
+                  inspect_put_str(buf, cap, &used, "\",\"type\":\"");
+        if (m->type != NULL) {
+            ok = ok && inspect_put_str(buf, cap, &used, m->type);
+        } else {
+            snprintf(num, sizeof(num), "unknown(%u)", m->code);
+            ok = ok && inspect_put_str(buf, cap, &used, num);
+        }
+        ok = ok && inspect_put(buf, cap, &used, "\"", 1);
+        if (ok && m->count > 0) {
+            snprintf(num, sizeof(num), "%u", m->count);
+            ok = inspect_put_str(buf, cap, &used, ",\"count\":") &&
+                 inspect_put_str(buf, cap, &used, num);
+        }
+        if (ok && m->description != NULL)
+            ok = inspect_put_str(buf, cap, &used, ",\"description\":") &&
+                 tf_json_write(m->description, false, buf, cap, &used);
+        if (!ok || !inspect_put(buf, cap, &used, "}", 1))
+            return false;
+    }
+    if (!inspect_put(buf, cap, &used, "]", 1))
+        return false;
+    *len = used;
+    return true;
+}
+
+/* The log as a JSON array for the verdict (a new reference, NULL when memory is short). */
+static json_t *
+inspect_messages_json(const struct tf_inspect *ins)
+{
+    if (ins->messages_text != NULL)
+        return tf_json_unpack(NULL, ins->messages_text);
+    size_t cap = 4096, len;
+    char stack[4096], *buf = stack, *heap = NULL;
+    json_t *v = NULL;
+    while (!inspect_write_messages(ins, buf, cap, &len)) {
+        char *bigger = cap < (size_t)INSPECT_MESSAGES_MAX * 256 ? realloc(heap, cap * 4) : NULL;
+        if (bigger == NULL)
+            goto out;
+        buf = heap = bigger;
+        cap *= 4;
+    }
+    v = json_loadb(buf, len, 0, NULL);
+out:
+    free(heap);
+    return v;
 }
 
 static void
@@ -355,6 +480,7 @@ inspect_message_cb(void *arg, uint8_t type, const uint8_t *body, size_t len)
     json_object_set_new(obj, "type", json_string(name));
     json_object_set_new(obj, "length", json_integer((json_int_t)len));
     inspect_note_message(d, name);
+    inspect_log_message(d, name == unknown ? NULL : name, type, NULL);
     inspect_emit(d, "handshake", obj);
     return true;
 }
@@ -367,7 +493,7 @@ inspect_encrypted(struct inspect_dir *d, const struct tf_record *rec)
     json_object_set_new(obj, "content_type", ct ? json_string(ct) : json_integer(rec->type));
     json_object_set_new(obj, "length", json_integer((json_int_t)rec->len));
     if (!d->ins->done)
-        inspect_log_message(d, "encrypted");
+        inspect_log_message(d, INSPECT_ENCRYPTED, 0, NULL);
     inspect_emit(d, "encrypted", obj);
 }
 
@@ -388,12 +514,7 @@ inspect_alert(struct inspect_dir *d, const struct tf_record *rec)
         snprintf(name, sizeof(name), "alert %s",
                  json_is_string(desc) ? json_string_value(desc) : "malformed");
         inspect_note_message(d, name);
-        if (d->ins->messages != NULL && !d->ins->done &&
-            json_array_size(d->ins->messages) < INSPECT_MESSAGES_MAX) {
-            json_t *m = json_pack("{s:s, s:s}", "dir", tf_dir_name(d->dir), "type", "alert");
-            json_object_set(m, "description", desc ? desc : json_null());
-            json_array_append_new(d->ins->messages, m);
-        }
+        inspect_log_message(d, "alert", 0, json_incref(desc ? desc : json_null()));
         inspect_emit(d, "alert", obj);
         if (n < 2)
             break;
@@ -436,6 +557,7 @@ inspect_record_cb(void *arg, const struct tf_record *rec)
         json_object_set_new(obj, "length", json_integer((json_int_t)rec->len));
         d->ccs_seen = true;
         inspect_note_message(d, "change_cipher_spec");
+        inspect_log_message(d, "change_cipher_spec", 0, NULL);
         inspect_emit(d, "change_cipher_spec", obj);
         if (ins->version != TLS13 && !ins->hello_retry_request) {
             d->encrypted = true;
@@ -512,6 +634,7 @@ inspect_not_tls(struct inspect_dir *d)
     json_t *obj = json_pack("{s:s, s:s, s:I, s:s}", "kind", kind, "reason", d->rec.error,
                             "offset", (json_int_t)d->rec.offset, "preview", preview);
     inspect_note_message(d, "non_tls");
+    inspect_log_message(d, "non_tls", 0, NULL);
     inspect_emit(d, "non_tls", obj);
 }
 
@@ -536,10 +659,15 @@ tf_inspect_feed(struct tf_inspect *ins, enum tf_dir dir, const uint8_t *p, size_
 bool
 tf_inspect_pack(struct tf_inspect *ins)
 {
-    if (ins == NULL || !ins->done || (ins->offered_versions == NULL && ins->messages == NULL))
+    if (ins == NULL || !ins->done || (ins->offered_versions == NULL && ins->log == NULL))
         return false;
     tf_json_pack(&ins->offered_versions, &ins->versions_text);
-    tf_json_pack(&ins->messages, &ins->messages_text);
+    char buf[4096];
+    size_t len;
+    if (ins->log != NULL && ins->messages_text == NULL &&
+        inspect_write_messages(ins, buf, sizeof(buf), &len) &&
+        (ins->messages_text = tf_json_text_share(buf, len)) != NULL)
+        inspect_free_log(ins);
     return true;
 }
 
@@ -668,7 +796,12 @@ tf_inspect_facts(const struct tf_inspect *ins, json_t *facts)
     json_t *versions = tf_json_unpack(ins->offered_versions, ins->versions_text);
     if (versions)
         json_object_set_new(ch, "versions", versions);
-    if (ins->suites_seen) {
+    /*
+     * Only a server that answered without a ServerHello makes the offered
+     * suites matter (verdict.c: no_shared_cipher); naming them for every
+     * healthy connection was a tenth of the cost of its flow_end.
+     */
+    if (ins->suites_seen && !ins->server_hello_seen) {
         /* Named as the client_hello event names them (decode.c). */
         json_t *suites = json_array();
         for (size_t i = 0; i < ins->n_suites; i++) {
@@ -703,7 +836,7 @@ tf_inspect_facts(const struct tf_inspect *ins, json_t *facts)
     }
     if (ins->server_chain)
         json_object_set(facts, "server_chain", ins->server_chain);
-    json_t *messages = tf_json_unpack(ins->messages, ins->messages_text);
+    json_t *messages = inspect_messages_json(ins);
     json_object_set_new(facts, "messages", messages ? messages : json_array());
     if (ins->done)
         json_object_set_new(facts, "data_records",

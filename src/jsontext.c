@@ -4,6 +4,9 @@
  * A hash set of reference-counted strings: FNV-1a over the text, chains
  * per bucket, as many buckets as texts (doubling), all freed when the
  * last text goes so that nothing outlives the connections that used it.
+ * Each thread keeps the last texts it unpacked, parsed: the connections
+ * of one client end with the very same lists, and parsing them again was
+ * a fifth of the cost of logging a connection.
  * And a compact writer that renders as jansson's JSON_COMPACT does.
  */
 #include <inttypes.h>
@@ -61,9 +64,8 @@ texts_grow(void)
     return true;
 }
 
-/* A reference to the shared copy of s[0..len), or NULL when memory is short. */
-static const char *
-text_share(const char *s, size_t len)
+const char *
+tf_json_text_share(const char *s, size_t len)
 {
     uint64_t h = text_hash(s, len);
     struct shared_text *e;
@@ -331,7 +333,7 @@ tf_json_pack(json_t **v, const char **text)
         s = heap;
         len = strlen(heap);
     }
-    *text = text_share(s, len);
+    *text = tf_json_text_share(s, len);
     free(heap);
     if (*text != NULL) {
         json_decref(*v);
@@ -361,6 +363,119 @@ tf_json_text_release(const char *text)
         }
     }
     pthread_mutex_unlock(&texts_lock);
+}
+
+/* Another reference to a held text. */
+static const char *
+text_retain(const char *text)
+{
+    struct shared_text *e =
+        (struct shared_text *)((uintptr_t)text - offsetof(struct shared_text, text));
+    pthread_mutex_lock(&texts_lock);
+    e->refs++;
+    pthread_mutex_unlock(&texts_lock);
+    return text;
+}
+
+/* ------------------------------------------------------------ unpacked, per thread */
+
+#define UNPACKED_SLOTS 8
+
+/*
+ * A slot holds a reference to its text, so the address cannot be freed
+ * and given to another text while it is the key.
+ */
+struct unpacked {
+    const char *text;
+    json_t *v;
+    uint64_t used;
+};
+
+struct unpacked_cache {
+    struct unpacked slot[UNPACKED_SLOTS];
+    uint64_t clock;
+};
+
+static pthread_key_t unpacked_key;
+static pthread_once_t unpacked_once = PTHREAD_ONCE_INIT;
+static bool unpacked_usable;
+
+static void
+unpacked_clear(struct unpacked_cache *c)
+{
+    for (size_t i = 0; i < UNPACKED_SLOTS; i++) {
+        tf_json_text_release(c->slot[i].text);
+        json_decref(c->slot[i].v);
+        c->slot[i] = (struct unpacked){0};
+    }
+}
+
+static void
+unpacked_free(void *arg)
+{
+    unpacked_clear(arg);
+    free(arg);
+}
+
+static void
+unpacked_init(void)
+{
+    unpacked_usable = pthread_key_create(&unpacked_key, unpacked_free) == 0;
+}
+
+/* This thread's cache; NULL when it cannot be had (unpacking goes on without). */
+static struct unpacked_cache *
+unpacked_get(bool create)
+{
+    pthread_once(&unpacked_once, unpacked_init);
+    if (!unpacked_usable)
+        return NULL;
+    struct unpacked_cache *c = pthread_getspecific(unpacked_key);
+    if (c == NULL && create) {
+        c = calloc(1, sizeof(*c));
+        if (c != NULL && pthread_setspecific(unpacked_key, c) != 0) {
+            free(c);
+            c = NULL;
+        }
+    }
+    return c;
+}
+
+json_t *
+tf_json_unpack(json_t *v, const char *text)
+{
+    if (v != NULL)
+        return json_incref(v);
+    if (text == NULL)
+        return NULL;
+    struct unpacked_cache *c = unpacked_get(true);
+    if (c == NULL)
+        return json_loads(text, 0, NULL);
+    struct unpacked *oldest = &c->slot[0];
+    for (size_t i = 0; i < UNPACKED_SLOTS; i++) {
+        struct unpacked *u = &c->slot[i];
+        if (u->text == text) {
+            u->used = ++c->clock;
+            return json_incref(u->v);
+        }
+        if (u->used < oldest->used)
+            oldest = u;
+    }
+    json_t *parsed = json_loads(text, 0, NULL);
+    if (parsed != NULL) {
+        tf_json_text_release(oldest->text);
+        json_decref(oldest->v);
+        *oldest = (struct unpacked){text_retain(text), json_incref(parsed), ++c->clock};
+    }
+    return parsed;
+}
+
+void
+tf_json_unpacked_drop(void)
+{
+    struct unpacked_cache *c = unpacked_get(false);
+    if (c != NULL)
+        unpacked_clear(c);
 }
 
 size_t

@@ -24,17 +24,26 @@
  */
 void tf_json_pack(json_t **v, const char **text);
 
-/* Gives back a text from tf_json_pack; NULL is fine. */
+/*
+ * A reference to the shared copy of the compact JSON text s[0..len) (for a
+ * holder that writes its text itself), or NULL when memory is short.
+ * Thread-safe; given back with tf_json_text_release.
+ */
+const char *tf_json_text_share(const char *s, size_t len);
+
+/* Gives back a text from tf_json_pack or tf_json_text_share; NULL is fine. */
 void tf_json_text_release(const char *text);
 
-/* The value as an object again: a new reference, or NULL when neither is held. */
-static inline json_t *
-tf_json_unpack(json_t *v, const char *text)
-{
-    if (v != NULL)
-        return json_incref(v);
-    return text != NULL ? json_loads(text, 0, NULL) : NULL;
-}
+/*
+ * The value as an object again: a new reference, or NULL when neither is
+ * held.  From text it may be shared with earlier unpacks of the same text
+ * on this thread (kept parsed, with a reference to the text, in a small
+ * per-thread cache): read it, never change it.
+ */
+json_t *tf_json_unpack(json_t *v, const char *text);
+
+/* Empties this thread's cache of unpacked texts (a thread's end does it too). */
+void tf_json_unpacked_drop(void);
 
 /*
  * Appends v's compact JSON text (what json_dumps(v, JSON_COMPACT) gives,

@@ -1181,6 +1181,69 @@ test_cap_just_enough(void **state)
 
 /* ------------------------------------------------------------ misc */
 
+/* One record of type carrying body[0..n) into dir. */
+static void
+feed_one_record(struct tf_inspect *ins, enum tf_dir dir, uint8_t type, const uint8_t *body,
+                size_t n)
+{
+    uint8_t r[5 + 64] = { type, 3, 3, (uint8_t)(n >> 8), (uint8_t)n };
+    assert_true(n <= sizeof(r) - 5);
+    memcpy(r + 5, body, n);
+    tf_inspect_feed(ins, dir, r, 5 + n);
+}
+
+/*
+ * The message log the verdict reads: an unknown handshake type by number,
+ * alerts with their description (named or not), protected records of one
+ * direction folded into one counted entry, and no more than 64 entries.
+ */
+static void
+test_message_log(void **state)
+{
+    static const uint8_t unknown_hs[] = { 99, 0, 0, 2, 0xab, 0xcd };
+    static const uint8_t alert_named[] = { 2, 40 }, alert_odd[] = { 2, 0xee }, ccs[] = { 1 };
+    static const uint8_t sealed[24] = { 0 };
+    (void)state;
+    struct evlog *log = evlog_new();
+    struct tf_inspect *ins = tf_inspect_new(CAP, evlog_emit, log);
+
+    feed_one_record(ins, TF_DIR_C2S, TF_CT_HANDSHAKE, unknown_hs, sizeof(unknown_hs));
+    feed_one_record(ins, TF_DIR_S2C, TF_CT_CHANGE_CIPHER_SPEC, ccs, sizeof(ccs));
+    for (int i = 0; i < 3; i++)
+        feed_one_record(ins, TF_DIR_S2C, TF_CT_APPLICATION_DATA, sealed, sizeof(sealed));
+    feed_one_record(ins, TF_DIR_C2S, TF_CT_ALERT, alert_named, sizeof(alert_named));
+    feed_one_record(ins, TF_DIR_S2C, TF_CT_APPLICATION_DATA, sealed, sizeof(sealed));
+    feed_one_record(ins, TF_DIR_C2S, TF_CT_ALERT, alert_odd, sizeof(alert_odd));
+    json_t *facts = json_object();
+    tf_inspect_facts(ins, facts);
+    json_t *want = json_loads(
+        "[{\"dir\":\"c2s\",\"type\":\"unknown(99)\"},"
+        "{\"dir\":\"s2c\",\"type\":\"change_cipher_spec\"},"
+        "{\"dir\":\"s2c\",\"type\":\"encrypted\",\"count\":3},"
+        "{\"dir\":\"c2s\",\"type\":\"alert\",\"description\":\"handshake_failure\"},"
+        "{\"dir\":\"s2c\",\"type\":\"encrypted\",\"count\":1},"
+        "{\"dir\":\"c2s\",\"type\":\"alert\",\"description\":\"0xee\"}]",
+        0, NULL);
+    assert_non_null(want);
+    if (!json_equal(json_object_get(facts, "messages"), want)) {
+        char *got = json_dumps(json_object_get(facts, "messages"), JSON_COMPACT);
+        fail_msg("message log: %s", got);
+    }
+    json_decref(want);
+    json_decref(facts);
+
+    /* Alternating directions never fold: the log stops at 64 entries. */
+    for (int i = 0; i < 200; i++)
+        feed_one_record(ins, i % 2 ? TF_DIR_C2S : TF_DIR_S2C, TF_CT_APPLICATION_DATA, sealed,
+                        sizeof(sealed));
+    facts = json_object();
+    tf_inspect_facts(ins, facts);
+    assert_int_equal(json_array_size(json_object_get(facts, "messages")), 64);
+    json_decref(facts);
+    tf_inspect_free(ins);
+    evlog_free(log);
+}
+
 static void
 test_misc(void **state)
 {
@@ -1269,6 +1332,7 @@ main(void)
         cmocka_unit_test(test_client_alert_after_server_flight),
         cmocka_unit_test(test_message_over_cap),
         cmocka_unit_test(test_cap_just_enough),
+        cmocka_unit_test(test_message_log),
         cmocka_unit_test(test_misc),
         cmocka_unit_test(test_garbage_after_handshake),
     };

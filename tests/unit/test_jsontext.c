@@ -57,10 +57,13 @@ test_equal_values_share(void **state)
     assert_non_null(again);
     json_decref(again);
 
-    /* Unpack gives the value back, equal to the original. */
+    /* Unpack gives the value back, equal to the original; again, the same one. */
     json_t *back = tf_json_unpack(NULL, t2);
     json_t *want = list_of(1, 2);
     assert_true(json_equal(back, want));
+    json_t *back2 = tf_json_unpack(NULL, t1);
+    assert_ptr_equal(back2, back); /* t1 and t2 are one text, parsed once */
+    json_decref(back2);
     json_decref(back);
     json_decref(want);
 
@@ -68,10 +71,53 @@ test_equal_values_share(void **state)
     assert_int_equal(tf_json_texts_held(), 2);   /* t2 still holds it */
     assert_string_equal(t2, "[{\"a\":1},{\"b\":2}]");
     tf_json_text_release(t2);
+    assert_int_equal(tf_json_texts_held(), 2);   /* so does the unpacked cache */
+    back = tf_json_unpack(NULL, t2);             /* and the text is still that one */
+    want = list_of(1, 2);
+    assert_true(json_equal(back, want));
+    json_decref(want);
+    json_decref(back);
+    tf_json_unpacked_drop();
     assert_int_equal(tf_json_texts_held(), 1);
     tf_json_text_release(t3);
     assert_int_equal(tf_json_texts_held(), 0);
     tf_json_text_release(NULL);
+    tf_json_unpacked_drop();
+}
+
+/*
+ * The per-thread cache of unpacked texts keeps the last 8: a ninth pushes
+ * out the one used longest ago, which gives its text back.
+ */
+static void
+test_unpacked_cache_evicts(void **state)
+{
+    (void)state;
+    const char *t[9] = {NULL};
+    for (int i = 0; i < 9; i++) {
+        json_t *v = list_of(100 + i, 0);
+        tf_json_pack(&v, &t[i]);
+        assert_non_null(t[i]);
+    }
+    for (int i = 0; i < 9; i++) {
+        json_t *back = tf_json_unpack(NULL, t[i]);
+        assert_int_equal(json_integer_value(json_object_get(json_array_get(back, 0), "a")),
+                         100 + i);
+        json_decref(back);
+        if (i == 7) /* t[0] used again: t[1] is now the one used longest ago */
+            json_decref(tf_json_unpack(NULL, t[0]));
+    }
+    for (int i = 1; i < 9; i++)
+        tf_json_text_release(t[i]);
+    /* t[1] was pushed out and is gone: t[0] (held here too) and t[2..8] are left. */
+    assert_int_equal(tf_json_texts_held(), 8);
+    json_t *back = tf_json_unpack(NULL, t[0]);
+    assert_int_equal(json_integer_value(json_object_get(json_array_get(back, 0), "a")), 100);
+    json_decref(back);
+    tf_json_text_release(t[0]);
+    assert_int_equal(tf_json_texts_held(), 8); /* the cache still has it */
+    tf_json_unpacked_drop();
+    assert_int_equal(tf_json_texts_held(), 0);
 }
 
 static void
@@ -279,6 +325,7 @@ main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_equal_values_share),
+        cmocka_unit_test(test_unpacked_cache_evicts),
         cmocka_unit_test(test_null_and_object_kept),
         cmocka_unit_test(test_long_text),
         cmocka_unit_test(test_growth),
