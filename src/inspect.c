@@ -725,6 +725,16 @@ tf_inspect_handshake_done(const struct tf_inspect *ins)
     return ins->done;
 }
 
+/* {"c2s": c2s, "s2c": s2c}; built by hand, as json_pack reads its format every time. */
+static json_t *
+inspect_per_dir(uint64_t c2s, uint64_t s2c)
+{
+    json_t *o = json_object();
+    json_object_set_new_nocheck(o, "c2s", json_integer((json_int_t)c2s));
+    json_object_set_new_nocheck(o, "s2c", json_integer((json_int_t)s2c));
+    return o;
+}
+
 void
 tf_inspect_summarize(const struct tf_inspect *ins, json_t *obj)
 {
@@ -754,12 +764,12 @@ tf_inspect_summarize(const struct tf_inspect *ins, json_t *obj)
     json_object_set_new(obj, "handshake", json_string(ins->done ? "complete" : "incomplete"));
     if (ins->done)
         json_object_set_new(obj, "records_after_handshake",
-                            json_pack("{s:I, s:I}", "c2s", (json_int_t)ins->d[TF_DIR_C2S].skimmed,
-                                      "s2c", (json_int_t)ins->d[TF_DIR_S2C].skimmed));
+                            inspect_per_dir(ins->d[TF_DIR_C2S].skimmed, ins->d[TF_DIR_S2C].skimmed));
     if (ins->last_message[0]) {
-        json_object_set_new(obj, "last_message",
-                            json_pack("{s:s, s:s}", "dir", tf_dir_name(ins->last_dir), "type",
-                                      ins->last_message));
+        json_t *last = json_object();
+        json_object_set_new_nocheck(last, "dir", json_string_nocheck(tf_dir_name(ins->last_dir)));
+        json_object_set_new_nocheck(last, "type", json_string(ins->last_message));
+        json_object_set_new(obj, "last_message", last);
     }
     if (json_array_size(ins->alerts) > 0)
         json_object_set(obj, "alerts", ins->alerts);
@@ -840,8 +850,7 @@ tf_inspect_facts(const struct tf_inspect *ins, json_t *facts)
     json_object_set_new(facts, "messages", messages ? messages : json_array());
     if (ins->done)
         json_object_set_new(facts, "data_records",
-                            json_pack("{s:I, s:I}", "c2s", (json_int_t)c->data_records, "s2c",
-                                      (json_int_t)ins->d[TF_DIR_S2C].data_records));
+                            inspect_per_dir(c->data_records, ins->d[TF_DIR_S2C].data_records));
     /* Still the client's only protected record: it was an alert, not an early-data end. */
     if (c->small_first > 0 && c->encrypted_records == 0)
         json_object_set_new(facts, "c2s_protected_alert",

@@ -722,6 +722,17 @@ test_code_lists_cached(void **state)
     json_decref(later);
     json_decref(first);
     free(b.p);
+
+    /* Single names are shared strings too (and stay whole when pushed out, above). */
+    b = load("gnutls-openssl-tls13.server_hello.bin");
+    json_t *sh1 = json_object(), *sh2 = json_object();
+    assert_true(tf_decode_server_hello(b.p, b.n, sh1, NULL));
+    assert_true(tf_decode_server_hello(b.p, b.n, sh2, NULL));
+    assert_ptr_equal(json_object_get(sh1, "cipher_suite"), json_object_get(sh2, "cipher_suite"));
+    assert_string_equal(json_string_value(json_object_get(sh2, "version")), "TLS 1.3");
+    json_decref(sh1);
+    json_decref(sh2);
+    free(b.p);
 }
 
 /* Fixed fields the RFCs bound: empty and odd suites, no compression, long session ids. */
