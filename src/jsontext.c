@@ -163,6 +163,13 @@ out_string(struct json_out *o, const char *s, size_t len)
         }
         if (i >= len)
             break;
+        if (len - i < 8) {
+            /* The tail as one more word, padded with spaces (which need no escape). */
+            uint64_t w = 0x2020202020202020ULL;
+            memcpy(&w, s + i, len - i);
+            if (!out_word_needs_escape(w))
+                break;
+        }
         unsigned char c = (unsigned char)s[i];
         if (c >= 0x20 && c != '"' && c != '\\')
             continue;

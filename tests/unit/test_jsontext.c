@@ -240,18 +240,21 @@ test_writer_matches_jansson(void **state)
     /*
      * Plain text is looked at 8 bytes at a time: each byte that needs an
      * escape, the neighbours that do not (0x20, '!', '#', '[', ']', DEL) and
-     * UTF-8 sequences ("é", "€", U+10348), at every place of a 24-byte string.
+     * UTF-8 sequences ("é", "€", U+10348), at every place of strings of 1 to
+     * 24 bytes (the last 1-7 bytes are looked at as one word, padded).
      */
     static const char *const probe[] = {"\x00", "\x01", "\x1f", " ", "!", "\"", "#", "[", "\\",
                                         "]", "\x7f", "\xc3\xa9", "\xe2\x82\xac",
                                         "\xf0\x90\x8d\x88"};
     for (size_t k = 0; k < sizeof(probe) / sizeof(probe[0]); k++) {
         size_t n = probe[k][0] == '\0' ? 1 : strlen(probe[k]);
-        for (size_t at = 0; at + n <= 24; at++) {
-            char t[24];
-            memset(t, 'a', sizeof(t));
-            memcpy(t + at, probe[k], n);
-            assert_writes_as_jansson(json_stringn(t, sizeof(t)));
+        for (size_t len = n; len <= 24; len++) {
+            for (size_t at = 0; at + n <= len; at++) {
+                char t[24];
+                memset(t, 'a', sizeof(t));
+                memcpy(t + at, probe[k], n);
+                assert_writes_as_jansson(json_stringn(t, len));
+            }
         }
     }
 }
