@@ -317,7 +317,7 @@ backend origin
             self.stop(name)
 
     def check_alive(self):
-        for name, p in self.procs.items():
+        for name, p in list(self.procs.items()):  # start() replaces entries
             if p.poll() is not None:
                 self.problems.append(f"{name} exited with {p.returncode}; restarted")
                 self.log(f"WARNING: {name} exited with {p.returncode}; restarting")
