@@ -224,6 +224,17 @@ decode_thread_init(void)
     decode_thread_usable = pthread_key_create(&decode_thread_key, decode_thread_free) == 0;
 }
 
+void
+tf_decode_caches_drop(void)
+{
+    pthread_once(&decode_thread_once, decode_thread_init);
+    if (!decode_thread_usable)
+        return;
+    struct decode_thread *t = pthread_getspecific(decode_thread_key);
+    if (t != NULL && pthread_setspecific(decode_thread_key, NULL) == 0)
+        decode_thread_free(t);
+}
+
 /* This thread's caches; NULL when they cannot be had (decoding goes on without). */
 static struct decode_thread *
 decode_thread_get(void)

@@ -38,6 +38,13 @@ struct tf_client_hello_info {
 };
 
 /*
+ * Empties this thread's caches (certificate summaries, code-point lists,
+ * names); a thread's end does it too.  For fuzzing: each input decoded
+ * from a cold start, and nothing it made outlives it.
+ */
+void tf_decode_caches_drop(void);
+
+/*
  * ClientHello (RFC 8446 §4.1.2, RFC 5246 §7.4.1.2).  Fields:
  *   legacy_version, random (hex), session_id_length, cipher_suites [names],
  *   cipher_suites_count, compression_methods [names], extensions [names in
