@@ -389,7 +389,6 @@ decode_end(struct decode *d, const struct tf_cursor *c, const char *after)
     return decode_fail(d, NULL, "%zu trailing bytes", tf_cursor_left(c));
 }
 
-/* A 16-bit code point as JSON: its name, "GREASE" (RFC 8701), or "0x%04x". */
 /* A static name as a JSON string: a shared reference when this thread has one. */
 static json_t *
 decode_name(const char *name)
@@ -409,6 +408,7 @@ decode_name(const char *name)
     return json_incref(slot->str);
 }
 
+/* A 16-bit code point as JSON: its name, "GREASE" (RFC 8701), or "0x%04x". */
 static json_t *
 decode_code16(decode_name16_fn fn, uint16_t v)
 {

@@ -53,7 +53,7 @@
  * One entry of that log, {dir, type[, count][, description]} to the
  * verdict.  Kept as plain entries while the handshake runs (a connection
  * logs a dozen, and building JSON objects for each cost more than the
- * decoding), written as shared text once it is over (inspect_pack_messages).
+ * decoding), written as shared text once it is over (tf_inspect_pack).
  */
 struct inspect_msg {
     const char *type;    /* a static name; NULL: an unknown handshake type (code) */
@@ -378,24 +378,39 @@ inspect_write_messages(const struct tf_inspect *ins, char *buf, size_t cap, size
     return true;
 }
 
+/*
+ * The log's text: in stack[0..cap) when it fits, else in *heap (the
+ * caller frees it); NULL when memory is short.
+ */
+static const char *
+inspect_messages_text(const struct tf_inspect *ins, char *stack, size_t cap, char **heap,
+                      size_t *len)
+{
+    char *buf = stack;
+    *heap = NULL;
+    while (!inspect_write_messages(ins, buf, cap, len)) {
+        char *bigger = cap < (size_t)INSPECT_MESSAGES_MAX * 256 ? realloc(*heap, cap * 4) : NULL;
+        if (bigger == NULL) {
+            free(*heap);
+            *heap = NULL;
+            return NULL;
+        }
+        buf = *heap = bigger;
+        cap *= 4;
+    }
+    return buf;
+}
+
 /* The log as a JSON array for the verdict (a new reference, NULL when memory is short). */
 static json_t *
 inspect_messages_json(const struct tf_inspect *ins)
 {
     if (ins->messages_text != NULL)
         return tf_json_unpack(NULL, ins->messages_text);
-    size_t cap = 4096, len;
-    char stack[4096], *buf = stack, *heap = NULL;
-    json_t *v = NULL;
-    while (!inspect_write_messages(ins, buf, cap, &len)) {
-        char *bigger = cap < (size_t)INSPECT_MESSAGES_MAX * 256 ? realloc(heap, cap * 4) : NULL;
-        if (bigger == NULL)
-            goto out;
-        buf = heap = bigger;
-        cap *= 4;
-    }
-    v = json_loadb(buf, len, 0, NULL);
-out:
+    char stack[4096], *heap;
+    size_t len;
+    const char *text = inspect_messages_text(ins, stack, sizeof(stack), &heap, &len);
+    json_t *v = text != NULL ? json_loadb(text, len, 0, NULL) : NULL;
     free(heap);
     return v;
 }
@@ -662,12 +677,14 @@ tf_inspect_pack(struct tf_inspect *ins)
     if (ins == NULL || !ins->done || (ins->offered_versions == NULL && ins->log == NULL))
         return false;
     tf_json_pack(&ins->offered_versions, &ins->versions_text);
-    char buf[4096];
-    size_t len;
-    if (ins->log != NULL && ins->messages_text == NULL &&
-        inspect_write_messages(ins, buf, sizeof(buf), &len) &&
-        (ins->messages_text = tf_json_text_share(buf, len)) != NULL)
-        inspect_free_log(ins);
+    if (ins->log != NULL && ins->messages_text == NULL) {
+        char stack[4096], *heap;
+        size_t len;
+        const char *text = inspect_messages_text(ins, stack, sizeof(stack), &heap, &len);
+        if (text != NULL && (ins->messages_text = tf_json_text_share(text, len)) != NULL)
+            inspect_free_log(ins);
+        free(heap);
+    }
     return true;
 }
 

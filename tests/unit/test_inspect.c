@@ -1241,6 +1241,24 @@ test_message_log(void **state)
     assert_int_equal(json_array_size(json_object_get(facts, "messages")), 64);
     json_decref(facts);
     tf_inspect_free(ins);
+
+    /* 64 long alert names make a text past 4 KiB: written on the heap, whole. */
+    static const uint8_t long_alert[] = { 2, 113 }; /* bad_certificate_status_response */
+    evlog_clear(log);
+    ins = tf_inspect_new(CAP, evlog_emit, log);
+    for (int i = 0; i < 70; i++)
+        feed_one_record(ins, TF_DIR_S2C, TF_CT_ALERT, long_alert, sizeof(long_alert));
+    facts = json_object();
+    tf_inspect_facts(ins, facts);
+    const json_t *msgs = json_object_get(facts, "messages");
+    assert_int_equal(json_array_size(msgs), 64);
+    assert_string_equal(field_str(json_array_get(msgs, 63), "description"),
+                        "bad_certificate_status_response");
+    char *text = json_dumps(msgs, JSON_COMPACT);
+    assert_true(strlen(text) > 4096);
+    free(text);
+    json_decref(facts);
+    tf_inspect_free(ins);
     evlog_free(log);
 }
 
