@@ -1196,6 +1196,22 @@ enum flow_connect_step {
 };
 
 /*
+ * Our own upstream sockets are known by port only where a listener takes
+ * intercepted connections: only there can one of them come back to us
+ * (flow_accept_intercepted).  Elsewhere the getsockname is saved.
+ */
+static bool
+flow_loop_possible(const struct tf_flow *f)
+{
+    const struct tf_config *cfg = f->w->cfg;
+    for (size_t i = 0; i < cfg->n_listeners; i++)
+        if (cfg->listeners[i].route == TF_ROUTE_REDIRECT ||
+            cfg->listeners[i].route == TF_ROUTE_TPROXY)
+            return true;
+    return false;
+}
+
+/*
  * Makes the upstream socket for sa and starts connecting it: SO_MARK, the
  * client's source address for spoof_source, then a non-blocking connect
  * that the server leg's bufferevent watches.  The connect route decides
@@ -1258,7 +1274,7 @@ flow_connect_addr(struct tf_flow *f, const struct sockaddr *sa)
     }
     struct sockaddr_storage local;
     socklen_t local_len = sizeof(local);
-    if (getsockname(fd, (struct sockaddr *)&local, &local_len) == 0) {
+    if (flow_loop_possible(f) && getsockname(fd, (struct sockaddr *)&local, &local_len) == 0) {
         f->own_port = ntohs(local.ss_family == AF_INET6
                                 ? ((struct sockaddr_in6 *)&local)->sin6_port
                                 : ((struct sockaddr_in *)&local)->sin_port);
@@ -1721,7 +1737,7 @@ tf_flow_accept(struct tf_worker *w, size_t listener_index, int fd, const struct 
      * removed and added again on the way to connecting.
      */
     bufferevent_disable(f->server.bev, EV_WRITE);
-    flow_set_nodelay(f->client.bev);
+    /* The client's socket has TCP_NODELAY from its listener (listener.c). */
     for (struct tf_leg *leg = &f->client; leg; leg = leg == &f->client ? &f->server : NULL) {
         bufferevent_setcb(leg->bev, flow_read_cb, flow_write_cb, flow_event_cb, leg);
         /* Reads up to a full TLS record and more at once: fewer callbacks. */

@@ -406,6 +406,67 @@ def test_busy_poll(tap, echo_addr):
            p.stderr_tail())
 
 
+SYS_PIDFD_GETFD = 438  # x86_64 and aarch64 (asm-generic) alike
+
+
+def tcp_sockets_of(pid):
+    """The TCP sockets a process holds, as (local port, peer port, TCP_NODELAY),
+    read from duplicates of its descriptors (pidfd_getfd(2), root)."""
+    import ctypes
+    libc = ctypes.CDLL(None, use_errno=True)
+    found, errors = [], []
+    pidfd = os.pidfd_open(pid)
+    try:
+        for name in os.listdir("/proc/%d/fd" % pid):
+            try:
+                if not os.readlink("/proc/%d/fd/%s" % (pid, name)).startswith("socket:"):
+                    continue
+            except OSError:
+                continue
+            fd = libc.syscall(SYS_PIDFD_GETFD, pidfd, int(name), 0)
+            if fd < 0:
+                errors.append("fd %s: %s" % (name, os.strerror(ctypes.get_errno())))
+                continue
+            s = socket.socket(fileno=fd)
+            try:
+                if s.type != socket.SOCK_STREAM or s.family not in (socket.AF_INET,
+                                                                     socket.AF_INET6):
+                    continue
+                try:
+                    peer = s.getpeername()[1]
+                except OSError:
+                    peer = None  # a listener
+                found.append((s.getsockname()[1], peer,
+                              s.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)))
+            finally:
+                s.close()
+    finally:
+        os.close(pidfd)
+    return found, errors
+
+
+def test_nodelay(tap, echo_addr):
+    """Both legs of a flow send without Nagle's delay: fault pieces and
+    records leave when written.  The client's socket has it from its
+    listener (inherited on Linux), the upstream's is set when connected."""
+    upstream_port = int(echo_addr.rsplit(":", 1)[1])
+    for label, extra in (("relay", []), ("fault rule", ["--fault", "delay:ms=1"])):
+        p = Tlsfault(upstream=echo_addr, extra=extra, name="nodelay")
+        try:
+            s, lp = tls_connect(p.port)
+            echoed = ask(s, b"nodelay\n", 8)
+            socks, errors = tcp_sockets_of(p.pid)
+            tls_close(s)
+        finally:
+            p.stop()
+        client_leg = [nd for local, peer, nd in socks if local == p.port and peer == lp]
+        upstream_leg = [nd for local, peer, nd in socks if peer == upstream_port]
+        tap.ok(echoed == b"nodelay\n" and client_leg == [1] and upstream_leg == [1],
+               "TCP_NODELAY on both legs of a flow (%s)" % label,
+               "echo %r; client leg %r, upstream leg %r; sockets %r; errors %r" % (
+                   echoed, client_leg, upstream_leg, socks, errors))
+
+
 def _served(port):
     try:
         s, _lp = tls_connect(port, timeout=2)
@@ -431,9 +492,10 @@ def main(tap):
     tap.section(2, "back-pressure", test_back_pressure, tap)
     tap.section(2, "connection limit", test_connection_limit, tap, echo.addr)
     tap.section(3, "busy-poll", test_busy_poll, tap, echo.addr)
+    tap.section(2, "TCP_NODELAY", test_nodelay, tap, echo.addr)
 
 
-PLAN = 4 + 5 + 2 + 2 + 2 + 2 + 3
+PLAN = 4 + 5 + 2 + 2 + 2 + 2 + 3 + 2
 
 if __name__ == "__main__":
     tflib.run_main(PLAN, main)
