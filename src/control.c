@@ -352,10 +352,10 @@ control_flow_start(struct tf_control *ctl, uint64_t id, const json_t *obj)
     }
     static const char *const keys[] = {"listener", "client", "upstream", "mode", "route",
                                        "original_dst"};
-    json_object_set(f->info, "started", json_object_get(obj, "ts"));
+    json_object_set_nocheck(f->info, "started", json_object_get(obj, "ts"));
     for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++)
         control_copy_field(f->info, obj, keys[i]);
-    json_object_set_new(f->info, "faults", json_array());
+    json_object_set_new_nocheck(f->info, "faults", json_array());
     f->hnext = ctl->buckets[id % CONTROL_FLOW_BUCKETS];
     ctl->buckets[id % CONTROL_FLOW_BUCKETS] = f;
     ctl->n_live++;
@@ -451,7 +451,7 @@ control_count(struct tf_control *ctl, struct control_flow *f, const char *event,
         const char *type = json_string_value(json_object_get(obj, "type"));
         const json_t *sn = json_object_get(obj, "server_name");
         if (type != NULL && strcmp(type, "client_hello") == 0 && json_is_string(sn))
-            json_object_set(f->info, "sni", (json_t *)(uintptr_t)sn);
+            json_object_set_nocheck(f->info, "sni", (json_t *)(uintptr_t)sn);
         return;
     }
     if (strcmp(event, "flow_end") != 0)
@@ -515,7 +515,7 @@ control_tap(void *arg, uint64_t flow, const char *event, const json_t *obj)
         const char *type = json_string_value(json_object_get(obj, "type"));
         char last[80];
         snprintf(last, sizeof(last), "%s%s%s", event, type ? " " : "", type ? type : "");
-        json_object_set_new(f->info, "last_event", json_string(last));
+        json_object_set_new_nocheck(f->info, "last_event", json_string(last));
         if (line != NULL)
             control_flow_keep(ctl, f, line, len);
     }
@@ -744,7 +744,7 @@ control_rule_json(struct tf_control *ctl, const struct tf_fault_rule *rule)
     pthread_mutex_lock(&ctl->lock);
     json_int_t n = json_integer_value(json_object_get(ctl->rule_events, rule->name));
     pthread_mutex_unlock(&ctl->lock);
-    json_object_set_new(o, "events", json_integer(n));
+    json_object_set_new_nocheck(o, "events", json_integer(n));
     return o;
 }
 
@@ -969,12 +969,12 @@ static json_t *
 control_flow_json(const struct control_flow *f)
 {
     json_t *o = json_deep_copy(f->info);
-    json_object_set_new(o, "live", json_boolean(f->live));
+    json_object_set_new_nocheck(o, "live", json_boolean(f->live));
     if (f->live)
-        json_object_set_new(o, "age_ms", json_integer((json_int_t)control_ms_since(&f->started)));
-    json_object_set_new(o, "events", json_integer((json_int_t)f->n_events));
+        json_object_set_new_nocheck(o, "age_ms", json_integer((json_int_t)control_ms_since(&f->started)));
+    json_object_set_new_nocheck(o, "events", json_integer((json_int_t)f->n_events));
     if (f->dropped > 0)
-        json_object_set_new(o, "events_not_kept", json_integer((json_int_t)f->dropped));
+        json_object_set_new_nocheck(o, "events_not_kept", json_integer((json_int_t)f->dropped));
     return o;
 }
 
@@ -1024,7 +1024,7 @@ control_flow_one(struct tf_control *ctl, struct evhttp_request *req, const char 
             if (e != NULL)
                 json_array_append_new(events, e);
         }
-        json_object_set_new(out, "event_log", events);
+        json_object_set_new_nocheck(out, "event_log", events);
     }
     pthread_mutex_unlock(&ctl->lock);
     if (out == NULL) {

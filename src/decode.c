@@ -299,7 +299,7 @@ decode_fail(struct decode *d, const char *field, const char *fmt, ...)
     va_end(ap);
     snprintf(msg, sizeof(msg), "%s%s%s%s%s", d->ctx ? d->ctx : "", d->ctx ? ": " : "",
              field ? field : "", field ? " " : "", what);
-    json_object_set_new(d->obj, "malformed", json_string(msg));
+    json_object_set_new_nocheck(d->obj, "malformed", json_string(msg));
     return false;
 }
 
@@ -437,10 +437,15 @@ decode_code8(decode_name8_fn fn, uint8_t v)
     return json_string(buf);
 }
 
+/*
+ * Keys here (and wherever tlsfault names a field) are this program's
+ * literals or names.c's table names: ASCII, so jansson's UTF-8 check of
+ * every key is skipped (_nocheck), a sixth of what setting a member costs.
+ */
 static void
 decode_set_int(struct decode *d, const char *key, json_int_t v)
 {
-    json_object_set_new(d->obj, key, json_integer(v));
+    json_object_set_new_nocheck(d->obj, key, json_integer(v));
 }
 
 /*
@@ -558,17 +563,17 @@ decode_codes16(struct decode *d, struct tf_cursor *list, const char *field, cons
                decode_name16_fn fn)
 {
     if (tf_cursor_left(list) % 2 != 0) {
-        json_object_set_new(d->obj, key, json_array());
+        json_object_set_new_nocheck(d->obj, key, json_array());
         return decode_fail(d, field, "odd length %zu", tf_cursor_left(list));
     }
-    json_object_set_new(d->obj, key, decode_codes_array(list, fn, NULL));
+    json_object_set_new_nocheck(d->obj, key, decode_codes_array(list, fn, NULL));
     return true;
 }
 
 static void
 decode_codes8(struct decode *d, struct tf_cursor *list, const char *key, decode_name8_fn fn)
 {
-    json_object_set_new(d->obj, key, decode_codes_array(list, NULL, fn));
+    json_object_set_new_nocheck(d->obj, key, decode_codes_array(list, NULL, fn));
 }
 
 /* A vector of 16-bit code points, as most list extensions are: <2..2^16-2>. */
@@ -619,7 +624,7 @@ decode_extensions(struct decode *d, struct tf_cursor *c, size_t min, const struc
     json_t *names = json_array();
 
     memset(seen, 0, sizeof(seen));
-    json_object_set_new(d->obj, "extensions", names);
+    json_object_set_new_nocheck(d->obj, "extensions", names);
     if (!decode_vec(d, c, 2, min, 0xffff, "extensions", &exts))
         return false;
     while (!tf_cursor_empty(&exts)) {
@@ -668,7 +673,7 @@ static bool
 ext_flag(struct decode *d, struct tf_cursor *data)
 {
     (void)data;
-    json_object_set_new(d->obj, d->ctx, json_true());
+    json_object_set_new_nocheck(d->obj, d->ctx, json_true());
     return true;
 }
 
@@ -676,7 +681,7 @@ ext_flag(struct decode *d, struct tf_cursor *data)
 static bool
 ext_present(struct decode *d, struct tf_cursor *data)
 {
-    json_object_set_new(d->obj, d->ctx, json_true());
+    json_object_set_new_nocheck(d->obj, d->ctx, json_true());
     return tf_cursor_skip(data, tf_cursor_left(data));
 }
 
@@ -712,7 +717,7 @@ ext_server_name(struct decode *d, struct tf_cursor *data)
         have_host = true;
         decode_escape(name.p, tf_cursor_left(&name), d->ch->sni, sizeof(d->ch->sni));
         d->ch->has_sni = true;
-        json_object_set_new(d->obj, "server_name", json_string(d->ch->sni));
+        json_object_set_new_nocheck(d->obj, "server_name", json_string(d->ch->sni));
     }
     return true;
 }
@@ -746,8 +751,8 @@ ext_supported_versions_sh(struct decode *d, struct tf_cursor *data)
     if (!decode_u16(d, data, "selected_version", &v))
         return false;
     d->sh->version = v;
-    json_object_set_new(d->obj, "supported_versions", decode_code16(tf_names_version, v));
-    json_object_set_new(d->obj, "version", decode_code16(tf_names_version, v));
+    json_object_set_new_nocheck(d->obj, "supported_versions", decode_code16(tf_names_version, v));
+    json_object_set_new_nocheck(d->obj, "version", decode_code16(tf_names_version, v));
     return true;
 }
 
@@ -758,7 +763,7 @@ ext_alpn_ch(struct decode *d, struct tf_cursor *data)
     struct tf_cursor list, name;
     json_t *arr = json_array();
 
-    json_object_set_new(d->obj, "alpn", arr);
+    json_object_set_new_nocheck(d->obj, "alpn", arr);
     if (!decode_vec(d, data, 2, 2, 0xffff, NULL, &list))
         return false;
     while (!tf_cursor_empty(&list)) {
@@ -778,7 +783,7 @@ ext_alpn_sh(struct decode *d, struct tf_cursor *data)
     if (!decode_vec(d, data, 2, 2, 0xffff, NULL, &list) ||
         !decode_vec(d, &list, 1, 1, 0xff, "protocol name", &name))
         return false;
-    json_object_set_new(d->obj, "alpn", decode_text(name.p, tf_cursor_left(&name)));
+    json_object_set_new_nocheck(d->obj, "alpn", decode_text(name.p, tf_cursor_left(&name)));
     if (!tf_cursor_empty(&list))
         return decode_fail(d, NULL, "more than one protocol selected");
     return true;
@@ -804,7 +809,7 @@ ext_key_share_ch(struct decode *d, struct tf_cursor *data)
     json_t *arr = json_array();
     uint16_t group;
 
-    json_object_set_new(d->obj, "key_share", arr);
+    json_object_set_new_nocheck(d->obj, "key_share", arr);
     if (!decode_vec(d, data, 2, 0, 0xffff, NULL, &list))
         return false;
     while (!tf_cursor_empty(&list)) {
@@ -826,7 +831,7 @@ ext_key_share_sh(struct decode *d, struct tf_cursor *data)
 
     if (!decode_u16(d, data, "group", &group))
         return false;
-    json_object_set_new(d->obj, "key_share", decode_code16(tf_names_group, group));
+    json_object_set_new_nocheck(d->obj, "key_share", decode_code16(tf_names_group, group));
     if (d->hrr)
         return true;
     return decode_vec(d, data, 2, 1, 0xffff, "key_exchange", &key);
@@ -869,7 +874,7 @@ ext_status_request_ch(struct decode *d, struct tf_cursor *data)
 
     if (!decode_u8(d, data, "status_type", &type))
         return false;
-    json_object_set_new(d->obj, "status_request", decode_code8(tf_names_cert_status_type, type));
+    json_object_set_new_nocheck(d->obj, "status_request", decode_code8(tf_names_cert_status_type, type));
     if (type != DECODE_STATUS_OCSP)
         return tf_cursor_skip(data, tf_cursor_left(data));
     return decode_vec(d, data, 2, 0, 0xffff, "responder_id_list", &ids) &&
@@ -921,7 +926,7 @@ ext_pre_shared_key_ch(struct decode *d, struct tf_cursor *data)
 {
     struct tf_cursor identities, binders;
 
-    json_object_set_new(d->obj, "pre_shared_key", json_true());
+    json_object_set_new_nocheck(d->obj, "pre_shared_key", json_true());
     return decode_vec(d, data, 2, 7, 0xffff, "identities", &identities) &&
            decode_vec(d, data, 2, 33, 0xffff, "binders", &binders);
 }
@@ -1026,11 +1031,11 @@ client_hello_read(struct decode *d, struct tf_cursor *c)
 
     if (!decode_u16(d, c, "legacy_version", &version))
         return false;
-    json_object_set_new(d->obj, "legacy_version", decode_code16(tf_names_version, version));
+    json_object_set_new_nocheck(d->obj, "legacy_version", decode_code16(tf_names_version, version));
     d->ch->max_version = version;
     if (!decode_bytes(d, c, DECODE_RANDOM_LEN, "random", &random))
         return false;
-    json_object_set_new(d->obj, "random", decode_hex(random, DECODE_RANDOM_LEN));
+    json_object_set_new_nocheck(d->obj, "random", decode_hex(random, DECODE_RANDOM_LEN));
     if (!decode_vec(d, c, 1, 0, DECODE_SESSION_ID_MAX, "legacy_session_id", &session_id))
         return false;
     decode_set_int(d, "session_id_length", (json_int_t)tf_cursor_left(&session_id));
@@ -1084,20 +1089,20 @@ server_hello_read(struct decode *d, struct tf_cursor *c)
         return false;
     d->sh->legacy_version = version;
     d->sh->version = version;
-    json_object_set_new(d->obj, "legacy_version", decode_code16(tf_names_version, version));
+    json_object_set_new_nocheck(d->obj, "legacy_version", decode_code16(tf_names_version, version));
     /* Until supported_versions says otherwise (RFC 8446 §4.2.1). */
-    json_object_set_new(d->obj, "version", decode_code16(tf_names_version, version));
+    json_object_set_new_nocheck(d->obj, "version", decode_code16(tf_names_version, version));
     if (!decode_bytes(d, c, DECODE_RANDOM_LEN, "random", &random))
         return false;
-    json_object_set_new(d->obj, "random", decode_hex(random, DECODE_RANDOM_LEN));
+    json_object_set_new_nocheck(d->obj, "random", decode_hex(random, DECODE_RANDOM_LEN));
     if (memcmp(random, decode_hrr_random, DECODE_RANDOM_LEN) == 0) {
         d->hrr = true;
         d->sh->hello_retry_request = true;
-        json_object_set_new(d->obj, "hello_retry_request", json_true());
+        json_object_set_new_nocheck(d->obj, "hello_retry_request", json_true());
     } else if (memcmp(random + 24, decode_downgrade, sizeof(decode_downgrade)) == 0 &&
                (random[31] == 0x01 || random[31] == 0x00)) {
         d->sh->downgrade_sentinel = true;
-        json_object_set_new(d->obj, "downgrade_sentinel",
+        json_object_set_new_nocheck(d->obj, "downgrade_sentinel",
                             json_string(random[31] == 0x01 ? "tls12" : "tls11"));
     }
     if (!decode_vec(d, c, 1, 0, DECODE_SESSION_ID_MAX, "legacy_session_id_echo", &session_id))
@@ -1106,10 +1111,10 @@ server_hello_read(struct decode *d, struct tf_cursor *c)
     if (!decode_u16(d, c, "cipher_suite", &suite))
         return false;
     d->sh->cipher_suite = suite;
-    json_object_set_new(d->obj, "cipher_suite", decode_code16(tf_names_cipher_suite, suite));
+    json_object_set_new_nocheck(d->obj, "cipher_suite", decode_code16(tf_names_cipher_suite, suite));
     if (!decode_u8(d, c, "legacy_compression_method", &compression))
         return false;
-    json_object_set_new(d->obj, "compression_method",
+    json_object_set_new_nocheck(d->obj, "compression_method",
                         decode_code8(tf_names_compression, compression));
     if (tf_cursor_empty(c))
         return true;
@@ -1233,7 +1238,7 @@ x509_san(X509 *x, json_t *entry)
             json_array_append_new(arr, v);
     }
     GENERAL_NAMES_free(names);
-    json_object_set_new(entry, "san", arr);
+    json_object_set_new_nocheck(entry, "san", arr);
 }
 
 static const char *
@@ -1277,20 +1282,20 @@ x509_key(X509 *x, json_t *entry)
         if (pub != NULL && X509_PUBKEY_get0_param(&alg, NULL, NULL, NULL, pub) == 1)
             nid = OBJ_obj2nid(alg);
         type = nid != NID_undef ? OBJ_nid2sn(nid) : NULL;
-        json_object_set_new(entry, "key_type", json_string(type ? type : "unknown"));
+        json_object_set_new_nocheck(entry, "key_type", json_string(type ? type : "unknown"));
         return;
     }
     type = x509_key_type(EVP_PKEY_get_base_id(key));
     if (type == NULL)
         type = OBJ_nid2sn(EVP_PKEY_get_base_id(key));
-    json_object_set_new(entry, "key_type", json_string(type ? type : "unknown"));
-    json_object_set_new(entry, "key_bits", json_integer(EVP_PKEY_get_bits(key)));
+    json_object_set_new_nocheck(entry, "key_type", json_string(type ? type : "unknown"));
+    json_object_set_new_nocheck(entry, "key_bits", json_integer(EVP_PKEY_get_bits(key)));
     if (EVP_PKEY_get_base_id(key) == EVP_PKEY_EC &&
         EVP_PKEY_get_utf8_string_param(key, OSSL_PKEY_PARAM_GROUP_NAME, group, sizeof(group),
                                        &glen) == 1) {
         /* "P-256" reads better than "prime256v1" where NIST has a name. */
         const char *nist = EC_curve_nid2nist(OBJ_sn2nid(group));
-        json_object_set_new(entry, "curve", json_string(nist ? nist : group));
+        json_object_set_new_nocheck(entry, "curve", json_string(nist ? nist : group));
     }
 }
 
@@ -1311,7 +1316,7 @@ x509_signature(X509 *x, json_t *entry)
             snprintf(buf, sizeof(buf), "unknown");
         name = buf;
     }
-    json_object_set_new(entry, "signature_algorithm",
+    json_object_set_new_nocheck(entry, "signature_algorithm",
                         decode_text((const uint8_t *)name, strlen(name)));
 }
 
@@ -1338,7 +1343,7 @@ x509_eku(X509 *x, json_t *entry)
         json_array_append_new(arr, json_string(buf));
     }
     EXTENDED_KEY_USAGE_free(eku);
-    json_object_set_new(entry, "eku", arr);
+    json_object_set_new_nocheck(entry, "eku", arr);
 }
 
 static bool
@@ -1372,22 +1377,22 @@ x509_entry_decode(const uint8_t *der, size_t len)
     ERR_set_mark();
     x = d2i_X509(NULL, &p, (long)len);
     if (x == NULL) {
-        json_object_set_new(entry, "unparsable", json_integer((json_int_t)len));
+        json_object_set_new_nocheck(entry, "unparsable", json_integer((json_int_t)len));
         ERR_pop_to_mark();
         return entry;
     }
-    json_object_set_new(entry, "subject", x509_name_json(X509_get_subject_name(x)));
-    json_object_set_new(entry, "issuer", x509_name_json(X509_get_issuer_name(x)));
+    json_object_set_new_nocheck(entry, "subject", x509_name_json(X509_get_subject_name(x)));
+    json_object_set_new_nocheck(entry, "issuer", x509_name_json(X509_get_issuer_name(x)));
     x509_san(x, entry);
-    json_object_set_new(entry, "not_before", x509_time_json(X509_get0_notBefore(x)));
-    json_object_set_new(entry, "not_after", x509_time_json(X509_get0_notAfter(x)));
+    json_object_set_new_nocheck(entry, "not_before", x509_time_json(X509_get0_notBefore(x)));
+    json_object_set_new_nocheck(entry, "not_after", x509_time_json(X509_get0_notAfter(x)));
     x509_key(x, entry);
     x509_signature(x, entry);
     x509_eku(x, entry);
-    json_object_set_new(entry, "is_ca", json_boolean(x509_is_ca(x)));
-    json_object_set_new(entry, "self_signed", json_boolean(x509_self_signed(x)));
+    json_object_set_new_nocheck(entry, "is_ca", json_boolean(x509_is_ca(x)));
+    json_object_set_new_nocheck(entry, "self_signed", json_boolean(x509_self_signed(x)));
     if (p != der + len)
-        json_object_set_new(entry, "trailing_bytes", json_integer((json_int_t)(der + len - p)));
+        json_object_set_new_nocheck(entry, "trailing_bytes", json_integer((json_int_t)(der + len - p)));
     X509_free(x);
     ERR_pop_to_mark();
     return entry;
@@ -1438,18 +1443,18 @@ ocsp_summary(struct decode *d, const uint8_t *der, size_t len)
     ERR_set_mark();
     resp = d2i_OCSP_RESPONSE(NULL, &p, (long)len);
     if (resp == NULL) {
-        json_object_set_new(d->obj, "ocsp_status", json_string("unparsable"));
+        json_object_set_new_nocheck(d->obj, "ocsp_status", json_string("unparsable"));
         ERR_pop_to_mark();
         return;
     }
     status = OCSP_response_status(resp);
-    json_object_set_new(d->obj, "ocsp_status", json_string(OCSP_response_status_str(status)));
+    json_object_set_new_nocheck(d->obj, "ocsp_status", json_string(OCSP_response_status_str(status)));
     basic = status == OCSP_RESPONSE_STATUS_SUCCESSFUL ? OCSP_response_get1_basic(resp) : NULL;
     if (basic != NULL && OCSP_resp_count(basic) > 0 &&
         (single = OCSP_resp_get0(basic, 0)) != NULL) {
         int cs = OCSP_single_get0_status(single, NULL, NULL, NULL, NULL);
         if (cs >= 0)
-            json_object_set_new(d->obj, "cert_status", json_string(OCSP_cert_status_str(cs)));
+            json_object_set_new_nocheck(d->obj, "cert_status", json_string(OCSP_cert_status_str(cs)));
     }
     OCSP_BASICRESP_free(basic);
     OCSP_RESPONSE_free(resp);
@@ -1470,7 +1475,7 @@ certificate_status_read(struct decode *d, struct tf_cursor *c)
 
     if (!decode_u8(d, c, "status_type", &type))
         return false;
-    json_object_set_new(d->obj, "status_type", decode_code8(tf_names_cert_status_type, type));
+    json_object_set_new_nocheck(d->obj, "status_type", decode_code8(tf_names_cert_status_type, type));
     if (type == DECODE_STATUS_OCSP) {
         if (!decode_vec(d, c, 3, 1, 0xffffff, "response", &resp))
             return false;
@@ -1524,7 +1529,7 @@ certificate_read(struct decode *d, struct tf_cursor *c, bool tls13)
     }
     decode_set_int(d, "chain_length", 0);
     chain = json_array();
-    json_object_set_new(d->obj, "chain", chain);
+    json_object_set_new_nocheck(d->obj, "chain", chain);
     if (!decode_vec(d, c, 3, 0, 0xffffff, "certificate_list", &list))
         return false;
     while (!tf_cursor_empty(&list)) {
@@ -1646,7 +1651,7 @@ ske_signature(struct decode *d, struct tf_cursor *c)
     uint16_t scheme;
 
     if (tf_cursor_u16(&fit, &scheme) && tf_cursor_sub16(&fit, &sig) && tf_cursor_empty(&fit)) {
-        json_object_set_new(d->obj, "signature_algorithm",
+        json_object_set_new_nocheck(d->obj, "signature_algorithm",
                             decode_code16(tf_names_sigscheme, scheme));
         decode_set_int(d, "signature_length", (json_int_t)tf_cursor_left(&sig));
         *c = fit;
@@ -1679,7 +1684,7 @@ ske_read(struct decode *d, struct tf_cursor *c, const struct decode_kex *k)
             return decode_fail(d, "curve_type", "%u is not named_curve", curve_type);
         if (!decode_u16(d, c, "namedcurve", &group))
             return false;
-        json_object_set_new(d->obj, "group", decode_code16(tf_names_group, group));
+        json_object_set_new_nocheck(d->obj, "group", decode_code16(tf_names_group, group));
         if (!decode_vec(d, c, 1, 1, 0xff, "public", &v))
             return false;
         decode_set_int(d, "public_length", (json_int_t)tf_cursor_left(&v));
@@ -1712,13 +1717,13 @@ tf_decode_server_key_exchange(const uint8_t *body, size_t len, uint16_t cipher_s
     struct tf_cursor c;
 
     decode_init(&c, body, len);
-    json_object_set_new(obj, "cipher_suite", decode_code16(tf_names_cipher_suite, cipher_suite));
+    json_object_set_new_nocheck(obj, "cipher_suite", decode_code16(tf_names_cipher_suite, cipher_suite));
     if (k == NULL) {
         /* Not a layout we know; say so rather than guess. */
-        json_object_set_new(obj, "kex", json_string("unknown"));
+        json_object_set_new_nocheck(obj, "kex", json_string("unknown"));
         return true;
     }
-    json_object_set_new(obj, "kex", json_string(k->name));
+    json_object_set_new_nocheck(obj, "kex", json_string(k->name));
     return ske_read(&d, &c, k);
 }
 
@@ -1736,16 +1741,16 @@ tf_decode_client_key_exchange(const uint8_t *body, size_t len, json_t *obj)
     decode_init(&c, body, len);
     fit = c;
     if (tf_cursor_sub8(&fit, &v) && tf_cursor_empty(&fit) && !tf_cursor_empty(&v)) {
-        json_object_set_new(obj, "exchange_length", json_integer((json_int_t)tf_cursor_left(&v)));
+        json_object_set_new_nocheck(obj, "exchange_length", json_integer((json_int_t)tf_cursor_left(&v)));
         return true;
     }
     fit = c;
     if (tf_cursor_sub16(&fit, &v) && tf_cursor_empty(&fit)) {
-        json_object_set_new(obj, "exchange_length", json_integer((json_int_t)tf_cursor_left(&v)));
+        json_object_set_new_nocheck(obj, "exchange_length", json_integer((json_int_t)tf_cursor_left(&v)));
         return true;
     }
     /* SSL 3.0 sent the RSA secret without a prefix; anything else is opaque to us. */
-    json_object_set_new(obj, "exchange_length", json_integer((json_int_t)len));
+    json_object_set_new_nocheck(obj, "exchange_length", json_integer((json_int_t)len));
     return true;
 }
 
@@ -1771,7 +1776,7 @@ certificate_request12_read(struct decode *d, struct tf_cursor *c)
                         tf_names_sigscheme))
         return false;
     names = json_array();
-    json_object_set_new(d->obj, "ca_names", names);
+    json_object_set_new_nocheck(d->obj, "ca_names", names);
     if (!decode_vec(d, c, 2, 0, 0xffff, "certificate_authorities", &cas))
         return false;
     while (!tf_cursor_empty(&cas)) {
@@ -1900,9 +1905,9 @@ tf_decode_alert(const uint8_t *body, size_t len, json_t *obj)
 
     decode_init(&c, body, len);
     if (tf_cursor_u8(&c, &level))
-        json_object_set_new(obj, "level", decode_code8(tf_names_alert_level, level));
+        json_object_set_new_nocheck(obj, "level", decode_code8(tf_names_alert_level, level));
     if (tf_cursor_u8(&c, &description))
-        json_object_set_new(obj, "description", decode_code8(tf_names_alert, description));
+        json_object_set_new_nocheck(obj, "description", decode_code8(tf_names_alert, description));
     if (len != 2)
         return decode_fail(&d, "alert", "length %zu, expected 2", len);
     return true;

@@ -1818,8 +1818,8 @@ tf_fault_catalogue_json(void)
                                   fault_param_json(p, p->def), "help", p->help);
             if (p->type == TF_PARAM_UINT || p->type == TF_PARAM_UINT64 ||
                 p->type == TF_PARAM_INT) {
-                json_object_set_new(o, "min", json_integer((json_int_t)p->min));
-                json_object_set_new(o, "max", json_integer((json_int_t)p->max));
+                json_object_set_new_nocheck(o, "min", json_integer((json_int_t)p->min));
+                json_object_set_new_nocheck(o, "max", json_integer((json_int_t)p->max));
             }
             json_array_append_new(params, o);
         }
@@ -1855,7 +1855,7 @@ tf_fault_rule_json(const struct tf_fault_rule *rule)
                           (json_int_t)atomic_load(&rule->seen), "fired",
                           (json_int_t)atomic_load(&rule->fired));
     if (rule->line > 0)
-        json_object_set_new(o, "line", json_integer(rule->line));
+        json_object_set_new_nocheck(o, "line", json_integer(rule->line));
     return o;
 }
 

@@ -1010,12 +1010,12 @@ flow_route_name(enum tf_route route)
 static void
 flow_route_fields(const struct tf_flow *f, json_t *obj)
 {
-    json_object_set_new(obj, "route", json_string(flow_route_name(f->lc->route)));
+    json_object_set_new_nocheck(obj, "route", json_string(flow_route_name(f->lc->route)));
     if ((f->lc->route == TF_ROUTE_REDIRECT || f->lc->route == TF_ROUTE_TPROXY) &&
         f->dest.sa.sa_family != 0) {
         char addr[80];
         tf_listener_format_addr((const struct sockaddr *)&f->dest, addr, sizeof(addr));
-        json_object_set_new(obj, "original_dst", json_string(addr));
+        json_object_set_new_nocheck(obj, "original_dst", json_string(addr));
     }
 }
 
@@ -1028,8 +1028,8 @@ flow_emit_start(struct tf_flow *f)
 {
     json_t *o = json_pack("{s:s, s:s}", "listener", f->lc->name, "client", f->client_addr);
     if (f->upstream != NULL)
-        json_object_set_new(o, "upstream", json_string(f->upstream));
-    json_object_set_new(o, "mode",
+        json_object_set_new_nocheck(o, "upstream", json_string(f->upstream));
+    json_object_set_new_nocheck(o, "mode",
                         json_string(f->lc->mode == TF_MODE_MITM ? "mitm" : "passthrough"));
     flow_route_fields(f, o);
     f->started_emitted = true;
@@ -2303,9 +2303,9 @@ flow_verdict(struct tf_flow *f, json_t *end, const char *closed_by, const char *
         if (desc[0] != '\0' && used < sizeof(summary))
             snprintf(summary + used, sizeof(summary) - used, " (%s)", desc);
     }
-    json_object_set_new(end, "outcome", json_string(outcome));
-    json_object_set_new(end, "stage", json_string(stage));
-    json_object_set_new(end, "summary", json_string(summary));
+    json_object_set_new_nocheck(end, "outcome", json_string(outcome));
+    json_object_set_new_nocheck(end, "stage", json_string(stage));
+    json_object_set_new_nocheck(end, "summary", json_string(summary));
 }
 
 static const char *
@@ -2331,19 +2331,19 @@ flow_facts(struct tf_flow *f, json_t *end, const char *how)
     json_t *facts = json_copy(end);
     if (facts == NULL)
         return NULL;
-    json_object_set_new(facts, "mode",
+    json_object_set_new_nocheck(facts, "mode",
                         json_string(f->lc->mode == TF_MODE_MITM ? "mitm" : "passthrough"));
-    json_object_set_new(facts, "state", json_string(flow_state_name(f->state)));
+    json_object_set_new_nocheck(facts, "state", json_string(flow_state_name(f->state)));
     if (f->refused)
-        json_object_set_new(facts, "refused", json_true());
+        json_object_set_new_nocheck(facts, "refused", json_true());
     if (strcmp(how, "fault") == 0)
-        json_object_set_new(facts, "fault_end",
+        json_object_set_new_nocheck(facts, "fault_end",
                             json_string(f->end.end == TF_INJECT_RESET ? "reset" : "fin"));
     if (f->inj != NULL && tf_inject_damaged(f->inj))
-        json_object_set_new(facts, "damaged", json_true());
+        json_object_set_new_nocheck(facts, "damaged", json_true());
     if (f->client.bytes + f->server.bytes > 0)
-        json_object_set_new(facts, "last_read", json_string(tf_dir_name(f->last_read)));
-    json_object_set_new(facts, "timeouts",
+        json_object_set_new_nocheck(facts, "last_read", json_string(tf_dir_name(f->last_read)));
+    json_object_set_new_nocheck(facts, "timeouts",
                         json_pack("{s:I, s:I, s:I}", "connect_ms",
                                   (json_int_t)f->cfg->connect_timeout_ms, "handshake_ms",
                                   (json_int_t)f->cfg->handshake_timeout_ms, "idle_ms",
@@ -2360,11 +2360,11 @@ flow_emit_end(struct tf_flow *f, json_t *end, json_t *facts)
 {
     if (facts != NULL) {
         if (f->probe != NULL)
-            json_object_set_new(facts, "probe", tf_probe_result(f->probe));
+            json_object_set_new_nocheck(facts, "probe", tf_probe_result(f->probe));
         json_t *verdict = tf_verdict_build(facts, time(NULL));
         /* One outcome: the verdict may know better (a client that left right after). */
-        json_object_set(end, "outcome", json_object_get(verdict, "outcome"));
-        json_object_set_new(end, "verdict", verdict);
+        json_object_set_nocheck(end, "outcome", json_object_get(verdict, "outcome"));
+        json_object_set_new_nocheck(end, "verdict", verdict);
         json_decref(facts);
     }
     tf_events_emit(f->w->events, f->id, "flow_end", NULL, end);
@@ -2456,19 +2456,19 @@ flow_close_with(struct tf_flow *f, const char *closed_by, const char *how, const
     }
     flow_now(f, &now);
     end = json_object();
-    json_object_set_new(end, "listener", json_string(f->lc->name));
-    json_object_set_new(end, "client", json_string(f->client_addr));
+    json_object_set_new_nocheck(end, "listener", json_string(f->lc->name));
+    json_object_set_new_nocheck(end, "client", json_string(f->client_addr));
     if (f->upstream != NULL)
-        json_object_set_new(end, "upstream", json_string(f->upstream));
+        json_object_set_new_nocheck(end, "upstream", json_string(f->upstream));
     flow_route_fields(f, end);
-    json_object_set_new(end, "duration_ms",
+    json_object_set_new_nocheck(end, "duration_ms",
                         json_integer((json_int_t)flow_ms_between(&f->started, &now)));
-    json_object_set_new(end, "bytes", json_pack("{s:I, s:I}", "c2s", (json_int_t)f->client.bytes,
+    json_object_set_new_nocheck(end, "bytes", json_pack("{s:I, s:I}", "c2s", (json_int_t)f->client.bytes,
                                                 "s2c", (json_int_t)f->server.bytes));
-    json_object_set_new(end, "closed_by", json_string(closed_by));
-    json_object_set_new(end, "close", json_string(how));
+    json_object_set_new_nocheck(end, "closed_by", json_string(closed_by));
+    json_object_set_new_nocheck(end, "close", json_string(how));
     if (error)
-        json_object_set_new(end, "error", json_string(error));
+        json_object_set_new_nocheck(end, "error", json_string(error));
     if (f->ins)
         tf_inspect_summarize(f->ins, end);
     if (f->inj)

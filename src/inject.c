@@ -1005,7 +1005,7 @@ tf_inject_summarize(const struct tf_inject *inj, json_t *end)
                                               r->rule->def->name, "action", r->action));
     }
     if (list != NULL)
-        json_object_set_new(end, "faults", list);
+        json_object_set_new_nocheck(end, "faults", list);
 }
 
 void

@@ -501,8 +501,8 @@ inspect_message_cb(void *arg, uint8_t type, const uint8_t *body, size_t len)
     default:
         break;
     }
-    json_object_set_new(obj, "type", json_string(name));
-    json_object_set_new(obj, "length", json_integer((json_int_t)len));
+    json_object_set_new_nocheck(obj, "type", json_string(name));
+    json_object_set_new_nocheck(obj, "length", json_integer((json_int_t)len));
     inspect_note_message(d, name);
     inspect_log_message(d, name == unknown ? NULL : name, type, NULL);
     inspect_emit(d, "handshake", obj);
@@ -514,8 +514,8 @@ inspect_encrypted(struct inspect_dir *d, const struct tf_record *rec)
 {
     const char *ct = tf_names_content_type(rec->type);
     json_t *obj = json_object();
-    json_object_set_new(obj, "content_type", ct ? json_string(ct) : json_integer(rec->type));
-    json_object_set_new(obj, "length", json_integer((json_int_t)rec->len));
+    json_object_set_new_nocheck(obj, "content_type", ct ? json_string(ct) : json_integer(rec->type));
+    json_object_set_new_nocheck(obj, "length", json_integer((json_int_t)rec->len));
     if (!d->ins->done)
         inspect_log_message(d, INSPECT_ENCRYPTED, 0, NULL);
     inspect_emit(d, "encrypted", obj);
@@ -531,7 +531,7 @@ inspect_alert(struct inspect_dir *d, const struct tf_record *rec)
         size_t n = rec->len - off < 2 ? rec->len - off : 2;
         tf_decode_alert(body + off, n, obj);
         json_t *summary = json_deep_copy(obj);
-        json_object_set_new(summary, "dir", json_string(tf_dir_name(d->dir)));
+        json_object_set_new_nocheck(summary, "dir", json_string(tf_dir_name(d->dir)));
         inspect_add_alert(d->ins, summary);
         json_t *desc = json_object_get(obj, "description");
         char name[48];
@@ -578,7 +578,7 @@ inspect_record_cb(void *arg, const struct tf_record *rec)
     }
     if (rec->type == TF_CT_CHANGE_CIPHER_SPEC) {
         json_t *obj = json_object();
-        json_object_set_new(obj, "length", json_integer((json_int_t)rec->len));
+        json_object_set_new_nocheck(obj, "length", json_integer((json_int_t)rec->len));
         d->ccs_seen = true;
         inspect_note_message(d, "change_cipher_spec");
         inspect_log_message(d, "change_cipher_spec", 0, NULL);
@@ -767,45 +767,45 @@ tf_inspect_summarize(const struct tf_inspect *ins, json_t *obj)
     char buf[32];
     if (ins->server_hello_seen) {
         inspect_version_name(ins->version, buf, sizeof(buf));
-        json_object_set_new(obj, "version", json_string(buf));
+        json_object_set_new_nocheck(obj, "version", json_string(buf));
         const char *suite = tf_names_cipher_suite(ins->cipher_suite);
         if (suite == NULL) {
             snprintf(buf, sizeof(buf), "0x%04x", ins->cipher_suite);
             suite = buf;
         }
-        json_object_set_new(obj, "cipher_suite", json_string(suite));
+        json_object_set_new_nocheck(obj, "cipher_suite", json_string(suite));
     }
     if (ins->client_max_version) {
         inspect_version_name(ins->client_max_version, buf, sizeof(buf));
-        json_object_set_new(obj, "client_max_version", json_string(buf));
+        json_object_set_new_nocheck(obj, "client_max_version", json_string(buf));
     }
     if (ins->has_sni)
-        json_object_set_new(obj, "sni", json_string(ins->sni));
+        json_object_set_new_nocheck(obj, "sni", json_string(ins->sni));
     if (ins->alpn_offered)
-        json_object_set(obj, "alpn_offered", ins->alpn_offered);
+        json_object_set_nocheck(obj, "alpn_offered", ins->alpn_offered);
     if (ins->hello_retry_request)
-        json_object_set_new(obj, "hello_retry_request", json_true());
+        json_object_set_new_nocheck(obj, "hello_retry_request", json_true());
     if (ins->resumed)
-        json_object_set_new(obj, "resumed", json_true());
-    json_object_set_new(obj, "handshake", json_string(ins->done ? "complete" : "incomplete"));
+        json_object_set_new_nocheck(obj, "resumed", json_true());
+    json_object_set_new_nocheck(obj, "handshake", json_string(ins->done ? "complete" : "incomplete"));
     if (ins->done)
-        json_object_set_new(obj, "records_after_handshake",
+        json_object_set_new_nocheck(obj, "records_after_handshake",
                             inspect_per_dir(ins->d[TF_DIR_C2S].skimmed, ins->d[TF_DIR_S2C].skimmed));
     if (ins->last_message[0]) {
         json_t *last = json_object();
         json_object_set_new_nocheck(last, "dir", json_string_nocheck(tf_dir_name(ins->last_dir)));
         json_object_set_new_nocheck(last, "type", json_string(ins->last_message));
-        json_object_set_new(obj, "last_message", last);
+        json_object_set_new_nocheck(obj, "last_message", last);
     }
     if (json_array_size(ins->alerts) > 0)
-        json_object_set(obj, "alerts", ins->alerts);
+        json_object_set_nocheck(obj, "alerts", ins->alerts);
     for (int i = 0; i < 2; i++) {
         if (!ins->d[i].non_tls)
             continue;
         json_t *nt = json_object_get(obj, "non_tls");
         if (nt == NULL) {
             nt = json_object();
-            json_object_set_new(obj, "non_tls", nt);
+            json_object_set_new_nocheck(obj, "non_tls", nt);
         }
         json_object_set_new(nt, tf_dir_name((enum tf_dir)i), json_string(ins->d[i].non_tls_kind));
     }
@@ -828,10 +828,10 @@ tf_inspect_facts(const struct tf_inspect *ins, json_t *facts)
     const struct inspect_dir *c = &ins->d[TF_DIR_C2S];
     json_t *ch = json_object();
 
-    json_object_set_new(ch, "seen", json_boolean(ins->client_hello_seen));
+    json_object_set_new_nocheck(ch, "seen", json_boolean(ins->client_hello_seen));
     json_t *versions = tf_json_unpack(ins->offered_versions, ins->versions_text);
     if (versions)
-        json_object_set_new(ch, "versions", versions);
+        json_object_set_new_nocheck(ch, "versions", versions);
     /*
      * Only a server that answered without a ServerHello makes the offered
      * suites matter (verdict.c: no_shared_cipher); naming them for every
@@ -850,36 +850,36 @@ tf_inspect_facts(const struct tf_inspect *ins, json_t *facts)
             }
             json_array_append_new(suites, json_string(name));
         }
-        json_object_set_new(ch, "cipher_suites", suites);
+        json_object_set_new_nocheck(ch, "cipher_suites", suites);
     }
-    json_object_set_new(ch, "has_sni", json_boolean(ins->has_sni));
-    json_object_set_new(facts, "client_hello", ch);
+    json_object_set_new_nocheck(ch, "has_sni", json_boolean(ins->has_sni));
+    json_object_set_new_nocheck(facts, "client_hello", ch);
     if (ins->server_hello_seen) {
         char buf[32];
         json_t *sh = json_object();
         inspect_version_name(ins->version, buf, sizeof(buf));
-        json_object_set_new(sh, "version", json_string(buf));
+        json_object_set_new_nocheck(sh, "version", json_string(buf));
         const char *suite = tf_names_cipher_suite(ins->cipher_suite);
         if (suite == NULL) {
             snprintf(buf, sizeof(buf), "0x%04x", ins->cipher_suite);
             suite = buf;
         }
-        json_object_set_new(sh, "cipher_suite", json_string(suite));
+        json_object_set_new_nocheck(sh, "cipher_suite", json_string(suite));
         if (ins->downgrade_sentinel)
-            json_object_set_new(sh, "downgrade_sentinel",
+            json_object_set_new_nocheck(sh, "downgrade_sentinel",
                                 json_string(ins->sentinel[0] ? ins->sentinel : "yes"));
-        json_object_set_new(facts, "server_hello", sh);
+        json_object_set_new_nocheck(facts, "server_hello", sh);
     }
     if (ins->server_chain)
-        json_object_set(facts, "server_chain", ins->server_chain);
+        json_object_set_nocheck(facts, "server_chain", ins->server_chain);
     json_t *messages = inspect_messages_json(ins);
-    json_object_set_new(facts, "messages", messages ? messages : json_array());
+    json_object_set_new_nocheck(facts, "messages", messages ? messages : json_array());
     if (ins->done)
-        json_object_set_new(facts, "data_records",
+        json_object_set_new_nocheck(facts, "data_records",
                             inspect_per_dir(c->data_records, ins->d[TF_DIR_S2C].data_records));
     /* Still the client's only protected record: it was an alert, not an early-data end. */
     if (c->small_first > 0 && c->encrypted_records == 0)
-        json_object_set_new(facts, "c2s_protected_alert",
+        json_object_set_new_nocheck(facts, "c2s_protected_alert",
                             json_pack("{s:I}", "length", (json_int_t)c->small_first));
     for (int i = 0; i < 2; i++) {
         const struct inspect_dir *d = &ins->d[i];
@@ -888,7 +888,7 @@ tf_inspect_facts(const struct tf_inspect *ins, json_t *facts)
         json_t *nt = json_object_get(facts, "non_tls_at");
         if (nt == NULL) {
             nt = json_object();
-            json_object_set_new(facts, "non_tls_at", nt);
+            json_object_set_new_nocheck(facts, "non_tls_at", nt);
         }
         json_object_set_new(nt, tf_dir_name((enum tf_dir)i),
                             json_pack("{s:s, s:I}", "kind", d->non_tls_kind, "offset",

@@ -443,10 +443,10 @@ tf_probe_result(const struct tf_probe *p)
     };
     json_t *o = json_pack("{s:s, s:s}", "status", names[p->status], "target", p->key);
     if (p->chain != NULL)
-        json_object_set(o, "chain", p->chain);
+        json_object_set_nocheck(o, "chain", p->chain);
     if (p->version[0])
-        json_object_set_new(o, "version", json_string(p->version));
+        json_object_set_new_nocheck(o, "version", json_string(p->version));
     if (p->error[0] && p->chain == NULL)
-        json_object_set_new(o, "error", json_string(p->error));
+        json_object_set_new_nocheck(o, "error", json_string(p->error));
     return o;
 }

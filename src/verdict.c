@@ -283,8 +283,8 @@ verdict_lint_add(json_t *out, const char *id, const char *severity, size_t index
                           (json_int_t)index);
     const char *subject = verdict_str(cert, "subject");
     if (subject != NULL)
-        json_object_set_new(f, "subject", json_string(subject));
-    json_object_set_new(f, "detail", json_string(detail));
+        json_object_set_new_nocheck(f, "subject", json_string(subject));
+    json_object_set_new_nocheck(f, "detail", json_string(detail));
     json_array_append_new(out, f);
 }
 
@@ -406,7 +406,7 @@ tf_verdict_lint(const json_t *chain, const char *sni, time_t now, const char *so
         }
     }
     if (source != NULL) {
-        json_array_foreach(out, i, c) json_object_set_new(c, "source", json_string(source));
+        json_array_foreach(out, i, c) json_object_set_new_nocheck(c, "source", json_string(source));
     }
     return out;
 }
@@ -490,7 +490,7 @@ verdict_ev_alert(struct verdict *v, json_t *alert, const char *leg)
             json_object_set(e, k, val);
     }
     if (leg != NULL)
-        json_object_set_new(e, "leg", json_string(leg));
+        json_object_set_new_nocheck(e, "leg", json_string(leg));
     verdict_ev(v, e);
 }
 
@@ -499,9 +499,9 @@ verdict_ev_close(struct verdict *v)
 {
     json_t *e = json_pack("{s:s}", "event", "close");
     if (v->closed_by)
-        json_object_set_new(e, "by", json_string(v->closed_by));
+        json_object_set_new_nocheck(e, "by", json_string(v->closed_by));
     if (v->how)
-        json_object_set_new(e, "how", json_string(v->how));
+        json_object_set_new_nocheck(e, "how", json_string(v->how));
     verdict_ev(v, e);
 }
 
@@ -1316,7 +1316,7 @@ verdict_mitm(struct verdict *v)
         const json_t *ua = json_object_get(m, "upstream_alert");
         if (ua != NULL) {
             json_t *a = json_deep_copy(ua);
-            json_object_set_new(a, "dir", json_string("s2c"));
+            json_object_set_new_nocheck(a, "dir", json_string("s2c"));
             verdict_server_alert(v, a, "upstream");
             json_decref(a);
             return true;
@@ -1368,7 +1368,7 @@ verdict_mitm(struct verdict *v)
     if (ca != NULL && verdict_streq(verdict_str(m, "failed_at"), "client")) {
         const char *desc = verdict_str(ca, "description");
         json_t *a = json_deep_copy(ca);
-        json_object_set_new(a, "dir", json_string("c2s"));
+        json_object_set_new_nocheck(a, "dir", json_string("c2s"));
         if (verdict_one_of(desc, verdict_cert_alerts) || verdict_streq(desc, "handshake_failure")) {
             verdict_ev_alert(v, a, "client");
             json_decref(a);
@@ -1411,7 +1411,7 @@ verdict_mitm(struct verdict *v)
     const json_t *ta = json_object_get(m, "to_client_alert");
     if (ta != NULL && verdict_streq(verdict_str(m, "failed_at"), "client")) {
         json_t *a = json_deep_copy(ta);
-        json_object_set_new(a, "dir", json_string("s2c"));
+        json_object_set_new_nocheck(a, "dir", json_string("s2c"));
         verdict_server_alert(v, a, "client");
         json_decref(a);
         verdict_set_who(v, "proxy-config");
@@ -1594,9 +1594,9 @@ verdict_injected(struct verdict *v, const json_t *faults, json_t *out)
                       verdict_streq(u.cause, under) ? u.summary
                       : row                         ? row->meaning
                                                     : "");
-    json_object_set_new(out, "rule", json_string(rule ? rule : "?"));
-    json_object_set_new(out, "fault", json_string(fault ? fault : "?"));
-    json_object_set_new(out, "underlying", json_string(under));
+    json_object_set_new_nocheck(out, "rule", json_string(rule ? rule : "?"));
+    json_object_set_new_nocheck(out, "fault", json_string(fault ? fault : "?"));
+    json_object_set_new_nocheck(out, "underlying", json_string(under));
 }
 
 /* ------------------------------------------------------------ the order */
@@ -1677,7 +1677,7 @@ tf_verdict_build(const json_t *facts, time_t now)
     v.seen_findings = json_is_array(forged) ? tf_verdict_lint(forged, v.sni, now, "forged")
                                             : json_incref(v.findings);
 
-    json_object_set_new(out, "outcome", json_string(outcome)); /* the place; value at the end */
+    json_object_set_new_nocheck(out, "outcome", json_string(outcome)); /* the place; value at the end */
     /* Not about the certificate, but the same kind of advice: an obsolete protocol. */
     unsigned negotiated = verdict_version_code(verdict_str(facts, "version"));
     if (negotiated != 0 && negotiated < 0x0303)
@@ -1688,7 +1688,7 @@ tf_verdict_build(const json_t *facts, time_t now)
                                             ? "the server negotiated SSL 3.0 (RFC 7568 forbids it)"
                                             : "the server negotiated a TLS version older than 1.2, "
                                               "deprecated by RFC 8996"));
-    json_object_set_new(out, "stage",
+    json_object_set_new_nocheck(out, "stage",
                         json_string(verdict_str_or(facts, "stage", "before any TLS message")));
     if (verdict_true(facts, "refused")) {
         verdict_ev_str(&v, "error", verdict_str(facts, "error"));
@@ -1719,17 +1719,17 @@ tf_verdict_build(const json_t *facts, time_t now)
     }
     if (v.cause == NULL)
         verdict_set_cause(&v, "server_aborted", "The connection ended %s.", outcome);
-    json_object_set_new(out, "outcome", json_string(v.outcome ? v.outcome : outcome));
+    json_object_set_new_nocheck(out, "outcome", json_string(v.outcome ? v.outcome : outcome));
     const struct tf_verdict_cause *row = tf_verdict_cause(v.cause);
     const char *who = v.who_set ? v.who : row->who_fixes;
-    json_object_set_new(out, "cause", json_string(v.cause));
-    json_object_set_new(out, "who_fixes", who ? json_string(who) : json_null());
-    json_object_set_new(out, "summary", json_string(v.summary));
+    json_object_set_new_nocheck(out, "cause", json_string(v.cause));
+    json_object_set_new_nocheck(out, "who_fixes", who ? json_string(who) : json_null());
+    json_object_set_new_nocheck(out, "summary", json_string(v.summary));
     json_decref(v.seen_findings);
-    json_object_set_new(out, "evidence", v.evidence);
-    json_object_set_new(out, "findings", v.findings);
+    json_object_set_new_nocheck(out, "evidence", v.evidence);
+    json_object_set_new_nocheck(out, "findings", v.findings);
     if (v.chain_source != NULL)
-        json_object_set_new(out, "chain_source", json_string(v.chain_source));
+        json_object_set_new_nocheck(out, "chain_source", json_string(v.chain_source));
     if (probe != NULL) {
         json_t *p = json_object();
         const char *k;
@@ -1737,12 +1737,12 @@ tf_verdict_build(const json_t *facts, time_t now)
         json_object_foreach(probe, k, val)
         {
             if (strcmp(k, "chain") == 0)
-                json_object_set_new(p, "chain_length",
+                json_object_set_new_nocheck(p, "chain_length",
                                     json_integer((json_int_t)json_array_size(val)));
             else
                 json_object_set(p, k, val);
         }
-        json_object_set_new(out, "probe", p);
+        json_object_set_new_nocheck(out, "probe", p);
     }
     return out;
 }
