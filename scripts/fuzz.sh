@@ -26,7 +26,7 @@ LSAN_OPTIONS="suppressions=$top/tests/lsan.supp${LSAN_OPTIONS:+:$LSAN_OPTIONS}"
 export LSAN_OPTIONS
 
 # The project code, instrumented for coverage once, linked into every target.
-deps="record handshake inspect jsontext decode names rewrite config fault connect forge log"
+deps="record handshake inspect jsontext events decode names rewrite config fault connect forge log"
 objs=""
 for d in $deps; do
     clang $CFLAGS -fsanitize=fuzzer-no-link -c "src/$d.c" -o "$out/obj/$d.o"

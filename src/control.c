@@ -971,7 +971,8 @@ control_flow_json(const struct control_flow *f)
     json_t *o = json_deep_copy(f->info);
     json_object_set_new_nocheck(o, "live", json_boolean(f->live));
     if (f->live)
-        json_object_set_new_nocheck(o, "age_ms", json_integer((json_int_t)control_ms_since(&f->started)));
+        json_object_set_new_nocheck(o, "age_ms",
+                                    json_integer((json_int_t)control_ms_since(&f->started)));
     json_object_set_new_nocheck(o, "events", json_integer((json_int_t)f->n_events));
     if (f->dropped > 0)
         json_object_set_new_nocheck(o, "events_not_kept", json_integer((json_int_t)f->dropped));

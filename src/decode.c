@@ -874,7 +874,8 @@ ext_status_request_ch(struct decode *d, struct tf_cursor *data)
 
     if (!decode_u8(d, data, "status_type", &type))
         return false;
-    json_object_set_new_nocheck(d->obj, "status_request", decode_code8(tf_names_cert_status_type, type));
+    json_object_set_new_nocheck(d->obj, "status_request",
+                                decode_code8(tf_names_cert_status_type, type));
     if (type != DECODE_STATUS_OCSP)
         return tf_cursor_skip(data, tf_cursor_left(data));
     return decode_vec(d, data, 2, 0, 0xffff, "responder_id_list", &ids) &&
@@ -1103,7 +1104,7 @@ server_hello_read(struct decode *d, struct tf_cursor *c)
                (random[31] == 0x01 || random[31] == 0x00)) {
         d->sh->downgrade_sentinel = true;
         json_object_set_new_nocheck(d->obj, "downgrade_sentinel",
-                            json_string(random[31] == 0x01 ? "tls12" : "tls11"));
+                                    json_string(random[31] == 0x01 ? "tls12" : "tls11"));
     }
     if (!decode_vec(d, c, 1, 0, DECODE_SESSION_ID_MAX, "legacy_session_id_echo", &session_id))
         return false;
@@ -1111,11 +1112,12 @@ server_hello_read(struct decode *d, struct tf_cursor *c)
     if (!decode_u16(d, c, "cipher_suite", &suite))
         return false;
     d->sh->cipher_suite = suite;
-    json_object_set_new_nocheck(d->obj, "cipher_suite", decode_code16(tf_names_cipher_suite, suite));
+    json_object_set_new_nocheck(d->obj, "cipher_suite",
+                                decode_code16(tf_names_cipher_suite, suite));
     if (!decode_u8(d, c, "legacy_compression_method", &compression))
         return false;
     json_object_set_new_nocheck(d->obj, "compression_method",
-                        decode_code8(tf_names_compression, compression));
+                                decode_code8(tf_names_compression, compression));
     if (tf_cursor_empty(c))
         return true;
     if (!decode_extensions(d, c, 0, server_hello_exts, DECODE_N(server_hello_exts)))
@@ -1317,7 +1319,7 @@ x509_signature(X509 *x, json_t *entry)
         name = buf;
     }
     json_object_set_new_nocheck(entry, "signature_algorithm",
-                        decode_text((const uint8_t *)name, strlen(name)));
+                                decode_text((const uint8_t *)name, strlen(name)));
 }
 
 /* extendedKeyUsage by short name ("serverAuth"); absent when the certificate has none. */
@@ -1392,7 +1394,8 @@ x509_entry_decode(const uint8_t *der, size_t len)
     json_object_set_new_nocheck(entry, "is_ca", json_boolean(x509_is_ca(x)));
     json_object_set_new_nocheck(entry, "self_signed", json_boolean(x509_self_signed(x)));
     if (p != der + len)
-        json_object_set_new_nocheck(entry, "trailing_bytes", json_integer((json_int_t)(der + len - p)));
+        json_object_set_new_nocheck(entry, "trailing_bytes",
+                                    json_integer((json_int_t)(der + len - p)));
     X509_free(x);
     ERR_pop_to_mark();
     return entry;
@@ -1448,13 +1451,15 @@ ocsp_summary(struct decode *d, const uint8_t *der, size_t len)
         return;
     }
     status = OCSP_response_status(resp);
-    json_object_set_new_nocheck(d->obj, "ocsp_status", json_string(OCSP_response_status_str(status)));
+    json_object_set_new_nocheck(d->obj, "ocsp_status",
+                                json_string(OCSP_response_status_str(status)));
     basic = status == OCSP_RESPONSE_STATUS_SUCCESSFUL ? OCSP_response_get1_basic(resp) : NULL;
     if (basic != NULL && OCSP_resp_count(basic) > 0 &&
         (single = OCSP_resp_get0(basic, 0)) != NULL) {
         int cs = OCSP_single_get0_status(single, NULL, NULL, NULL, NULL);
         if (cs >= 0)
-            json_object_set_new_nocheck(d->obj, "cert_status", json_string(OCSP_cert_status_str(cs)));
+            json_object_set_new_nocheck(d->obj, "cert_status",
+                                        json_string(OCSP_cert_status_str(cs)));
     }
     OCSP_BASICRESP_free(basic);
     OCSP_RESPONSE_free(resp);
@@ -1475,7 +1480,8 @@ certificate_status_read(struct decode *d, struct tf_cursor *c)
 
     if (!decode_u8(d, c, "status_type", &type))
         return false;
-    json_object_set_new_nocheck(d->obj, "status_type", decode_code8(tf_names_cert_status_type, type));
+    json_object_set_new_nocheck(d->obj, "status_type",
+                                decode_code8(tf_names_cert_status_type, type));
     if (type == DECODE_STATUS_OCSP) {
         if (!decode_vec(d, c, 3, 1, 0xffffff, "response", &resp))
             return false;
@@ -1652,7 +1658,7 @@ ske_signature(struct decode *d, struct tf_cursor *c)
 
     if (tf_cursor_u16(&fit, &scheme) && tf_cursor_sub16(&fit, &sig) && tf_cursor_empty(&fit)) {
         json_object_set_new_nocheck(d->obj, "signature_algorithm",
-                            decode_code16(tf_names_sigscheme, scheme));
+                                    decode_code16(tf_names_sigscheme, scheme));
         decode_set_int(d, "signature_length", (json_int_t)tf_cursor_left(&sig));
         *c = fit;
         return true;
@@ -1717,7 +1723,8 @@ tf_decode_server_key_exchange(const uint8_t *body, size_t len, uint16_t cipher_s
     struct tf_cursor c;
 
     decode_init(&c, body, len);
-    json_object_set_new_nocheck(obj, "cipher_suite", decode_code16(tf_names_cipher_suite, cipher_suite));
+    json_object_set_new_nocheck(obj, "cipher_suite",
+                                decode_code16(tf_names_cipher_suite, cipher_suite));
     if (k == NULL) {
         /* Not a layout we know; say so rather than guess. */
         json_object_set_new_nocheck(obj, "kex", json_string("unknown"));
@@ -1741,12 +1748,14 @@ tf_decode_client_key_exchange(const uint8_t *body, size_t len, json_t *obj)
     decode_init(&c, body, len);
     fit = c;
     if (tf_cursor_sub8(&fit, &v) && tf_cursor_empty(&fit) && !tf_cursor_empty(&v)) {
-        json_object_set_new_nocheck(obj, "exchange_length", json_integer((json_int_t)tf_cursor_left(&v)));
+        json_object_set_new_nocheck(obj, "exchange_length",
+                                    json_integer((json_int_t)tf_cursor_left(&v)));
         return true;
     }
     fit = c;
     if (tf_cursor_sub16(&fit, &v) && tf_cursor_empty(&fit)) {
-        json_object_set_new_nocheck(obj, "exchange_length", json_integer((json_int_t)tf_cursor_left(&v)));
+        json_object_set_new_nocheck(obj, "exchange_length",
+                                    json_integer((json_int_t)tf_cursor_left(&v)));
         return true;
     }
     /* SSL 3.0 sent the RSA secret without a prefix; anything else is opaque to us. */

@@ -404,3 +404,13 @@ tf_events_emit(struct tf_events *ev, uint64_t flow, const char *event, const cha
     free(merged);
     json_decref(obj);
 }
+
+/* Built by hand: json_pack reads its format on every call. */
+json_t *
+tf_events_per_dir(uint64_t c2s, uint64_t s2c)
+{
+    json_t *o = json_object();
+    json_object_set_new_nocheck(o, "c2s", json_integer((json_int_t)c2s));
+    json_object_set_new_nocheck(o, "s2c", json_integer((json_int_t)s2c));
+    return o;
+}

@@ -1026,11 +1026,14 @@ flow_route_fields(const struct tf_flow *f, json_t *obj)
 static void
 flow_emit_start(struct tf_flow *f)
 {
-    json_t *o = json_pack("{s:s, s:s}", "listener", f->lc->name, "client", f->client_addr);
+    /* Built member by member: json_pack reads its format on every call. */
+    json_t *o = json_object();
+    json_object_set_new_nocheck(o, "listener", json_string(f->lc->name));
+    json_object_set_new_nocheck(o, "client", json_string(f->client_addr));
     if (f->upstream != NULL)
         json_object_set_new_nocheck(o, "upstream", json_string(f->upstream));
     json_object_set_new_nocheck(o, "mode",
-                        json_string(f->lc->mode == TF_MODE_MITM ? "mitm" : "passthrough"));
+                                json_string(f->lc->mode == TF_MODE_MITM ? "mitm" : "passthrough"));
     flow_route_fields(f, o);
     f->started_emitted = true;
     tf_events_emit(f->w->events, f->id, "flow_start", NULL, o);
@@ -2332,22 +2335,25 @@ flow_facts(struct tf_flow *f, json_t *end, const char *how)
     if (facts == NULL)
         return NULL;
     json_object_set_new_nocheck(facts, "mode",
-                        json_string(f->lc->mode == TF_MODE_MITM ? "mitm" : "passthrough"));
+                                json_string(f->lc->mode == TF_MODE_MITM ? "mitm" : "passthrough"));
     json_object_set_new_nocheck(facts, "state", json_string(flow_state_name(f->state)));
     if (f->refused)
         json_object_set_new_nocheck(facts, "refused", json_true());
     if (strcmp(how, "fault") == 0)
         json_object_set_new_nocheck(facts, "fault_end",
-                            json_string(f->end.end == TF_INJECT_RESET ? "reset" : "fin"));
+                                    json_string(f->end.end == TF_INJECT_RESET ? "reset" : "fin"));
     if (f->inj != NULL && tf_inject_damaged(f->inj))
         json_object_set_new_nocheck(facts, "damaged", json_true());
     if (f->client.bytes + f->server.bytes > 0)
         json_object_set_new_nocheck(facts, "last_read", json_string(tf_dir_name(f->last_read)));
-    json_object_set_new_nocheck(facts, "timeouts",
-                        json_pack("{s:I, s:I, s:I}", "connect_ms",
-                                  (json_int_t)f->cfg->connect_timeout_ms, "handshake_ms",
-                                  (json_int_t)f->cfg->handshake_timeout_ms, "idle_ms",
-                                  (json_int_t)f->cfg->idle_timeout_ms));
+    json_t *timeouts = json_object();
+    json_object_set_new_nocheck(timeouts, "connect_ms",
+                                json_integer((json_int_t)f->cfg->connect_timeout_ms));
+    json_object_set_new_nocheck(timeouts, "handshake_ms",
+                                json_integer((json_int_t)f->cfg->handshake_timeout_ms));
+    json_object_set_new_nocheck(timeouts, "idle_ms",
+                                json_integer((json_int_t)f->cfg->idle_timeout_ms));
+    json_object_set_new_nocheck(facts, "timeouts", timeouts);
     tf_inspect_facts(f->ins, facts);
     if (f->mitm != NULL)
         tf_mitm_facts(f->mitm, facts);
@@ -2462,9 +2468,9 @@ flow_close_with(struct tf_flow *f, const char *closed_by, const char *how, const
         json_object_set_new_nocheck(end, "upstream", json_string(f->upstream));
     flow_route_fields(f, end);
     json_object_set_new_nocheck(end, "duration_ms",
-                        json_integer((json_int_t)flow_ms_between(&f->started, &now)));
-    json_object_set_new_nocheck(end, "bytes", json_pack("{s:I, s:I}", "c2s", (json_int_t)f->client.bytes,
-                                                "s2c", (json_int_t)f->server.bytes));
+                                json_integer((json_int_t)flow_ms_between(&f->started, &now)));
+    json_object_set_new_nocheck(end, "bytes",
+                                tf_events_per_dir(f->client.bytes, f->server.bytes));
     json_object_set_new_nocheck(end, "closed_by", json_string(closed_by));
     json_object_set_new_nocheck(end, "close", json_string(how));
     if (error)

@@ -30,6 +30,7 @@
 
 #include "tlsfault/cursor.h"
 #include "tlsfault/decode.h"
+#include "tlsfault/events.h"
 #include "tlsfault/handshake.h"
 #include "tlsfault/inspect.h"
 #include "tlsfault/jsontext.h"
@@ -514,7 +515,8 @@ inspect_encrypted(struct inspect_dir *d, const struct tf_record *rec)
 {
     const char *ct = tf_names_content_type(rec->type);
     json_t *obj = json_object();
-    json_object_set_new_nocheck(obj, "content_type", ct ? json_string(ct) : json_integer(rec->type));
+    json_object_set_new_nocheck(obj, "content_type",
+                                ct ? json_string(ct) : json_integer(rec->type));
     json_object_set_new_nocheck(obj, "length", json_integer((json_int_t)rec->len));
     if (!d->ins->done)
         inspect_log_message(d, INSPECT_ENCRYPTED, 0, NULL);
@@ -751,16 +753,6 @@ tf_inspect_handshake_done(const struct tf_inspect *ins)
     return ins->done;
 }
 
-/* {"c2s": c2s, "s2c": s2c}; built by hand, as json_pack reads its format every time. */
-static json_t *
-inspect_per_dir(uint64_t c2s, uint64_t s2c)
-{
-    json_t *o = json_object();
-    json_object_set_new_nocheck(o, "c2s", json_integer((json_int_t)c2s));
-    json_object_set_new_nocheck(o, "s2c", json_integer((json_int_t)s2c));
-    return o;
-}
-
 void
 tf_inspect_summarize(const struct tf_inspect *ins, json_t *obj)
 {
@@ -787,10 +779,12 @@ tf_inspect_summarize(const struct tf_inspect *ins, json_t *obj)
         json_object_set_new_nocheck(obj, "hello_retry_request", json_true());
     if (ins->resumed)
         json_object_set_new_nocheck(obj, "resumed", json_true());
-    json_object_set_new_nocheck(obj, "handshake", json_string(ins->done ? "complete" : "incomplete"));
+    json_object_set_new_nocheck(obj, "handshake",
+                                json_string(ins->done ? "complete" : "incomplete"));
     if (ins->done)
-        json_object_set_new_nocheck(obj, "records_after_handshake",
-                            inspect_per_dir(ins->d[TF_DIR_C2S].skimmed, ins->d[TF_DIR_S2C].skimmed));
+        json_object_set_new_nocheck(
+            obj, "records_after_handshake",
+            tf_events_per_dir(ins->d[TF_DIR_C2S].skimmed, ins->d[TF_DIR_S2C].skimmed));
     if (ins->last_message[0]) {
         json_t *last = json_object();
         json_object_set_new_nocheck(last, "dir", json_string_nocheck(tf_dir_name(ins->last_dir)));
@@ -867,7 +861,7 @@ tf_inspect_facts(const struct tf_inspect *ins, json_t *facts)
         json_object_set_new_nocheck(sh, "cipher_suite", json_string(suite));
         if (ins->downgrade_sentinel)
             json_object_set_new_nocheck(sh, "downgrade_sentinel",
-                                json_string(ins->sentinel[0] ? ins->sentinel : "yes"));
+                                        json_string(ins->sentinel[0] ? ins->sentinel : "yes"));
         json_object_set_new_nocheck(facts, "server_hello", sh);
     }
     if (ins->server_chain)
@@ -875,12 +869,13 @@ tf_inspect_facts(const struct tf_inspect *ins, json_t *facts)
     json_t *messages = inspect_messages_json(ins);
     json_object_set_new_nocheck(facts, "messages", messages ? messages : json_array());
     if (ins->done)
-        json_object_set_new_nocheck(facts, "data_records",
-                            inspect_per_dir(c->data_records, ins->d[TF_DIR_S2C].data_records));
+        json_object_set_new_nocheck(
+            facts, "data_records",
+            tf_events_per_dir(c->data_records, ins->d[TF_DIR_S2C].data_records));
     /* Still the client's only protected record: it was an alert, not an early-data end. */
     if (c->small_first > 0 && c->encrypted_records == 0)
         json_object_set_new_nocheck(facts, "c2s_protected_alert",
-                            json_pack("{s:I}", "length", (json_int_t)c->small_first));
+                                    json_pack("{s:I}", "length", (json_int_t)c->small_first));
     for (int i = 0; i < 2; i++) {
         const struct inspect_dir *d = &ins->d[i];
         if (!d->non_tls)

@@ -290,7 +290,8 @@ mitm_msg_cb(int write_p, int version, int content_type, const void *buf, size_t 
                             SSL_version(ssl) == TLS1_3_VERSION, suite, obj, NULL, NULL, &name,
                             unknown, sizeof(unknown));
         json_object_set_new_nocheck(obj, "type", json_string(name));
-        json_object_set_new_nocheck(obj, "length", json_integer((json_int_t)(len - TF_HS_HEADER_LEN)));
+        json_object_set_new_nocheck(obj, "length",
+                                    json_integer((json_int_t)(len - TF_HS_HEADER_LEN)));
         json_object_set_new_nocheck(obj, "leg", json_string(mitm_leg_name(m, ssl)));
         if (ssl == m->upstream && !write_p) {
             m->upstream_msgs++;
@@ -959,7 +960,8 @@ mitm_leg_summary(SSL *ssl, bool done)
         c = SSL_get_current_cipher(ssl);
     if (c != NULL) {
         const char *std = SSL_CIPHER_standard_name(c);
-        json_object_set_new_nocheck(o, "cipher_suite", json_string(std ? std : SSL_CIPHER_get_name(c)));
+        json_object_set_new_nocheck(o, "cipher_suite",
+                                    json_string(std ? std : SSL_CIPHER_get_name(c)));
     }
     const unsigned char *alpn = NULL;
     unsigned alpn_len = 0;
@@ -977,7 +979,7 @@ tf_mitm_summarize(const struct tf_mitm *m, json_t *end)
     json_t *up = mitm_leg_summary(m->upstream, m->upstream_done);
     if (m->upstream != NULL && m->stage != MITM_UPSTREAM)
         json_object_set_new_nocheck(up, "verify",
-                            json_string(m->ctx->lc->upstream_tls.verify == TF_VERIFY_NONE
+                                    json_string(m->ctx->lc->upstream_tls.verify == TF_VERIFY_NONE
                                             ? "off"
                                             : X509_verify_cert_error_string(m->verify_result)));
     json_object_set_new_nocheck(o, "upstream_leg", up);
@@ -988,7 +990,7 @@ tf_mitm_summarize(const struct tf_mitm *m, json_t *end)
     json_object_set_new_nocheck(end, "mitm", o);
     /* What the client's TLS did, not what a bystander on its leg guessed. */
     json_object_set_new_nocheck(end, "handshake",
-                        json_string(tf_mitm_handshake_done(m) ? "complete" : "incomplete"));
+                                json_string(tf_mitm_handshake_done(m) ? "complete" : "incomplete"));
 }
 
 static const char *
@@ -1031,12 +1033,13 @@ tf_mitm_facts(const struct tf_mitm *m, json_t *facts)
         json_object_set_new_nocheck(o, "error", json_string(m->error));
     if (m->upstream_alert >= 0)
         json_object_set_new_nocheck(o, "upstream_alert",
-                            mitm_alert_json(m->upstream_alert, m->upstream_alert_fatal));
+                                    mitm_alert_json(m->upstream_alert, m->upstream_alert_fatal));
     if (m->client_alert >= 0)
         json_object_set_new_nocheck(o, "client_alert",
-                            mitm_alert_json(m->client_alert, m->client_alert_fatal));
+                                    mitm_alert_json(m->client_alert, m->client_alert_fatal));
     if (m->to_client_alert >= 0)
-        json_object_set_new_nocheck(o, "to_client_alert", mitm_alert_json(m->to_client_alert, true));
+        json_object_set_new_nocheck(o, "to_client_alert",
+                                    mitm_alert_json(m->to_client_alert, true));
     json_object_set_new_nocheck(o, "upstream_messages", json_integer(m->upstream_msgs));
     if (m->upstream_last[0])
         json_object_set_new_nocheck(o, "upstream_last", json_string(m->upstream_last));

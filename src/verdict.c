@@ -1677,7 +1677,8 @@ tf_verdict_build(const json_t *facts, time_t now)
     v.seen_findings = json_is_array(forged) ? tf_verdict_lint(forged, v.sni, now, "forged")
                                             : json_incref(v.findings);
 
-    json_object_set_new_nocheck(out, "outcome", json_string(outcome)); /* the place; value at the end */
+    json_object_set_new_nocheck(out, "outcome",
+                                json_string(outcome)); /* the place; value at the end */
     /* Not about the certificate, but the same kind of advice: an obsolete protocol. */
     unsigned negotiated = verdict_version_code(verdict_str(facts, "version"));
     if (negotiated != 0 && negotiated < 0x0303)
@@ -1688,8 +1689,8 @@ tf_verdict_build(const json_t *facts, time_t now)
                                             ? "the server negotiated SSL 3.0 (RFC 7568 forbids it)"
                                             : "the server negotiated a TLS version older than 1.2, "
                                               "deprecated by RFC 8996"));
-    json_object_set_new_nocheck(out, "stage",
-                        json_string(verdict_str_or(facts, "stage", "before any TLS message")));
+    json_object_set_new_nocheck(
+        out, "stage", json_string(verdict_str_or(facts, "stage", "before any TLS message")));
     if (verdict_true(facts, "refused")) {
         verdict_ev_str(&v, "error", verdict_str(facts, "error"));
         verdict_set_cause(&v, "refused_by_route", "tlsfault's route refused the connection: %s.",
@@ -1738,7 +1739,7 @@ tf_verdict_build(const json_t *facts, time_t now)
         {
             if (strcmp(k, "chain") == 0)
                 json_object_set_new_nocheck(p, "chain_length",
-                                    json_integer((json_int_t)json_array_size(val)));
+                                            json_integer((json_int_t)json_array_size(val)));
             else
                 json_object_set(p, k, val);
         }

@@ -61,4 +61,7 @@ void tf_events_flush(struct tf_events *ev);
 /* Renders the text line of an event (without newline) into buf; for tests. */
 void tf_events_format_text(const json_t *event, char *buf, size_t len);
 
+/* A per-direction count as events give it: {"c2s": c2s, "s2c": s2c} (a new reference). */
+json_t *tf_events_per_dir(uint64_t c2s, uint64_t s2c);
+
 #endif
