@@ -53,6 +53,7 @@
 #include "tlsfault/cursor.h"
 #include "tlsfault/decode.h"
 #include "tlsfault/handshake.h"
+#include "tlsfault/jsontext.h"
 #include "tlsfault/names.h"
 
 /* Extension types this file decodes (IANA "TLS ExtensionType Values"). */
@@ -179,24 +180,10 @@ struct codes_cache {
     uint64_t clock;
 };
 
-/*
- * Names (IANA names from names.c, "GREASE") as JSON strings, shared the
- * same way: a dozen single code points per hello, each a string made,
- * checked as UTF-8 and freed again.  Keyed by the name's address (the
- * names are static), direct-mapped.
- */
-#define NAME_CACHE_SLOTS 128
-
-struct name_cached {
-    const char *name;
-    json_t *str;
-};
-
 /* What each thread keeps between decoder runs. */
 struct decode_thread {
     struct x509_cache x509;
     struct codes_cache codes;
-    struct name_cached names[NAME_CACHE_SLOTS];
 };
 
 static pthread_key_t decode_thread_key;
@@ -213,8 +200,6 @@ decode_thread_free(void *arg)
     }
     for (size_t i = 0; i < CODES_CACHE_SLOTS; i++)
         json_decref(t->codes.slot[i].arr);
-    for (size_t i = 0; i < NAME_CACHE_SLOTS; i++)
-        json_decref(t->names[i].str);
     free(t);
 }
 
@@ -389,25 +374,6 @@ decode_end(struct decode *d, const struct tf_cursor *c, const char *after)
     return decode_fail(d, NULL, "%zu trailing bytes", tf_cursor_left(c));
 }
 
-/* A static name as a JSON string: a shared reference when this thread has one. */
-static json_t *
-decode_name(const char *name)
-{
-    struct decode_thread *t = decode_thread_get();
-    if (t == NULL)
-        return json_string(name);
-    struct name_cached *slot = &t->names[((uintptr_t)name >> 3) % NAME_CACHE_SLOTS];
-    if (slot->name != name) {
-        json_t *str = json_string(name);
-        if (str == NULL)
-            return NULL;
-        json_decref(slot->str);
-        slot->name = name;
-        slot->str = str;
-    }
-    return json_incref(slot->str);
-}
-
 /* A 16-bit code point as JSON: its name, "GREASE" (RFC 8701), or "0x%04x". */
 static json_t *
 decode_code16(decode_name16_fn fn, uint16_t v)
@@ -417,10 +383,10 @@ decode_code16(decode_name16_fn fn, uint16_t v)
     const char *name;
 
     if (tf_names_is_grease(v))
-        return decode_name(grease);
+        return tf_json_name(grease);
     name = fn(v);
     if (name != NULL)
-        return decode_name(name);
+        return tf_json_name(name);
     snprintf(buf, sizeof(buf), "0x%04x", v);
     return json_string(buf);
 }
@@ -432,7 +398,7 @@ decode_code8(decode_name8_fn fn, uint8_t v)
     const char *name = fn(v);
 
     if (name != NULL)
-        return decode_name(name);
+        return tf_json_name(name);
     snprintf(buf, sizeof(buf), "0x%02x", v);
     return json_string(buf);
 }

@@ -64,6 +64,7 @@
 #include "tlsfault/flow.h"
 #include "tlsfault/inject.h"
 #include "tlsfault/inspect.h"
+#include "tlsfault/jsontext.h"
 #include "tlsfault/listener.h"
 #include "tlsfault/log.h"
 #include "tlsfault/mitm.h"
@@ -1010,7 +1011,7 @@ flow_route_name(enum tf_route route)
 static void
 flow_route_fields(const struct tf_flow *f, json_t *obj)
 {
-    json_object_set_new_nocheck(obj, "route", json_string(flow_route_name(f->lc->route)));
+    json_object_set_new_nocheck(obj, "route", tf_json_name(flow_route_name(f->lc->route)));
     if ((f->lc->route == TF_ROUTE_REDIRECT || f->lc->route == TF_ROUTE_TPROXY) &&
         f->dest.sa.sa_family != 0) {
         char addr[80];
@@ -1033,7 +1034,7 @@ flow_emit_start(struct tf_flow *f)
     if (f->upstream != NULL)
         json_object_set_new_nocheck(o, "upstream", json_string(f->upstream));
     json_object_set_new_nocheck(o, "mode",
-                                json_string(f->lc->mode == TF_MODE_MITM ? "mitm" : "passthrough"));
+                                tf_json_name(f->lc->mode == TF_MODE_MITM ? "mitm" : "passthrough"));
     flow_route_fields(f, o);
     f->started_emitted = true;
     tf_events_emit(f->w->events, f->id, "flow_start", NULL, o);
@@ -2335,17 +2336,17 @@ flow_facts(struct tf_flow *f, json_t *end, const char *how)
     if (facts == NULL)
         return NULL;
     json_object_set_new_nocheck(facts, "mode",
-                                json_string(f->lc->mode == TF_MODE_MITM ? "mitm" : "passthrough"));
-    json_object_set_new_nocheck(facts, "state", json_string(flow_state_name(f->state)));
+                                tf_json_name(f->lc->mode == TF_MODE_MITM ? "mitm" : "passthrough"));
+    json_object_set_new_nocheck(facts, "state", tf_json_name(flow_state_name(f->state)));
     if (f->refused)
         json_object_set_new_nocheck(facts, "refused", json_true());
     if (strcmp(how, "fault") == 0)
         json_object_set_new_nocheck(facts, "fault_end",
-                                    json_string(f->end.end == TF_INJECT_RESET ? "reset" : "fin"));
+                                    tf_json_name(f->end.end == TF_INJECT_RESET ? "reset" : "fin"));
     if (f->inj != NULL && tf_inject_damaged(f->inj))
         json_object_set_new_nocheck(facts, "damaged", json_true());
     if (f->client.bytes + f->server.bytes > 0)
-        json_object_set_new_nocheck(facts, "last_read", json_string(tf_dir_name(f->last_read)));
+        json_object_set_new_nocheck(facts, "last_read", tf_json_name(tf_dir_name(f->last_read)));
     json_t *timeouts = json_object();
     json_object_set_new_nocheck(timeouts, "connect_ms",
                                 json_integer((json_int_t)f->cfg->connect_timeout_ms));
@@ -2439,6 +2440,7 @@ flow_probe_maybe(struct tf_flow *f)
                               mark, ms, flow_probe_done_cb, f);
 }
 
+/* closed_by and how are static words ("client", "fin", ...): they go out as shared names. */
 static void
 flow_close_with(struct tf_flow *f, const char *closed_by, const char *how, const char *error)
 {
@@ -2471,8 +2473,8 @@ flow_close_with(struct tf_flow *f, const char *closed_by, const char *how, const
                                 json_integer((json_int_t)flow_ms_between(&f->started, &now)));
     json_object_set_new_nocheck(end, "bytes",
                                 tf_events_per_dir(f->client.bytes, f->server.bytes));
-    json_object_set_new_nocheck(end, "closed_by", json_string(closed_by));
-    json_object_set_new_nocheck(end, "close", json_string(how));
+    json_object_set_new_nocheck(end, "closed_by", tf_json_name(closed_by));
+    json_object_set_new_nocheck(end, "close", tf_json_name(how));
     if (error)
         json_object_set_new_nocheck(end, "error", json_string(error));
     if (f->ins)

@@ -200,14 +200,15 @@ inspect_emit(struct inspect_dir *d, const char *event, json_t *fields)
     d->ins->emit(d->ins->arg, event, d->dir, fields);
 }
 
-static void
-inspect_version_name(uint16_t v, char *buf, size_t len)
+/* A version or a cipher suite as JSON: its IANA name (shared), or "0x%04x". */
+static json_t *
+inspect_code_json(const char *name, uint16_t v)
 {
-    const char *n = tf_names_version(v);
-    if (n)
-        snprintf(buf, len, "%s", n);
-    else
-        snprintf(buf, len, "0x%04x", v);
+    char hex[8];
+    if (name != NULL)
+        return tf_json_name(name);
+    snprintf(hex, sizeof(hex), "0x%04x", v);
+    return json_string(hex);
 }
 
 /*
@@ -502,7 +503,8 @@ inspect_message_cb(void *arg, uint8_t type, const uint8_t *body, size_t len)
     default:
         break;
     }
-    json_object_set_new_nocheck(obj, "type", json_string(name));
+    json_object_set_new_nocheck(obj, "type",
+                                name != unknown ? tf_json_name(name) : json_string(name));
     json_object_set_new_nocheck(obj, "length", json_integer((json_int_t)len));
     inspect_note_message(d, name);
     inspect_log_message(d, name == unknown ? NULL : name, type, NULL);
@@ -516,7 +518,7 @@ inspect_encrypted(struct inspect_dir *d, const struct tf_record *rec)
     const char *ct = tf_names_content_type(rec->type);
     json_t *obj = json_object();
     json_object_set_new_nocheck(obj, "content_type",
-                                ct ? json_string(ct) : json_integer(rec->type));
+                                ct ? tf_json_name(ct) : json_integer(rec->type));
     json_object_set_new_nocheck(obj, "length", json_integer((json_int_t)rec->len));
     if (!d->ins->done)
         inspect_log_message(d, INSPECT_ENCRYPTED, 0, NULL);
@@ -756,21 +758,17 @@ tf_inspect_handshake_done(const struct tf_inspect *ins)
 void
 tf_inspect_summarize(const struct tf_inspect *ins, json_t *obj)
 {
-    char buf[32];
     if (ins->server_hello_seen) {
-        inspect_version_name(ins->version, buf, sizeof(buf));
-        json_object_set_new_nocheck(obj, "version", json_string(buf));
-        const char *suite = tf_names_cipher_suite(ins->cipher_suite);
-        if (suite == NULL) {
-            snprintf(buf, sizeof(buf), "0x%04x", ins->cipher_suite);
-            suite = buf;
-        }
-        json_object_set_new_nocheck(obj, "cipher_suite", json_string(suite));
+        json_object_set_new_nocheck(
+            obj, "version", inspect_code_json(tf_names_version(ins->version), ins->version));
+        json_object_set_new_nocheck(
+            obj, "cipher_suite",
+            inspect_code_json(tf_names_cipher_suite(ins->cipher_suite), ins->cipher_suite));
     }
-    if (ins->client_max_version) {
-        inspect_version_name(ins->client_max_version, buf, sizeof(buf));
-        json_object_set_new_nocheck(obj, "client_max_version", json_string(buf));
-    }
+    if (ins->client_max_version)
+        json_object_set_new_nocheck(obj, "client_max_version",
+                                    inspect_code_json(tf_names_version(ins->client_max_version),
+                                                      ins->client_max_version));
     if (ins->has_sni)
         json_object_set_new_nocheck(obj, "sni", json_string(ins->sni));
     if (ins->alpn_offered)
@@ -780,14 +778,14 @@ tf_inspect_summarize(const struct tf_inspect *ins, json_t *obj)
     if (ins->resumed)
         json_object_set_new_nocheck(obj, "resumed", json_true());
     json_object_set_new_nocheck(obj, "handshake",
-                                json_string(ins->done ? "complete" : "incomplete"));
+                                tf_json_name(ins->done ? "complete" : "incomplete"));
     if (ins->done)
         json_object_set_new_nocheck(
             obj, "records_after_handshake",
             tf_events_per_dir(ins->d[TF_DIR_C2S].skimmed, ins->d[TF_DIR_S2C].skimmed));
     if (ins->last_message[0]) {
         json_t *last = json_object();
-        json_object_set_new_nocheck(last, "dir", json_string_nocheck(tf_dir_name(ins->last_dir)));
+        json_object_set_new_nocheck(last, "dir", tf_json_name(tf_dir_name(ins->last_dir)));
         json_object_set_new_nocheck(last, "type", json_string(ins->last_message));
         json_object_set_new_nocheck(obj, "last_message", last);
     }
@@ -837,28 +835,19 @@ tf_inspect_facts(const struct tf_inspect *ins, json_t *facts)
         for (size_t i = 0; i < ins->n_suites; i++) {
             uint16_t v = ins->suites[i];
             const char *name = tf_names_is_grease(v) ? "GREASE" : tf_names_cipher_suite(v);
-            char hex[8];
-            if (name == NULL) {
-                snprintf(hex, sizeof(hex), "0x%04x", v);
-                name = hex;
-            }
-            json_array_append_new(suites, json_string(name));
+            json_array_append_new(suites, inspect_code_json(name, v));
         }
         json_object_set_new_nocheck(ch, "cipher_suites", suites);
     }
     json_object_set_new_nocheck(ch, "has_sni", json_boolean(ins->has_sni));
     json_object_set_new_nocheck(facts, "client_hello", ch);
     if (ins->server_hello_seen) {
-        char buf[32];
         json_t *sh = json_object();
-        inspect_version_name(ins->version, buf, sizeof(buf));
-        json_object_set_new_nocheck(sh, "version", json_string(buf));
-        const char *suite = tf_names_cipher_suite(ins->cipher_suite);
-        if (suite == NULL) {
-            snprintf(buf, sizeof(buf), "0x%04x", ins->cipher_suite);
-            suite = buf;
-        }
-        json_object_set_new_nocheck(sh, "cipher_suite", json_string(suite));
+        json_object_set_new_nocheck(
+            sh, "version", inspect_code_json(tf_names_version(ins->version), ins->version));
+        json_object_set_new_nocheck(
+            sh, "cipher_suite",
+            inspect_code_json(tf_names_cipher_suite(ins->cipher_suite), ins->cipher_suite));
         if (ins->downgrade_sentinel)
             json_object_set_new_nocheck(sh, "downgrade_sentinel",
                                         json_string(ins->sentinel[0] ? ins->sentinel : "yes"));

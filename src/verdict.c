@@ -36,6 +36,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "tlsfault/jsontext.h"
 #include "tlsfault/verdict.h"
 
 #define VERDICT_SUMMARY_MAX 700
@@ -1316,7 +1317,7 @@ verdict_mitm(struct verdict *v)
         const json_t *ua = json_object_get(m, "upstream_alert");
         if (ua != NULL) {
             json_t *a = json_deep_copy(ua);
-            json_object_set_new_nocheck(a, "dir", json_string("s2c"));
+            json_object_set_new_nocheck(a, "dir", tf_json_name("s2c"));
             verdict_server_alert(v, a, "upstream");
             json_decref(a);
             return true;
@@ -1368,7 +1369,7 @@ verdict_mitm(struct verdict *v)
     if (ca != NULL && verdict_streq(verdict_str(m, "failed_at"), "client")) {
         const char *desc = verdict_str(ca, "description");
         json_t *a = json_deep_copy(ca);
-        json_object_set_new_nocheck(a, "dir", json_string("c2s"));
+        json_object_set_new_nocheck(a, "dir", tf_json_name("c2s"));
         if (verdict_one_of(desc, verdict_cert_alerts) || verdict_streq(desc, "handshake_failure")) {
             verdict_ev_alert(v, a, "client");
             json_decref(a);
@@ -1411,7 +1412,7 @@ verdict_mitm(struct verdict *v)
     const json_t *ta = json_object_get(m, "to_client_alert");
     if (ta != NULL && verdict_streq(verdict_str(m, "failed_at"), "client")) {
         json_t *a = json_deep_copy(ta);
-        json_object_set_new_nocheck(a, "dir", json_string("s2c"));
+        json_object_set_new_nocheck(a, "dir", tf_json_name("s2c"));
         verdict_server_alert(v, a, "client");
         json_decref(a);
         verdict_set_who(v, "proxy-config");
@@ -1723,7 +1724,7 @@ tf_verdict_build(const json_t *facts, time_t now)
     json_object_set_new_nocheck(out, "outcome", json_string(v.outcome ? v.outcome : outcome));
     const struct tf_verdict_cause *row = tf_verdict_cause(v.cause);
     const char *who = v.who_set ? v.who : row->who_fixes;
-    json_object_set_new_nocheck(out, "cause", json_string(v.cause));
+    json_object_set_new_nocheck(out, "cause", tf_json_name(v.cause)); /* a table id */
     json_object_set_new_nocheck(out, "who_fixes", who ? json_string(who) : json_null());
     json_object_set_new_nocheck(out, "summary", json_string(v.summary));
     json_decref(v.seen_findings);

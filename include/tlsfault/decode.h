@@ -38,9 +38,10 @@ struct tf_client_hello_info {
 };
 
 /*
- * Empties this thread's caches (certificate summaries, code-point lists,
- * names); a thread's end does it too.  For fuzzing: each input decoded
- * from a cold start, and nothing it made outlives it.
+ * Empties this thread's caches (certificate summaries, code-point lists;
+ * the names' strings are jsontext's: tf_json_unpacked_drop); a thread's
+ * end does it too.  For fuzzing: each input decoded from a cold start, and
+ * nothing it made outlives it.
  */
 void tf_decode_caches_drop(void);
 

@@ -42,7 +42,15 @@ void tf_json_text_release(const char *text);
  */
 json_t *tf_json_unpack(json_t *v, const char *text);
 
-/* Empties this thread's cache of unpacked texts (a thread's end does it too). */
+/*
+ * The JSON string of a name with static storage (a string literal, an
+ * entry of names.c's tables; never a buffer or a configuration's string):
+ * a new reference, shared with earlier calls for the same name on this
+ * thread.  Read it, never change it.  NULL when memory is short.
+ */
+json_t *tf_json_name(const char *name);
+
+/* Empties this thread's caches of unpacked texts and names (a thread's end does it too). */
 void tf_json_unpacked_drop(void);
 
 /*

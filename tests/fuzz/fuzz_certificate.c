@@ -10,6 +10,7 @@
 #include <stdlib.h>
 
 #include "tlsfault/decode.h"
+#include "tlsfault/jsontext.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -34,6 +35,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     fuzz_certificate_layout(data, size, false);
     fuzz_certificate_layout(data, size, true);
-    tf_decode_caches_drop(); /* the next input starts cold (decode.h) */
+    tf_decode_caches_drop(); /* the next input starts cold (decode.h, jsontext.h) */
+    tf_json_unpacked_drop();
     return 0;
 }

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "tlsfault/decode.h"
+#include "tlsfault/jsontext.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -32,6 +33,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         abort();
     free(text);
     json_decref(obj);
-    tf_decode_caches_drop(); /* the next input starts cold (decode.h) */
+    tf_decode_caches_drop(); /* the next input starts cold (decode.h, jsontext.h) */
+    tf_json_unpacked_drop();
     return 0;
 }

@@ -163,6 +163,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     free(text);
     json_decref(alert);
     free(copy);
-    tf_decode_caches_drop(); /* the next input starts cold (decode.h) */
+    tf_decode_caches_drop(); /* the next input starts cold (decode.h, jsontext.h) */
+    tf_json_unpacked_drop();
     return 0;
 }

@@ -30,6 +30,7 @@
 #include <jansson.h>
 
 #include "tlsfault/decode.h"
+#include "tlsfault/jsontext.h"
 #include "tlsfault/handshake.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -195,6 +196,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     fuzz_check(strcmp(whole.error, pieces.error) == 0);
     if (!whole.stopped)
         fuzz_check(whole.pending == pieces.pending);
-    tf_decode_caches_drop(); /* the next input starts cold (decode.h) */
+    tf_decode_caches_drop(); /* the next input starts cold (decode.h, jsontext.h) */
+    tf_json_unpacked_drop();
     return 0;
 }

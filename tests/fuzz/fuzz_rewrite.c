@@ -31,6 +31,7 @@
 #include <jansson.h>
 
 #include "tlsfault/decode.h"
+#include "tlsfault/jsontext.h"
 #include "tlsfault/handshake.h"
 #include "tlsfault/record.h"
 #include "tlsfault/rewrite.h"
@@ -325,6 +326,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (tf_rewrite_http_response(400 + opts, size > 1 ? data + 1 : NULL, size - 1, &out,
                                  &out_len))
         free(out);
-    tf_decode_caches_drop(); /* the next input starts cold (decode.h) */
+    tf_decode_caches_drop(); /* the next input starts cold (decode.h, jsontext.h) */
+    tf_json_unpacked_drop();
     return 0;
 }

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 
 #include "tlsfault/decode.h"
+#include "tlsfault/jsontext.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -30,6 +31,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         abort();
     free(text);
     json_decref(obj);
-    tf_decode_caches_drop(); /* the next input starts cold (decode.h) */
+    tf_decode_caches_drop(); /* the next input starts cold (decode.h, jsontext.h) */
+    tf_json_unpacked_drop();
     return 0;
 }

@@ -323,12 +323,64 @@ test_threads(void **state)
     assert_int_equal(tf_json_texts_held(), 0);
 }
 
+/* Names' strings: shared per thread, kept two to a set, given back by the drop. */
+static void
+test_names_shared(void **state)
+{
+    static const char names[][16] = {"TLS 1.3", "c2s", "s2c", "fin"};
+    /* A pool of static names at every 8th byte: many share a set. */
+    static char pool[8192];
+    (void)state;
+    for (size_t i = 0; i < sizeof(pool); i += 8)
+        snprintf(pool + i, 8, "n%zu", i / 8);
+
+    json_t *a = tf_json_name(names[0]), *b = tf_json_name(names[0]);
+    assert_ptr_equal(a, b);
+    assert_string_equal(json_string_value(a), "TLS 1.3");
+    assert_ptr_not_equal(tf_json_name(names[1]), a);
+    json_decref(tf_json_name(names[1])); /* the line above kept one: give both back */
+    json_decref(tf_json_name(names[1]));
+    assert_int_equal(a->refcount, 3); /* ours twice, the cache's once */
+    json_decref(b);
+
+    /*
+     * Two names used in turn stay shared, also the pairs that fall into
+     * one set (some of these 1,024 do: a set for each name would not hold).
+     */
+    json_t *zero = tf_json_name(pool);
+    json_t *first[1] = {json_incref(zero)};
+    size_t kept = 0;
+    for (size_t i = 8; i < sizeof(pool); i += 8) {
+        json_t *x = tf_json_name(pool + i);
+        json_t *y = tf_json_name(pool);
+        json_t *again = tf_json_name(pool + i);
+        kept += x == again && y == zero;
+        json_decref(x);
+        json_decref(y);
+        json_decref(again);
+    }
+    assert_int_equal(kept, sizeof(pool) / 8 - 1);
+    json_decref(zero);
+    /* Pushed out, a name's string lives on with its holders, whole. */
+    for (size_t i = 0; i < sizeof(pool); i += 8)
+        json_decref(tf_json_name(pool + i));
+    assert_string_equal(json_string_value(first[0]), "n0");
+    assert_string_equal(json_string_value(a), "TLS 1.3");
+
+    tf_json_unpacked_drop();
+    assert_int_equal(a->refcount, 1); /* only ours: the drop gave the cache's back */
+    assert_ptr_equal(tf_json_name(NULL), NULL);
+    json_decref(a);
+    json_decref(first[0]);
+}
+
 int
 main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_equal_values_share),
         cmocka_unit_test(test_unpacked_cache_evicts),
+        cmocka_unit_test(test_names_shared),
         cmocka_unit_test(test_null_and_object_kept),
         cmocka_unit_test(test_long_text),
         cmocka_unit_test(test_growth),
