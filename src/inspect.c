@@ -755,16 +755,22 @@ tf_inspect_handshake_done(const struct tf_inspect *ins)
     return ins->done;
 }
 
+/* The ServerHello's version and cipher suite, by name. */
+static void
+inspect_set_negotiated(const struct tf_inspect *ins, json_t *obj)
+{
+    json_object_set_new_nocheck(obj, "version",
+                                inspect_code_json(tf_names_version(ins->version), ins->version));
+    json_object_set_new_nocheck(
+        obj, "cipher_suite",
+        inspect_code_json(tf_names_cipher_suite(ins->cipher_suite), ins->cipher_suite));
+}
+
 void
 tf_inspect_summarize(const struct tf_inspect *ins, json_t *obj)
 {
-    if (ins->server_hello_seen) {
-        json_object_set_new_nocheck(
-            obj, "version", inspect_code_json(tf_names_version(ins->version), ins->version));
-        json_object_set_new_nocheck(
-            obj, "cipher_suite",
-            inspect_code_json(tf_names_cipher_suite(ins->cipher_suite), ins->cipher_suite));
-    }
+    if (ins->server_hello_seen)
+        inspect_set_negotiated(ins, obj);
     if (ins->client_max_version)
         json_object_set_new_nocheck(obj, "client_max_version",
                                     inspect_code_json(tf_names_version(ins->client_max_version),
@@ -843,11 +849,7 @@ tf_inspect_facts(const struct tf_inspect *ins, json_t *facts)
     json_object_set_new_nocheck(facts, "client_hello", ch);
     if (ins->server_hello_seen) {
         json_t *sh = json_object();
-        json_object_set_new_nocheck(
-            sh, "version", inspect_code_json(tf_names_version(ins->version), ins->version));
-        json_object_set_new_nocheck(
-            sh, "cipher_suite",
-            inspect_code_json(tf_names_cipher_suite(ins->cipher_suite), ins->cipher_suite));
+        inspect_set_negotiated(ins, sh);
         if (ins->downgrade_sentinel)
             json_object_set_new_nocheck(sh, "downgrade_sentinel",
                                         json_string(ins->sentinel[0] ? ins->sentinel : "yes"));
