@@ -145,23 +145,31 @@ out_word_needs_escape(uint64_t w)
     return ((below | is_quote | is_backslash) & highs) != 0;
 }
 
-/* Whether s[0..len) has anything to escape, a word at a time. */
+/*
+ * Whether s[0..len) has anything to escape, a word at a time; the last
+ * word ends at the string's end and may look at some bytes twice (a copy
+ * of a variable tail was a byte loop of its own).  Shorter strings byte by
+ * byte.
+ */
 static bool
 out_needs_escape(const char *s, size_t len)
 {
-    size_t i = 0;
-    for (; len - i >= 8; i += 8) {
-        uint64_t w;
-        memcpy(&w, s + i, 8);
-        if (out_word_needs_escape(w))
+    uint64_t w;
+    if (len >= 8) {
+        for (size_t i = 0; len - i > 8; i += 8) {
+            memcpy(&w, s + i, 8);
+            if (out_word_needs_escape(w))
+                return true;
+        }
+        memcpy(&w, s + len - 8, 8);
+        return out_word_needs_escape(w);
+    }
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c < 0x20 || c == '"' || c == '\\')
             return true;
     }
-    if (i == len)
-        return false;
-    /* The tail as one more word, padded with spaces (which need no escape). */
-    uint64_t w = 0x2020202020202020ULL;
-    memcpy(&w, s + i, len - i);
-    return out_word_needs_escape(w);
+    return false;
 }
 
 /* jansson's string escapes: '"', '\\' and control characters; UTF-8 as it is. */
