@@ -216,6 +216,12 @@ tf_mitm_ctx_new(const struct tf_config *cfg, size_t listener_index, char *err, s
     SSL_CTX_set_options(ctx->client_side, SSL_OP_NO_TICKET);
     SSL_CTX_set_num_tickets(ctx->client_side, 0);
     SSL_CTX_set_session_cache_mode(ctx->upstream_side, SSL_SESS_CACHE_OFF);
+    /*
+     * The BIOs hold what the socket gave: one read of all of it, instead of
+     * one for each record's header and one for its body.
+     */
+    SSL_CTX_set_read_ahead(ctx->client_side, 1);
+    SSL_CTX_set_read_ahead(ctx->upstream_side, 1);
     SSL_CTX_set_tlsext_servername_callback(ctx->client_side, mitm_servername_cb);
     SSL_CTX_set_alpn_select_cb(ctx->client_side, mitm_alpn_select_cb, NULL);
     SSL_CTX_set_keylog_callback(ctx->client_side, mitm_keylog_cb);
