@@ -448,18 +448,18 @@ struct name_string {
     json_t *str;
 };
 
-struct unpacked_cache {
+struct thread_caches {
     struct unpacked slot[UNPACKED_SLOTS];
     uint64_t clock;
     struct name_string names[NAME_SETS][2]; /* [0]: the one used last */
 };
 
-static pthread_key_t unpacked_key;
-static pthread_once_t unpacked_once = PTHREAD_ONCE_INIT;
-static bool unpacked_usable;
+static pthread_key_t thread_caches_key;
+static pthread_once_t thread_caches_once = PTHREAD_ONCE_INIT;
+static bool thread_caches_usable;
 
 static void
-unpacked_clear(struct unpacked_cache *c)
+thread_caches_clear(struct thread_caches *c)
 {
     for (size_t i = 0; i < UNPACKED_SLOTS; i++) {
         tf_json_text_release(c->slot[i].text);
@@ -475,29 +475,29 @@ unpacked_clear(struct unpacked_cache *c)
 }
 
 static void
-unpacked_free(void *arg)
+thread_caches_free(void *arg)
 {
-    unpacked_clear(arg);
+    thread_caches_clear(arg);
     free(arg);
 }
 
 static void
-unpacked_init(void)
+thread_caches_init(void)
 {
-    unpacked_usable = pthread_key_create(&unpacked_key, unpacked_free) == 0;
+    thread_caches_usable = pthread_key_create(&thread_caches_key, thread_caches_free) == 0;
 }
 
-/* This thread's cache; NULL when it cannot be had (unpacking goes on without). */
-static struct unpacked_cache *
-unpacked_get(bool create)
+/* This thread's caches; NULL when they cannot be had (callers go on without). */
+static struct thread_caches *
+thread_caches_get(bool create)
 {
-    pthread_once(&unpacked_once, unpacked_init);
-    if (!unpacked_usable)
+    pthread_once(&thread_caches_once, thread_caches_init);
+    if (!thread_caches_usable)
         return NULL;
-    struct unpacked_cache *c = pthread_getspecific(unpacked_key);
+    struct thread_caches *c = pthread_getspecific(thread_caches_key);
     if (c == NULL && create) {
         c = calloc(1, sizeof(*c));
-        if (c != NULL && pthread_setspecific(unpacked_key, c) != 0) {
+        if (c != NULL && pthread_setspecific(thread_caches_key, c) != 0) {
             free(c);
             c = NULL;
         }
@@ -512,7 +512,7 @@ tf_json_unpack(json_t *v, const char *text)
         return json_incref(v);
     if (text == NULL)
         return NULL;
-    struct unpacked_cache *c = unpacked_get(true);
+    struct thread_caches *c = thread_caches_get(true);
     if (c == NULL)
         return json_loads(text, 0, NULL);
     struct unpacked *oldest = &c->slot[0];
@@ -546,7 +546,7 @@ tf_json_name(const char *name)
 {
     if (name == NULL)
         return NULL; /* as json_string; and NULL is an empty slot's key */
-    struct unpacked_cache *c = unpacked_get(true);
+    struct thread_caches *c = thread_caches_get(true);
     if (c == NULL)
         return json_string(name);
     /* Fibonacci hashing: names sit at regular strides in a table. */
@@ -572,9 +572,9 @@ tf_json_name(const char *name)
 void
 tf_json_unpacked_drop(void)
 {
-    struct unpacked_cache *c = unpacked_get(false);
+    struct thread_caches *c = thread_caches_get(false);
     if (c != NULL)
-        unpacked_clear(c);
+        thread_caches_clear(c);
 }
 
 size_t
