@@ -404,23 +404,33 @@ inspect_messages_text(const struct tf_inspect *ins, char *stack, size_t cap, cha
 }
 
 /*
+ * The log's shared text (tf_json_text_share; NULL when memory is short).
+ * The same client's connections write the same log, so they share it.
+ */
+static const char *
+inspect_messages_shared(const struct tf_inspect *ins)
+{
+    char stack[4096], *heap;
+    size_t len;
+    const char *text = inspect_messages_text(ins, stack, sizeof(stack), &heap, &len);
+    const char *shared = text != NULL ? tf_json_text_share(text, len) : NULL;
+    free(heap);
+    return shared;
+}
+
+/*
  * The log as a JSON array for the verdict (a new reference, NULL when
  * memory is short).  A log not packed yet (a short connection: the sweep
- * packs only those that stay) goes through its shared text too: the same
- * client's connections write the same log, which the thread's cache of
- * unpacked texts then holds parsed (parsing it each time was an eighth of
- * a passthrough connection's instructions).
+ * packs only those that stay) goes through its shared text too, which the
+ * thread's cache of unpacked texts then holds parsed (parsing it each time
+ * was an eighth of a passthrough connection's instructions).
  */
 static json_t *
 inspect_messages_json(const struct tf_inspect *ins)
 {
     if (ins->messages_text != NULL)
         return tf_json_unpack(NULL, ins->messages_text);
-    char stack[4096], *heap;
-    size_t len;
-    const char *text = inspect_messages_text(ins, stack, sizeof(stack), &heap, &len);
-    const char *shared = text != NULL ? tf_json_text_share(text, len) : NULL;
-    free(heap);
+    const char *shared = inspect_messages_shared(ins);
     json_t *v = tf_json_unpack(NULL, shared);
     tf_json_text_release(shared);
     return v;
@@ -535,7 +545,7 @@ inspect_alert(struct inspect_dir *d, const struct tf_record *rec)
         size_t n = rec->len - off < 2 ? rec->len - off : 2;
         tf_decode_alert(body + off, n, obj);
         json_t *summary = json_deep_copy(obj);
-        json_object_set_new_nocheck(summary, "dir", json_string(tf_dir_name(d->dir)));
+        json_object_set_new_nocheck(summary, "dir", tf_json_name(tf_dir_name(d->dir)));
         inspect_add_alert(d->ins, summary);
         json_t *desc = json_object_get(obj, "description");
         char name[48];
@@ -690,14 +700,9 @@ tf_inspect_pack(struct tf_inspect *ins)
     if (ins == NULL || !ins->done || (ins->offered_versions == NULL && ins->log == NULL))
         return false;
     tf_json_pack(&ins->offered_versions, &ins->versions_text);
-    if (ins->log != NULL && ins->messages_text == NULL) {
-        char stack[4096], *heap;
-        size_t len;
-        const char *text = inspect_messages_text(ins, stack, sizeof(stack), &heap, &len);
-        if (text != NULL && (ins->messages_text = tf_json_text_share(text, len)) != NULL)
-            inspect_free_log(ins);
-        free(heap);
-    }
+    if (ins->log != NULL && ins->messages_text == NULL &&
+        (ins->messages_text = inspect_messages_shared(ins)) != NULL)
+        inspect_free_log(ins);
     return true;
 }
 
