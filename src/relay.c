@@ -105,12 +105,18 @@ relay_pass_fin(struct tf_relay *r, int side)
     if (!r->eof[side] || r->shut[to] || r->pending[side].len > 0)
         return true;
     r->shut[to] = true;
-    if (shutdown(r->fd[to], SHUT_WR) != 0 && errno != ENOTCONN) {
-        relay_end(r, relay_error_kind(errno), to, errno);
+    if (r->shut[side]) {
+        /*
+         * The last FIN: the owner closes both sockets now, and both were
+         * read to their end, so close() sends it (a FIN, not a reset, since
+         * nothing is left unread): a shutdown() first would be one more
+         * system call per connection for the same segment.
+         */
+        relay_end(r, TF_RELAY_FIN, -1, 0);
         return false;
     }
-    if (r->shut[0] && r->shut[1]) {
-        relay_end(r, TF_RELAY_FIN, -1, 0);
+    if (shutdown(r->fd[to], SHUT_WR) != 0 && errno != ENOTCONN) {
+        relay_end(r, relay_error_kind(errno), to, errno);
         return false;
     }
     return true;

@@ -45,6 +45,9 @@ struct tf_relay_ops {
      * The relay is over.  side is the socket that failed (RESET/ERROR), err
      * its errno; for FIN, side is -1.  The callee frees the relay (and
      * closes the sockets); the relay does not touch itself afterwards.
+     * For FIN the last FIN is not passed on with shutdown(): the callee's
+     * close() sends it, so it must close both sockets at once (and not
+     * with SO_LINGER 0).
      */
     void (*end)(void *arg, enum tf_relay_end how, int side, int err);
 };
