@@ -121,6 +121,13 @@ struct tf_inspect {
      * hundred bytes of them rather than kilobytes of objects.
      */
     const char *versions_text, *messages_text;
+    /*
+     * The fields of the last "encrypted" and "change_cipher_spec" event,
+     * filled in again for the next one when the sink let go of them: a
+     * handshake sends several, and making and freeing an object each time
+     * was most of their cost.  Dropped when the inspector packs.
+     */
+    json_t *spare_encrypted, *spare_ccs;
 };
 
 const char *
@@ -187,6 +194,8 @@ tf_inspect_free(struct tf_inspect *ins)
     free(ins->suites);
     tf_json_text_release(ins->versions_text);
     tf_json_text_release(ins->messages_text);
+    json_decref(ins->spare_encrypted);
+    json_decref(ins->spare_ccs);
     free(ins);
 }
 
@@ -522,14 +531,54 @@ inspect_message_cb(void *arg, uint8_t type, const uint8_t *body, size_t len)
     return true;
 }
 
+/* A member of a small event: a shared name, or (name NULL) an integer. */
+struct small_member {
+    const char *key;
+    json_t *name; /* a reference, taken */
+    json_int_t num;
+};
+
+/*
+ * A small event's fields object, from *spare when nobody else holds it:
+ * its members (the same keys, in order) get the new values, an integer
+ * changed in place only when this object alone holds it.  Else a new
+ * object, kept in *spare for the next event.
+ */
+static json_t *
+inspect_small_fields(json_t **spare, const struct small_member *m, size_t n)
+{
+    json_t *o = *spare;
+    if (o != NULL && o->refcount == 1 && json_object_size(o) == n) {
+        void *it = json_object_iter(o);
+        for (size_t i = 0; i < n && it != NULL; i++, it = json_object_iter_next(o, it)) {
+            json_t *old = json_object_iter_value(it);
+            if (m[i].name != NULL)
+                json_object_iter_set_new(o, it, m[i].name);
+            else if (json_is_integer(old) && old->refcount == 1)
+                json_integer_set(old, m[i].num);
+            else
+                json_object_iter_set_new(o, it, json_integer(m[i].num));
+        }
+        return json_incref(o);
+    }
+    json_decref(o);
+    o = json_object();
+    for (size_t i = 0; i < n; i++)
+        json_object_set_new_nocheck(o, m[i].key,
+                                    m[i].name != NULL ? m[i].name : json_integer(m[i].num));
+    *spare = json_incref(o);
+    return o;
+}
+
 static void
 inspect_encrypted(struct inspect_dir *d, const struct tf_record *rec)
 {
     const char *ct = tf_names_content_type(rec->type);
-    json_t *obj = json_object();
-    json_object_set_new_nocheck(obj, "content_type",
-                                ct ? tf_json_name(ct) : json_integer(rec->type));
-    json_object_set_new_nocheck(obj, "length", json_integer((json_int_t)rec->len));
+    struct small_member m[] = {
+        { "content_type", ct != NULL ? tf_json_name(ct) : NULL, rec->type },
+        { "length", NULL, (json_int_t)rec->len },
+    };
+    json_t *obj = inspect_small_fields(&d->ins->spare_encrypted, m, 2);
     if (!d->ins->done)
         inspect_log_message(d, INSPECT_ENCRYPTED, 0, NULL);
     inspect_emit(d, "encrypted", obj);
@@ -591,8 +640,8 @@ inspect_record_cb(void *arg, const struct tf_record *rec)
         return true;
     }
     if (rec->type == TF_CT_CHANGE_CIPHER_SPEC) {
-        json_t *obj = json_object();
-        json_object_set_new_nocheck(obj, "length", json_integer((json_int_t)rec->len));
+        struct small_member m[] = { { "length", NULL, (json_int_t)rec->len } };
+        json_t *obj = inspect_small_fields(&ins->spare_ccs, m, 1);
         d->ccs_seen = true;
         inspect_note_message(d, "change_cipher_spec");
         inspect_log_message(d, "change_cipher_spec", 0, NULL);
@@ -697,7 +746,12 @@ tf_inspect_feed(struct tf_inspect *ins, enum tf_dir dir, const uint8_t *p, size_
 bool
 tf_inspect_pack(struct tf_inspect *ins)
 {
-    if (ins == NULL || !ins->done || (ins->offered_versions == NULL && ins->log == NULL))
+    if (ins == NULL || !ins->done)
+        return false;
+    json_decref(ins->spare_encrypted);
+    json_decref(ins->spare_ccs);
+    ins->spare_encrypted = ins->spare_ccs = NULL;
+    if (ins->offered_versions == NULL && ins->log == NULL)
         return false;
     tf_json_pack(&ins->offered_versions, &ins->versions_text);
     if (ins->log != NULL && ins->messages_text == NULL &&

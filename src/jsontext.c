@@ -288,18 +288,20 @@ static void out_value(struct json_out *o, const json_t *v, int depth);
 static void
 out_members(struct json_out *o, const json_t *obj, int depth)
 {
-    const char *key;
-    json_t *val;
     bool first = true;
-    /* json_object_foreach takes a non-const object; it only reads it. */
+    /* The iteration functions take a non-const object; they only read it. */
     json_t *it = (json_t *)(uintptr_t)obj;
-    json_object_foreach (it, key, val) {
+    /*
+     * By iterator, not json_object_foreach: the macro turns each key back
+     * into its iterator twice, and the key's length is stored already.
+     */
+    for (void *i = json_object_iter(it); i != NULL; i = json_object_iter_next(it, i)) {
         if (!first)
             out_char(o, ',');
         first = false;
-        out_string(o, key, strlen(key));
+        out_string(o, json_object_iter_key(i), json_object_iter_key_len(i));
         out_char(o, ':');
-        out_value(o, val, depth + 1);
+        out_value(o, json_object_iter_value(i), depth + 1);
         if (o->failed)
             return;
     }

@@ -389,6 +389,49 @@ test_open_fails(void **state)
     assert_int_equal(strlen(small), sizeof(small) - 1);
 }
 
+/*
+ * A field that names a stamp member (ts, flow, event, dir) replaces the
+ * stamp's value and the member appears once; a look-alike key (dirs,
+ * "di") is an ordinary field.
+ */
+static void
+test_stamp_key_fields(void **state)
+{
+    struct tmp *t = *state;
+    char err[256];
+    struct tf_events *ev = tf_events_open(NULL, t->json, err, sizeof(err));
+    assert_non_null(ev);
+    static const char *const keys[] = { "ts", "flow", "event", "dir" };
+    for (size_t i = 0; i < 4; i++)
+        tf_events_emit(ev, 3, "probe", "c2s",
+                       json_pack("{s:s, s:i}", keys[i], "mine", "n", (int)i));
+    tf_events_emit(ev, 3, "probe", "c2s", json_pack("{s:s, s:s}", "dirs", "a", "di", "b"));
+    tf_events_free(ev);
+
+    char *buf = slurp(t->json);
+    char *lines[8];
+    size_t n = split_lines(buf, lines, 8);
+    assert_int_equal(n, 5);
+    for (size_t i = 0; i < 4; i++) {
+        char quoted[16];
+        snprintf(quoted, sizeof(quoted), "\"%s\":", keys[i]);
+        char *first = strstr(lines[i], quoted);
+        assert_non_null(first);
+        assert_null(strstr(first + 1, quoted));
+        json_t *o = parse_line(lines[i]);
+        assert_string_equal(json_string_value(json_object_get(o, keys[i])), "mine");
+        assert_int_equal(json_integer_value(json_object_get(o, "n")), (json_int_t)i);
+        json_decref(o);
+    }
+    json_t *o = parse_line(lines[4]);
+    assert_leading_keys(lines[4], true);
+    assert_string_equal(json_string_value(json_object_get(o, "dir")), "c2s");
+    assert_string_equal(json_string_value(json_object_get(o, "dirs")), "a");
+    assert_string_equal(json_string_value(json_object_get(o, "di")), "b");
+    json_decref(o);
+    free(buf);
+}
+
 /* ------------------------------------------------------------ text rendering */
 
 static json_t *
@@ -639,6 +682,7 @@ main(void)
         cmocka_unit_test_setup_teardown(test_append, setup_tmp, teardown_tmp),
         cmocka_unit_test_setup_teardown(test_single_sinks, setup_tmp, teardown_tmp),
         cmocka_unit_test(test_none_sinks),
+        cmocka_unit_test_setup_teardown(test_stamp_key_fields, setup_tmp, teardown_tmp),
         cmocka_unit_test_setup_teardown(test_open_fails, setup_tmp, teardown_tmp),
         cmocka_unit_test(test_format_text),
         cmocka_unit_test(test_format_text_truncates),

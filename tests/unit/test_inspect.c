@@ -576,6 +576,90 @@ test_capture_rest_order(void **state)
  * for those data records, and flow_end's records_after_handshake counts
  * every record that followed the handshake.
  */
+/*
+ * A sink like the event log's: renders the fields at once and lets go,
+ * except every third event's, which it keeps with the text it had then.
+ */
+struct text_sink {
+    char *text[MAX_EVENTS];
+    json_t *kept[MAX_EVENTS];
+    size_t n;
+};
+
+static void
+text_sink_emit(void *arg, const char *event, enum tf_dir dir, json_t *fields)
+{
+    struct text_sink *t = arg;
+    assert_true(t->n < MAX_EVENTS);
+    char *members = json_dumps(fields, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    assert_non_null(members);
+    size_t len = strlen(event) + strlen(members) + 16;
+    t->text[t->n] = malloc(len);
+    snprintf(t->text[t->n], len, "%s %s %s", event, tf_dir_name(dir), members);
+    free(members);
+    if (t->n % 3 == 2)
+        t->kept[t->n] = fields;
+    else
+        json_decref(fields);
+    t->n++;
+}
+
+/*
+ * The fields objects of small events are filled in again for the next one
+ * when the sink let go of them: every event still carries its own values,
+ * and one a sink kept is never changed afterwards.
+ */
+static void
+test_small_events_reused(void **state)
+{
+    (void)state;
+    size_t checked = 0;
+    for (size_t i = 0; i < N_CASES; i++) {
+        const struct capture_case *c = &cases[i];
+        struct evlog *ref = evlog_new();
+        struct text_sink *sink = calloc(1, sizeof(*sink));
+        assert_non_null(sink);
+        for (int each = 0; each < 2; each++) {
+            struct side cs, ss;
+            side_load(&cs, c->name, "c2s");
+            side_load(&ss, c->name, "s2c");
+            struct tf_inspect *ins = each == 0 ? tf_inspect_new(CAP, evlog_emit, ref)
+                                               : tf_inspect_new(CAP, text_sink_emit, sink);
+            assert_non_null(ins);
+            tf_inspect_set_app_records(ins, true);
+            replay(ins, &cs, &ss, c->schedule, FEED_RECORDS, c->complete);
+            tf_inspect_free(ins);
+            side_free(&cs);
+            side_free(&ss);
+        }
+        assert_int_equal(sink->n, ref->n);
+        for (size_t j = 0; j < ref->n; j++) {
+            char *members = json_dumps(ref->e[j].fields, JSON_COMPACT | JSON_PRESERVE_ORDER);
+            char want[4096];
+            snprintf(want, sizeof(want), "%s %s %s", ref->e[j].name, tf_dir_name(ref->e[j].dir),
+                     members);
+            free(members);
+            if (strcmp(want, sink->text[j]) != 0)
+                fail_msg("%s: event %zu is \"%s\", want \"%s\"", c->name, j, sink->text[j],
+                         want);
+            if (sink->kept[j] != NULL) {
+                members = json_dumps(sink->kept[j], JSON_COMPACT | JSON_PRESERVE_ORDER);
+                if (strstr(sink->text[j], members) == NULL)
+                    fail_msg("%s: kept event %zu changed to %s (was \"%s\")", c->name, j,
+                             members, sink->text[j]);
+                free(members);
+                json_decref(sink->kept[j]);
+            }
+            free(sink->text[j]);
+            checked += strncmp(want, "encrypted", 9) == 0 || strncmp(want, "change_cipher", 13) == 0;
+        }
+        free(sink);
+        evlog_free(ref);
+    }
+    /* The captures hold many small events, not one or two. */
+    assert_true(checked > 20);
+}
+
 static void
 test_app_records_counted(void **state)
 {
@@ -1337,6 +1421,7 @@ main(void)
         cmocka_unit_test(test_capture_fields),
         cmocka_unit_test(test_capture_rest_order),
         cmocka_unit_test(test_app_records_counted),
+        cmocka_unit_test(test_small_events_reused),
         cmocka_unit_test(test_pack_keeps_facts),
         cmocka_unit_test(test_truncated_after_certificate),
         cmocka_unit_test(test_truncated_client_hello),
