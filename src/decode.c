@@ -284,7 +284,7 @@ decode_fail(struct decode *d, const char *field, const char *fmt, ...)
     va_end(ap);
     snprintf(msg, sizeof(msg), "%s%s%s%s%s", d->ctx ? d->ctx : "", d->ctx ? ": " : "",
              field ? field : "", field ? " " : "", what);
-    json_object_set_new_nocheck(d->obj, "malformed", json_string(msg));
+    json_object_set_new_nocheck(d->obj, "malformed", tf_json_string(msg));
     return false;
 }
 
@@ -388,7 +388,7 @@ decode_code16(decode_name16_fn fn, uint16_t v)
     if (name != NULL)
         return tf_json_name(name);
     snprintf(buf, sizeof(buf), "0x%04x", v);
-    return json_string(buf);
+    return tf_json_string(buf);
 }
 
 static json_t *
@@ -400,7 +400,7 @@ decode_code8(decode_name8_fn fn, uint8_t v)
     if (name != NULL)
         return tf_json_name(name);
     snprintf(buf, sizeof(buf), "0x%02x", v);
-    return json_string(buf);
+    return tf_json_string(buf);
 }
 
 /*
@@ -449,7 +449,7 @@ decode_text(const uint8_t *p, size_t n)
     char buf[DECODE_TEXT_MAX];
 
     decode_escape(p, n, buf, sizeof(buf));
-    return json_string(buf);
+    return tf_json_string(buf);
 }
 
 static json_t *
@@ -464,7 +464,7 @@ decode_hex(const uint8_t *p, size_t n)
         buf[o++] = hex[p[i] & 0x0f];
     }
     buf[o] = '\0';
-    return json_string(buf);
+    return tf_json_string(buf);
 }
 
 /*
@@ -683,7 +683,7 @@ ext_server_name(struct decode *d, struct tf_cursor *data)
         have_host = true;
         decode_escape(name.p, tf_cursor_left(&name), d->ch->sni, sizeof(d->ch->sni));
         d->ch->has_sni = true;
-        json_object_set_new_nocheck(d->obj, "server_name", json_string(d->ch->sni));
+        json_object_set_new_nocheck(d->obj, "server_name", tf_json_string(d->ch->sni));
     }
     return true;
 }
@@ -1070,7 +1070,7 @@ server_hello_read(struct decode *d, struct tf_cursor *c)
                (random[31] == 0x01 || random[31] == 0x00)) {
         d->sh->downgrade_sentinel = true;
         json_object_set_new_nocheck(d->obj, "downgrade_sentinel",
-                                    json_string(random[31] == 0x01 ? "tls12" : "tls11"));
+                                    tf_json_string(random[31] == 0x01 ? "tls12" : "tls11"));
     }
     if (!decode_vec(d, c, 1, 0, DECODE_SESSION_ID_MAX, "legacy_session_id_echo", &session_id))
         return false;
@@ -1139,7 +1139,7 @@ x509_time_json(const ASN1_TIME *t)
         return json_null();
     snprintf(buf, sizeof(buf), "%04d-%02d-%02dT%02d:%02d:%02dZ", tm.tm_year + 1900, tm.tm_mon + 1,
              tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec);
-    return json_string(buf);
+    return tf_json_string(buf);
 }
 
 static json_t *
@@ -1152,7 +1152,7 @@ x509_prefixed(const char *prefix, const ASN1_STRING *s)
     decode_escape(n > 0 ? ASN1_STRING_get0_data(s) : NULL, n > 0 ? (size_t)n : 0, text,
                   sizeof(text));
     snprintf(buf, sizeof(buf), "%s%s", prefix, text);
-    return json_string(buf);
+    return tf_json_string(buf);
 }
 
 static json_t *
@@ -1166,7 +1166,7 @@ x509_ip(const ASN1_OCTET_STRING *ip)
     if ((n == 4 && inet_ntop(AF_INET, p, text, sizeof(text)) != NULL) ||
         (n == 16 && inet_ntop(AF_INET6, p, text, sizeof(text)) != NULL)) {
         snprintf(buf, sizeof(buf), "IP:%s", text);
-        return json_string(buf);
+        return tf_json_string(buf);
     }
     /* A name constraint's address+mask, or garbage: keep the bytes. */
     return x509_prefixed("IP:", ip);
@@ -1250,20 +1250,20 @@ x509_key(X509 *x, json_t *entry)
         if (pub != NULL && X509_PUBKEY_get0_param(&alg, NULL, NULL, NULL, pub) == 1)
             nid = OBJ_obj2nid(alg);
         type = nid != NID_undef ? OBJ_nid2sn(nid) : NULL;
-        json_object_set_new_nocheck(entry, "key_type", json_string(type ? type : "unknown"));
+        json_object_set_new_nocheck(entry, "key_type", tf_json_string(type ? type : "unknown"));
         return;
     }
     type = x509_key_type(EVP_PKEY_get_base_id(key));
     if (type == NULL)
         type = OBJ_nid2sn(EVP_PKEY_get_base_id(key));
-    json_object_set_new_nocheck(entry, "key_type", json_string(type ? type : "unknown"));
+    json_object_set_new_nocheck(entry, "key_type", tf_json_string(type ? type : "unknown"));
     json_object_set_new_nocheck(entry, "key_bits", json_integer(EVP_PKEY_get_bits(key)));
     if (EVP_PKEY_get_base_id(key) == EVP_PKEY_EC &&
         EVP_PKEY_get_utf8_string_param(key, OSSL_PKEY_PARAM_GROUP_NAME, group, sizeof(group),
                                        &glen) == 1) {
         /* "P-256" reads better than "prime256v1" where NIST has a name. */
         const char *nist = EC_curve_nid2nist(OBJ_sn2nid(group));
-        json_object_set_new_nocheck(entry, "curve", json_string(nist ? nist : group));
+        json_object_set_new_nocheck(entry, "curve", tf_json_string(nist ? nist : group));
     }
 }
 
@@ -1308,7 +1308,7 @@ x509_eku(X509 *x, json_t *entry)
             snprintf(buf, sizeof(buf), "%s", sn);
         else if (OBJ_obj2txt(buf, sizeof(buf), o, 1) <= 0)
             snprintf(buf, sizeof(buf), "unknown");
-        json_array_append_new(arr, json_string(buf));
+        json_array_append_new(arr, tf_json_string(buf));
     }
     EXTENDED_KEY_USAGE_free(eku);
     json_object_set_new_nocheck(entry, "eku", arr);
@@ -1412,20 +1412,20 @@ ocsp_summary(struct decode *d, const uint8_t *der, size_t len)
     ERR_set_mark();
     resp = d2i_OCSP_RESPONSE(NULL, &p, (long)len);
     if (resp == NULL) {
-        json_object_set_new_nocheck(d->obj, "ocsp_status", json_string("unparsable"));
+        json_object_set_new_nocheck(d->obj, "ocsp_status", tf_json_string("unparsable"));
         ERR_pop_to_mark();
         return;
     }
     status = OCSP_response_status(resp);
     json_object_set_new_nocheck(d->obj, "ocsp_status",
-                                json_string(OCSP_response_status_str(status)));
+                                tf_json_string(OCSP_response_status_str(status)));
     basic = status == OCSP_RESPONSE_STATUS_SUCCESSFUL ? OCSP_response_get1_basic(resp) : NULL;
     if (basic != NULL && OCSP_resp_count(basic) > 0 &&
         (single = OCSP_resp_get0(basic, 0)) != NULL) {
         int cs = OCSP_single_get0_status(single, NULL, NULL, NULL, NULL);
         if (cs >= 0)
             json_object_set_new_nocheck(d->obj, "cert_status",
-                                        json_string(OCSP_cert_status_str(cs)));
+                                        tf_json_string(OCSP_cert_status_str(cs)));
     }
     OCSP_BASICRESP_free(basic);
     OCSP_RESPONSE_free(resp);
@@ -1693,10 +1693,10 @@ tf_decode_server_key_exchange(const uint8_t *body, size_t len, uint16_t cipher_s
                                 decode_code16(tf_names_cipher_suite, cipher_suite));
     if (k == NULL) {
         /* Not a layout we know; say so rather than guess. */
-        json_object_set_new_nocheck(obj, "kex", json_string("unknown"));
+        json_object_set_new_nocheck(obj, "kex", tf_json_string("unknown"));
         return true;
     }
-    json_object_set_new_nocheck(obj, "kex", json_string(k->name));
+    json_object_set_new_nocheck(obj, "kex", tf_json_string(k->name));
     return ske_read(&d, &c, k);
 }
 
@@ -1767,7 +1767,7 @@ certificate_request12_read(struct decode *d, struct tf_cursor *c)
         ERR_set_mark();
         p = dn.p;
         name = d2i_X509_NAME(NULL, &p, (long)tf_cursor_left(&dn));
-        json_array_append_new(names, name ? x509_name_json(name) : json_string("unparsable"));
+        json_array_append_new(names, name ? x509_name_json(name) : tf_json_string("unparsable"));
         X509_NAME_free(name);
         ERR_pop_to_mark();
     }

@@ -390,11 +390,11 @@ tf_events_emit(struct tf_events *ev, uint64_t flow, const char *event, const cha
         line = events_render_json(ts, flow, event, dir, fields, &line_len);
     if (ev->text || ev->tap || (ev->json && line == NULL)) {
         obj = json_object();
-        json_object_set_new_nocheck(obj, "ts", json_string(ts));
+        json_object_set_new_nocheck(obj, "ts", tf_json_string(ts));
         json_object_set_new_nocheck(obj, "flow", json_integer((json_int_t)flow));
-        json_object_set_new_nocheck(obj, "event", json_string(event));
+        json_object_set_new_nocheck(obj, "event", tf_json_string(event));
         if (dir)
-            json_object_set_new_nocheck(obj, "dir", json_string(dir));
+            json_object_set_new_nocheck(obj, "dir", tf_json_string(dir));
         if (fields)
             json_object_update(obj, fields);
     }

@@ -1016,7 +1016,7 @@ flow_route_fields(const struct tf_flow *f, json_t *obj)
         f->dest.sa.sa_family != 0) {
         char addr[80];
         tf_listener_format_addr((const struct sockaddr *)&f->dest, addr, sizeof(addr));
-        json_object_set_new_nocheck(obj, "original_dst", json_string(addr));
+        json_object_set_new_nocheck(obj, "original_dst", tf_json_string(addr));
     }
 }
 
@@ -1029,10 +1029,10 @@ flow_emit_start(struct tf_flow *f)
 {
     /* Built member by member: json_pack reads its format on every call. */
     json_t *o = json_object();
-    json_object_set_new_nocheck(o, "listener", json_string(f->lc->name));
-    json_object_set_new_nocheck(o, "client", json_string(f->client_addr));
+    json_object_set_new_nocheck(o, "listener", tf_json_string(f->lc->name));
+    json_object_set_new_nocheck(o, "client", tf_json_string(f->client_addr));
     if (f->upstream != NULL)
-        json_object_set_new_nocheck(o, "upstream", json_string(f->upstream));
+        json_object_set_new_nocheck(o, "upstream", tf_json_string(f->upstream));
     json_object_set_new_nocheck(o, "mode",
                                 tf_json_name(f->lc->mode == TF_MODE_MITM ? "mitm" : "passthrough"));
     flow_route_fields(f, o);
@@ -2307,9 +2307,9 @@ flow_verdict(struct tf_flow *f, json_t *end, const char *closed_by, const char *
         if (desc[0] != '\0' && used < sizeof(summary))
             snprintf(summary + used, sizeof(summary) - used, " (%s)", desc);
     }
-    json_object_set_new_nocheck(end, "outcome", json_string(outcome));
-    json_object_set_new_nocheck(end, "stage", json_string(stage));
-    json_object_set_new_nocheck(end, "summary", json_string(summary));
+    json_object_set_new_nocheck(end, "outcome", tf_json_string(outcome));
+    json_object_set_new_nocheck(end, "stage", tf_json_string(stage));
+    json_object_set_new_nocheck(end, "summary", tf_json_string(summary));
 }
 
 static const char *
@@ -2464,10 +2464,10 @@ flow_close_with(struct tf_flow *f, const char *closed_by, const char *how, const
     }
     flow_now(f, &now);
     end = json_object();
-    json_object_set_new_nocheck(end, "listener", json_string(f->lc->name));
-    json_object_set_new_nocheck(end, "client", json_string(f->client_addr));
+    json_object_set_new_nocheck(end, "listener", tf_json_string(f->lc->name));
+    json_object_set_new_nocheck(end, "client", tf_json_string(f->client_addr));
     if (f->upstream != NULL)
-        json_object_set_new_nocheck(end, "upstream", json_string(f->upstream));
+        json_object_set_new_nocheck(end, "upstream", tf_json_string(f->upstream));
     flow_route_fields(f, end);
     json_object_set_new_nocheck(end, "duration_ms",
                                 json_integer((json_int_t)flow_ms_between(&f->started, &now)));
@@ -2476,7 +2476,7 @@ flow_close_with(struct tf_flow *f, const char *closed_by, const char *how, const
     json_object_set_new_nocheck(end, "closed_by", tf_json_name(closed_by));
     json_object_set_new_nocheck(end, "close", tf_json_name(how));
     if (error)
-        json_object_set_new_nocheck(end, "error", json_string(error));
+        json_object_set_new_nocheck(end, "error", tf_json_string(error));
     if (f->ins)
         tf_inspect_summarize(f->ins, end);
     if (f->inj)

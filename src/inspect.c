@@ -217,7 +217,7 @@ inspect_code_json(const char *name, uint16_t v)
     if (name != NULL)
         return tf_json_name(name);
     snprintf(hex, sizeof(hex), "0x%04x", v);
-    return json_string(hex);
+    return tf_json_string(hex);
 }
 
 /*
@@ -523,7 +523,7 @@ inspect_message_cb(void *arg, uint8_t type, const uint8_t *body, size_t len)
         break;
     }
     json_object_set_new_nocheck(obj, "type",
-                                name != unknown ? tf_json_name(name) : json_string(name));
+                                name != unknown ? tf_json_name(name) : tf_json_string(name));
     json_object_set_new_nocheck(obj, "length", json_integer((json_int_t)len));
     inspect_note_message(d, name);
     inspect_log_message(d, name == unknown ? NULL : name, type, NULL);
@@ -835,7 +835,7 @@ tf_inspect_summarize(const struct tf_inspect *ins, json_t *obj)
                                     inspect_code_json(tf_names_version(ins->client_max_version),
                                                       ins->client_max_version));
     if (ins->has_sni)
-        json_object_set_new_nocheck(obj, "sni", json_string(ins->sni));
+        json_object_set_new_nocheck(obj, "sni", tf_json_string(ins->sni));
     if (ins->alpn_offered)
         json_object_set_nocheck(obj, "alpn_offered", ins->alpn_offered);
     if (ins->hello_retry_request)
@@ -851,7 +851,7 @@ tf_inspect_summarize(const struct tf_inspect *ins, json_t *obj)
     if (ins->last_message[0]) {
         json_t *last = json_object();
         json_object_set_new_nocheck(last, "dir", tf_json_name(tf_dir_name(ins->last_dir)));
-        json_object_set_new_nocheck(last, "type", json_string(ins->last_message));
+        json_object_set_new_nocheck(last, "type", tf_json_string(ins->last_message));
         json_object_set_new_nocheck(obj, "last_message", last);
     }
     if (json_array_size(ins->alerts) > 0)
@@ -864,7 +864,7 @@ tf_inspect_summarize(const struct tf_inspect *ins, json_t *obj)
             nt = json_object();
             json_object_set_new_nocheck(obj, "non_tls", nt);
         }
-        json_object_set_new(nt, tf_dir_name((enum tf_dir)i), json_string(ins->d[i].non_tls_kind));
+        json_object_set_new(nt, tf_dir_name((enum tf_dir)i), tf_json_string(ins->d[i].non_tls_kind));
     }
 }
 
@@ -911,7 +911,7 @@ tf_inspect_facts(const struct tf_inspect *ins, json_t *facts)
         inspect_set_negotiated(ins, sh);
         if (ins->downgrade_sentinel)
             json_object_set_new_nocheck(sh, "downgrade_sentinel",
-                                        json_string(ins->sentinel[0] ? ins->sentinel : "yes"));
+                                        tf_json_string(ins->sentinel[0] ? ins->sentinel : "yes"));
         json_object_set_new_nocheck(facts, "server_hello", sh);
     }
     if (ins->server_chain)

@@ -543,6 +543,37 @@ tf_json_unpack(json_t *v, const char *text)
  * time.  A string made, checked as UTF-8 and freed was 500 instructions; a
  * hit is a dozen.
  */
+static bool
+json_is_ascii(const char *s, size_t len)
+{
+    const uint64_t high = 0x8080808080808080ULL;
+    size_t i = 0;
+    for (; len - i >= 8; i += 8) {
+        uint64_t w;
+        memcpy(&w, s + i, 8);
+        if (w & high)
+            return false;
+    }
+    for (; i < len; i++)
+        if ((unsigned char)s[i] & 0x80)
+            return false;
+    return true;
+}
+
+json_t *
+tf_json_stringn(const char *s, size_t len)
+{
+    if (s == NULL)
+        return NULL;
+    return json_is_ascii(s, len) ? json_stringn_nocheck(s, len) : json_stringn(s, len);
+}
+
+json_t *
+tf_json_string(const char *s)
+{
+    return s == NULL ? NULL : tf_json_stringn(s, strlen(s));
+}
+
 json_t *
 tf_json_name(const char *name)
 {

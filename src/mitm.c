@@ -295,10 +295,10 @@ mitm_msg_cb(int write_p, int version, int content_type, const void *buf, size_t 
         tf_decode_handshake(type, p + TF_HS_HEADER_LEN, len - TF_HS_HEADER_LEN,
                             SSL_version(ssl) == TLS1_3_VERSION, suite, obj, NULL, NULL, &name,
                             unknown, sizeof(unknown));
-        json_object_set_new_nocheck(obj, "type", json_string(name));
+        json_object_set_new_nocheck(obj, "type", tf_json_string(name));
         json_object_set_new_nocheck(obj, "length",
                                     json_integer((json_int_t)(len - TF_HS_HEADER_LEN)));
-        json_object_set_new_nocheck(obj, "leg", json_string(mitm_leg_name(m, ssl)));
+        json_object_set_new_nocheck(obj, "leg", tf_json_string(mitm_leg_name(m, ssl)));
         if (ssl == m->upstream && !write_p) {
             m->upstream_msgs++;
             snprintf(m->upstream_last, sizeof(m->upstream_last), "%s", name);
@@ -314,7 +314,7 @@ mitm_msg_cb(int write_p, int version, int content_type, const void *buf, size_t 
     } else if (content_type == SSL3_RT_ALERT && len >= 2) {
         json_t *obj = json_object();
         tf_decode_alert(p, 2, obj);
-        json_object_set_new_nocheck(obj, "leg", json_string(mitm_leg_name(m, ssl)));
+        json_object_set_new_nocheck(obj, "leg", tf_json_string(mitm_leg_name(m, ssl)));
         m->emit(m->arg, "alert", dir, obj);
         if (ssl == m->upstream && !write_p && m->upstream_alert < 0) {
             m->upstream_alert = p[1];
@@ -954,12 +954,12 @@ mitm_leg_summary(SSL *ssl, bool done)
 {
     json_t *o = json_object();
     if (ssl == NULL || !done) {
-        json_object_set_new_nocheck(o, "handshake", json_string("incomplete"));
+        json_object_set_new_nocheck(o, "handshake", tf_json_string("incomplete"));
         return o;
     }
-    json_object_set_new_nocheck(o, "handshake", json_string("complete"));
+    json_object_set_new_nocheck(o, "handshake", tf_json_string("complete"));
     const char *v = tf_names_version((uint16_t)SSL_version(ssl));
-    json_object_set_new_nocheck(o, "version", json_string(v ? v : SSL_get_version(ssl)));
+    json_object_set_new_nocheck(o, "version", tf_json_string(v ? v : SSL_get_version(ssl)));
     /* During the handshake the suite being agreed is the pending one. */
     const SSL_CIPHER *c = SSL_get_pending_cipher(ssl);
     if (c == NULL)
@@ -967,13 +967,13 @@ mitm_leg_summary(SSL *ssl, bool done)
     if (c != NULL) {
         const char *std = SSL_CIPHER_standard_name(c);
         json_object_set_new_nocheck(o, "cipher_suite",
-                                    json_string(std ? std : SSL_CIPHER_get_name(c)));
+                                    tf_json_string(std ? std : SSL_CIPHER_get_name(c)));
     }
     const unsigned char *alpn = NULL;
     unsigned alpn_len = 0;
     SSL_get0_alpn_selected(ssl, &alpn, &alpn_len);
     if (alpn_len > 0)
-        json_object_set_new_nocheck(o, "alpn", json_stringn((const char *)alpn, alpn_len));
+        json_object_set_new_nocheck(o, "alpn", tf_json_stringn((const char *)alpn, alpn_len));
     return o;
 }
 
@@ -985,18 +985,18 @@ tf_mitm_summarize(const struct tf_mitm *m, json_t *end)
     json_t *up = mitm_leg_summary(m->upstream, m->upstream_done);
     if (m->upstream != NULL && m->stage != MITM_UPSTREAM)
         json_object_set_new_nocheck(up, "verify",
-                                    json_string(m->ctx->lc->upstream_tls.verify == TF_VERIFY_NONE
+                                    tf_json_string(m->ctx->lc->upstream_tls.verify == TF_VERIFY_NONE
                                             ? "off"
                                             : X509_verify_cert_error_string(m->verify_result)));
     json_object_set_new_nocheck(o, "upstream_leg", up);
     if (m->forged)
-        json_object_set_new_nocheck(o, "forged", json_string(m->forged_desc));
+        json_object_set_new_nocheck(o, "forged", tf_json_string(m->forged_desc));
     if (m->stage == MITM_RAW)
         json_object_set_new_nocheck(o, "relayed_raw", json_true());
     json_object_set_new_nocheck(end, "mitm", o);
     /* What the client's TLS did, not what a bystander on its leg guessed. */
     json_object_set_new_nocheck(end, "handshake",
-                                json_string(tf_mitm_handshake_done(m) ? "complete" : "incomplete"));
+                                tf_json_string(tf_mitm_handshake_done(m) ? "complete" : "incomplete"));
 }
 
 static const char *
@@ -1018,7 +1018,7 @@ mitm_alert_json(int desc, bool fatal)
     const char *name = tf_names_alert((uint8_t)desc);
     json_t *o = json_pack("{s:s}", "level", fatal ? "fatal" : "warning");
     if (name != NULL)
-        json_object_set_new_nocheck(o, "description", json_string(name));
+        json_object_set_new_nocheck(o, "description", tf_json_string(name));
     else
         json_object_set_new_nocheck(o, "description", json_integer(desc));
     return o;
@@ -1028,15 +1028,15 @@ void
 tf_mitm_facts(const struct tf_mitm *m, json_t *facts)
 {
     json_t *o = json_object();
-    json_object_set_new_nocheck(o, "stage", json_string(mitm_stage_name(m->stage)));
+    json_object_set_new_nocheck(o, "stage", tf_json_string(mitm_stage_name(m->stage)));
     if (m->failed) {
         /* MITM_HELLO or MITM_UPSTREAM: towards the server; later: towards the client. */
         bool upstream = m->failed_at == MITM_HELLO || m->failed_at == MITM_UPSTREAM;
-        json_object_set_new_nocheck(o, "failed_leg", json_string(upstream ? "upstream" : "client"));
-        json_object_set_new_nocheck(o, "failed_at", json_string(mitm_stage_name(m->failed_at)));
+        json_object_set_new_nocheck(o, "failed_leg", tf_json_string(upstream ? "upstream" : "client"));
+        json_object_set_new_nocheck(o, "failed_at", tf_json_string(mitm_stage_name(m->failed_at)));
     }
     if (m->error)
-        json_object_set_new_nocheck(o, "error", json_string(m->error));
+        json_object_set_new_nocheck(o, "error", tf_json_string(m->error));
     if (m->upstream_alert >= 0)
         json_object_set_new_nocheck(o, "upstream_alert",
                                     mitm_alert_json(m->upstream_alert, m->upstream_alert_fatal));
@@ -1048,7 +1048,7 @@ tf_mitm_facts(const struct tf_mitm *m, json_t *facts)
                                     mitm_alert_json(m->to_client_alert, true));
     json_object_set_new_nocheck(o, "upstream_messages", json_integer(m->upstream_msgs));
     if (m->upstream_last[0])
-        json_object_set_new_nocheck(o, "upstream_last", json_string(m->upstream_last));
+        json_object_set_new_nocheck(o, "upstream_last", tf_json_string(m->upstream_last));
     bool verify_on = m->ctx->lc->upstream_tls.verify != TF_VERIFY_NONE;
     json_object_set_new_nocheck(o, "verify_on", json_boolean(verify_on));
     if (m->upstream_done || m->verify_failed) {

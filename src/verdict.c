@@ -284,8 +284,8 @@ verdict_lint_add(json_t *out, const char *id, const char *severity, size_t index
                           (json_int_t)index);
     const char *subject = verdict_str(cert, "subject");
     if (subject != NULL)
-        json_object_set_new_nocheck(f, "subject", json_string(subject));
-    json_object_set_new_nocheck(f, "detail", json_string(detail));
+        json_object_set_new_nocheck(f, "subject", tf_json_string(subject));
+    json_object_set_new_nocheck(f, "detail", tf_json_string(detail));
     json_array_append_new(out, f);
 }
 
@@ -407,7 +407,7 @@ tf_verdict_lint(const json_t *chain, const char *sni, time_t now, const char *so
         }
     }
     if (source != NULL) {
-        json_array_foreach(out, i, c) json_object_set_new_nocheck(c, "source", json_string(source));
+        json_array_foreach(out, i, c) json_object_set_new_nocheck(c, "source", tf_json_string(source));
     }
     return out;
 }
@@ -474,7 +474,7 @@ static void
 verdict_ev_str(struct verdict *v, const char *name, const char *value)
 {
     if (value != NULL)
-        verdict_ev_field(v, name, json_string(value));
+        verdict_ev_field(v, name, tf_json_string(value));
 }
 
 /* An alert as evidence: {event, dir, level, description[, leg]}. */
@@ -491,7 +491,7 @@ verdict_ev_alert(struct verdict *v, json_t *alert, const char *leg)
             json_object_set(e, k, val);
     }
     if (leg != NULL)
-        json_object_set_new_nocheck(e, "leg", json_string(leg));
+        json_object_set_new_nocheck(e, "leg", tf_json_string(leg));
     verdict_ev(v, e);
 }
 
@@ -500,9 +500,9 @@ verdict_ev_close(struct verdict *v)
 {
     json_t *e = json_pack("{s:s}", "event", "close");
     if (v->closed_by)
-        json_object_set_new_nocheck(e, "by", json_string(v->closed_by));
+        json_object_set_new_nocheck(e, "by", tf_json_string(v->closed_by));
     if (v->how)
-        json_object_set_new_nocheck(e, "how", json_string(v->how));
+        json_object_set_new_nocheck(e, "how", tf_json_string(v->how));
     verdict_ev(v, e);
 }
 
@@ -1595,9 +1595,9 @@ verdict_injected(struct verdict *v, const json_t *faults, json_t *out)
                       verdict_streq(u.cause, under) ? u.summary
                       : row                         ? row->meaning
                                                     : "");
-    json_object_set_new_nocheck(out, "rule", json_string(rule ? rule : "?"));
-    json_object_set_new_nocheck(out, "fault", json_string(fault ? fault : "?"));
-    json_object_set_new_nocheck(out, "underlying", json_string(under));
+    json_object_set_new_nocheck(out, "rule", tf_json_string(rule ? rule : "?"));
+    json_object_set_new_nocheck(out, "fault", tf_json_string(fault ? fault : "?"));
+    json_object_set_new_nocheck(out, "underlying", tf_json_string(under));
 }
 
 /* ------------------------------------------------------------ the order */
@@ -1679,7 +1679,7 @@ tf_verdict_build(const json_t *facts, time_t now)
                                             : json_incref(v.findings);
 
     json_object_set_new_nocheck(out, "outcome",
-                                json_string(outcome)); /* the place; value at the end */
+                                tf_json_string(outcome)); /* the place; value at the end */
     /* Not about the certificate, but the same kind of advice: an obsolete protocol. */
     unsigned negotiated = verdict_version_code(verdict_str(facts, "version"));
     if (negotiated != 0 && negotiated < 0x0303)
@@ -1691,7 +1691,7 @@ tf_verdict_build(const json_t *facts, time_t now)
                                             : "the server negotiated a TLS version older than 1.2, "
                                               "deprecated by RFC 8996"));
     json_object_set_new_nocheck(
-        out, "stage", json_string(verdict_str_or(facts, "stage", "before any TLS message")));
+        out, "stage", tf_json_string(verdict_str_or(facts, "stage", "before any TLS message")));
     if (verdict_true(facts, "refused")) {
         verdict_ev_str(&v, "error", verdict_str(facts, "error"));
         verdict_set_cause(&v, "refused_by_route", "tlsfault's route refused the connection: %s.",
@@ -1721,17 +1721,17 @@ tf_verdict_build(const json_t *facts, time_t now)
     }
     if (v.cause == NULL)
         verdict_set_cause(&v, "server_aborted", "The connection ended %s.", outcome);
-    json_object_set_new_nocheck(out, "outcome", json_string(v.outcome ? v.outcome : outcome));
+    json_object_set_new_nocheck(out, "outcome", tf_json_string(v.outcome ? v.outcome : outcome));
     const struct tf_verdict_cause *row = tf_verdict_cause(v.cause);
     const char *who = v.who_set ? v.who : row->who_fixes;
     json_object_set_new_nocheck(out, "cause", tf_json_name(v.cause)); /* a table id */
-    json_object_set_new_nocheck(out, "who_fixes", who ? json_string(who) : json_null());
-    json_object_set_new_nocheck(out, "summary", json_string(v.summary));
+    json_object_set_new_nocheck(out, "who_fixes", who ? tf_json_string(who) : json_null());
+    json_object_set_new_nocheck(out, "summary", tf_json_string(v.summary));
     json_decref(v.seen_findings);
     json_object_set_new_nocheck(out, "evidence", v.evidence);
     json_object_set_new_nocheck(out, "findings", v.findings);
     if (v.chain_source != NULL)
-        json_object_set_new_nocheck(out, "chain_source", json_string(v.chain_source));
+        json_object_set_new_nocheck(out, "chain_source", tf_json_string(v.chain_source));
     if (probe != NULL) {
         json_t *p = json_object();
         const char *k;

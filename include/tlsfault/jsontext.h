@@ -50,6 +50,16 @@ json_t *tf_json_unpack(json_t *v, const char *text);
  */
 json_t *tf_json_name(const char *name);
 
+/*
+ * json_string() and json_stringn(), quicker for ASCII: jansson checks every
+ * string for UTF-8 a byte at a time (some ten instructions a byte); text
+ * that is all ASCII, as names, hex, addresses and tlsfault's own sentences
+ * are, is seen to be in a word-wide scan and made without that check.
+ * Anything else is checked as jansson does: NULL when it is not UTF-8.
+ */
+json_t *tf_json_string(const char *s);
+json_t *tf_json_stringn(const char *s, size_t len);
+
 /* Empties this thread's caches of unpacked texts and names (a thread's end does it too). */
 void tf_json_unpacked_drop(void);
 

@@ -324,6 +324,69 @@ test_threads(void **state)
 }
 
 /* Names' strings: shared per thread, kept two to a set, given back by the drop. */
+/* Whether a and b are both NULL, or strings of the same bytes. */
+static void
+assert_same_string(const json_t *a, const json_t *b, const char *what, size_t at)
+{
+    if (a == NULL || b == NULL) {
+        if (a != b)
+            fail_msg("%s at %zu: jansson %s, tf %s", what, at, a ? "a string" : "NULL",
+                     b ? "a string" : "NULL");
+        return;
+    }
+    assert_true(json_is_string(b));
+    assert_int_equal(json_string_length(a), json_string_length(b));
+    assert_memory_equal(json_string_value(a), json_string_value(b), json_string_length(a));
+}
+
+/*
+ * tf_json_string(n) give what json_string(n) give: ASCII (every length
+ * around the word size, the high bit nowhere), valid UTF-8 (two, three
+ * and four bytes), invalid UTF-8 at every place (a lone continuation
+ * byte, a truncated sequence, an overlong form), an embedded NUL, NULL.
+ */
+static void
+test_strings_as_jansson(void **state)
+{
+    (void)state;
+    char buf[40];
+    static const char *const bad[] = { "\x80", "\xc3", "\xe2\x82", "\xc0\xaf", "\xff" };
+    static const char *const good[] = { "\xc3\xa9", "\xe2\x82\xac", "\xf0\x9f\x94\x92" };
+    size_t cases = 0;
+    for (size_t len = 0; len <= 24; len++) {
+        for (size_t at = 0; at <= len; at++) {
+            for (size_t k = 0; k < 1 + 5 + 3; k++) {
+                memset(buf, 'a', sizeof(buf));
+                const char *ins = k == 0 ? "" : k <= 5 ? bad[k - 1] : good[k - 6];
+                size_t n = strlen(ins);
+                if (at + n > len)
+                    continue;
+                memcpy(buf + at, ins, n);
+                buf[len] = '\0';
+                json_t *a = json_string(buf), *b = tf_json_string(buf);
+                assert_same_string(a, b, "string", at);
+                json_decref(a);
+                json_decref(b);
+                a = json_stringn(buf, len);
+                b = tf_json_stringn(buf, len);
+                assert_same_string(a, b, "stringn", at);
+                json_decref(a);
+                json_decref(b);
+                cases++;
+            }
+        }
+    }
+    assert_true(cases > 1000);
+    /* A NUL inside a counted string is kept, as jansson keeps it. */
+    json_t *a = json_stringn("ab\0cd", 5), *b = tf_json_stringn("ab\0cd", 5);
+    assert_same_string(a, b, "nul", 2);
+    assert_int_equal(json_string_length(b), 5);
+    json_decref(a);
+    json_decref(b);
+    assert_null(tf_json_string(NULL));
+    assert_null(tf_json_stringn(NULL, 3));
+}
+
 static void
 test_names_shared(void **state)
 {
@@ -382,6 +445,7 @@ main(void)
         cmocka_unit_test(test_equal_values_share),
         cmocka_unit_test(test_unpacked_cache_evicts),
         cmocka_unit_test(test_names_shared),
+        cmocka_unit_test(test_strings_as_jansson),
         cmocka_unit_test(test_null_and_object_kept),
         cmocka_unit_test(test_long_text),
         cmocka_unit_test(test_growth),
