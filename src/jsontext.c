@@ -145,76 +145,23 @@ out_word_needs_escape(uint64_t w)
     return ((below | is_quote | is_backslash) & highs) != 0;
 }
 
-/*
- * Whether s[0..len) has anything to escape, a word at a time; the last
- * word ends at the string's end and may look at some bytes twice (a copy
- * of a variable tail was a byte loop of its own).  Shorter strings byte by
- * byte.
- */
-static bool
-out_needs_escape(const char *s, size_t len)
-{
-    uint64_t w;
-    if (len >= 8) {
-        for (size_t i = 0; len - i > 8; i += 8) {
-            memcpy(&w, s + i, 8);
-            if (out_word_needs_escape(w))
-                return true;
-        }
-        memcpy(&w, s + len - 8, 8);
-        return out_word_needs_escape(w);
-    }
-    for (size_t i = 0; i < len; i++) {
-        unsigned char c = (unsigned char)s[i];
-        if (c < 0x20 || c == '"' || c == '\\')
-            return true;
-    }
-    return false;
-}
+/* The bytes jansson escapes: control characters, '"' and '\\'. */
+static const bool out_escaped_byte[256] = {
+    [0x00 ... 0x1f] = true,
+    ['"'] = true,
+    ['\\'] = true,
+};
 
-/* jansson's string escapes: '"', '\\' and control characters; UTF-8 as it is. */
-static void
-out_string(struct json_out *o, const char *s, size_t len)
+/* The general case: s[0..len) between quotes, escaping what needs it. */
+static __attribute__((noinline)) void
+out_string_escaping(struct json_out *o, const char *s, size_t len)
 {
     static const char hex[] = "0123456789ABCDEF";
     size_t start = 0;
-    /*
-     * Most strings (names, hex, keys) have nothing to escape: one scan and
-     * one copy with its quotes, without the byte loop below.
-     */
-    if (!out_needs_escape(s, len)) {
-        if (o->failed || o->cap - o->used < 2 || len > o->cap - o->used - 2) {
-            o->failed = true;
-            return;
-        }
-        char *p = o->p + o->used;
-        p[0] = '"';
-        memcpy(p + 1, s, len);
-        p[len + 1] = '"';
-        o->used += len + 2;
-        return;
-    }
     out_char(o, '"');
     for (size_t i = 0; i < len; i++) {
-        /* Most strings have nothing to escape: look at them a word at a time. */
-        while (len - i >= 8) {
-            uint64_t w;
-            memcpy(&w, s + i, 8);
-            if (out_word_needs_escape(w))
-                break;
-            i += 8;
-        }
-        if (i >= len)
-            break;
-        if (len - i < 8) {
-            /* The tail as one more word, padded with spaces (which need no escape). */
-            uint64_t w = 0x2020202020202020ULL;
-            memcpy(&w, s + i, len - i);
-            if (!out_word_needs_escape(w))
-                break;
-        }
         unsigned char c = (unsigned char)s[i];
-        if (c >= 0x20 && c != '"' && c != '\\')
+        if (!out_escaped_byte[c])
             continue;
         out_put(o, s + start, i - start);
         start = i + 1;
@@ -234,6 +181,61 @@ out_string(struct json_out *o, const char *s, size_t len)
     }
     out_put(o, s + start, len - start);
     out_char(o, '"');
+}
+
+/*
+ * jansson's string escapes: '"', '\\' and control characters; UTF-8 as it
+ * is.  Most strings (keys, names, hex) have nothing to escape: they are
+ * copied with their quotes while being looked at, short ones a byte at a
+ * time, longer ones a word at a time (the last word read where the string
+ * ends, overlapping), and only a string that needs an escape takes the
+ * general path.  An escaped string is longer than its bytes, so one whose
+ * bytes do not fit does not fit at all.
+ */
+static void
+out_string(struct json_out *o, const char *s, size_t len)
+{
+    if (o->failed || o->cap - o->used < 2 || len > o->cap - o->used - 2) {
+        o->failed = true;
+        return;
+    }
+    char *p = o->p + o->used + 1;
+    if (len < 8) {
+        for (size_t i = 0; i < len; i++) {
+            unsigned char c = (unsigned char)s[i];
+            if (out_escaped_byte[c]) {
+                out_string_escaping(o, s, len);
+                return;
+            }
+            p[i] = (char)c;
+        }
+    } else {
+        uint64_t w;
+        for (size_t i = 0; len - i > 8; i += 8) {
+            memcpy(&w, s + i, 8);
+            if (out_word_needs_escape(w)) {
+                out_string_escaping(o, s, len);
+                return;
+            }
+        }
+        memcpy(&w, s + len - 8, 8);
+        if (out_word_needs_escape(w)) {
+            out_string_escaping(o, s, len);
+            return;
+        }
+        if (len <= 16) {
+            /* Two fixed-size copies, overlapping: no call to memcpy. */
+            uint64_t head;
+            memcpy(&head, s, 8);
+            memcpy(p, &head, 8);
+            memcpy(p + len - 8, &w, 8);
+        } else {
+            memcpy(p, s, len);
+        }
+    }
+    p[-1] = '"';
+    p[len] = '"';
+    o->used += len + 2;
 }
 
 static void
