@@ -31,6 +31,7 @@
 #include "tlsfault/report.h"
 #include "tlsfault/events.h"
 #include "tlsfault/fault.h"
+#include "tlsfault/jsonalloc.h"
 #include "tlsfault/forge.h"
 #include "tlsfault/listener.h"
 #include "tlsfault/log.h"
@@ -538,6 +539,8 @@ main_report_ok(const struct tf_config *cfg, const char *where)
 int
 main(int argc, char **argv)
 {
+    /* First, while there is one thread: jansson reads its allocator functions unlocked. */
+    tf_json_alloc_install();
     /* Subcommands come first: they have options of their own. */
     if (argc > 1 && strcmp(argv[1], "report") == 0)
         return tf_report_main(argc - 1, argv + 1);
