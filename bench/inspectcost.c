@@ -30,6 +30,7 @@
 
 #include "tlsfault/events.h"
 #include "tlsfault/inspect.h"
+#include "tlsfault/jsonalloc.h"
 #include "tlsfault/verdict.h"
 
 enum stage { STAGE_DECODE, STAGE_EVENTS, STAGE_ALL };
@@ -163,6 +164,7 @@ main(int argc, char **argv)
     const char *out = "/dev/null";
     struct run r = {.stage = STAGE_ALL, .flow = 1};
     int opt;
+    tf_json_alloc_install(); /* as tlsfault does */
     while ((opt = getopt(argc, argv, "kn:o:s:")) != -1) {
         switch (opt) {
         case 'k':
