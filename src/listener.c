@@ -15,6 +15,7 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -29,6 +30,21 @@
 
 #define LISTENER_BACKLOG 4096
 
+/* v in decimal at p, no terminator; its length. */
+static size_t
+listener_put_decimal(char *p, unsigned v)
+{
+    char digits[5];
+    size_t n = 0;
+    do {
+        digits[n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v > 0);
+    for (size_t i = 0; i < n; i++)
+        p[i] = digits[n - 1 - i];
+    return n;
+}
+
 void
 tf_listener_format_addr(const struct sockaddr *sa, char *buf, size_t len)
 {
@@ -36,9 +52,20 @@ tf_listener_format_addr(const struct sockaddr *sa, char *buf, size_t len)
     unsigned port = 0;
     if (sa->sa_family == AF_INET) {
         const struct sockaddr_in *in = (const struct sockaddr_in *)(const void *)sa;
-        inet_ntop(AF_INET, &in->sin_addr, host, sizeof(host));
-        port = ntohs(in->sin_port);
-        snprintf(buf, len, "%s:%u", host, port);
+        /* Every connection's client address: digits by hand, not inet_ntop and snprintf. */
+        char text[sizeof("255.255.255.255:65535")];
+        size_t n = 0;
+        const uint8_t *b = (const uint8_t *)&in->sin_addr;
+        for (int i = 0; i < 4; i++) {
+            n += listener_put_decimal(text + n, b[i]);
+            text[n++] = i < 3 ? '.' : ':';
+        }
+        n += listener_put_decimal(text + n, ntohs(in->sin_port));
+        if (len > 0) {
+            size_t copy = n < len - 1 ? n : len - 1;
+            memcpy(buf, text, copy);
+            buf[copy] = '\0';
+        }
     } else if (sa->sa_family == AF_INET6) {
         const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)(const void *)sa;
         inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof(host));
