@@ -453,6 +453,35 @@ backend origin
         """CPU of the nginx master and its worker."""
         return self.tree_ticks(self.procs["origin"].pid)
 
+    def after_burst(self, rep, target):
+        """
+        Handshake CPU of a proxy that has just held the largest idle count and
+        seen it close (informative: the heap such a burst leaves behind costs
+        allocations more; the next repetition starts from a fresh proxy).
+        """
+        pid = self.procs[target].pid
+        argv = [self.a.hsload, "-p", str(self.port[target]), "-C", self.bundle, "-s", "bench.test",
+                "-c", str(self.a.hs_conns), "-t", str(self.a.hs_secs), "-g", "5", "-T", "10"]
+        c0 = self.cpu_ticks(pid)
+        p = self.run(argv, self.a.hs_secs + 60, self.cpu0)
+        c1 = self.cpu_ticks(pid)
+        lines = [l for l in p.stdout.splitlines() if l.startswith("completed=")]
+        rec = {"load": "burst", "rep": rep, "target": target, "rc": p.returncode,
+               "rss_kib": self.rss_kib(pid)}
+        self.extra.append(rec)
+        if p.returncode != 0 or not lines:
+            self.problems.append(f"hsload after burst {target} rep {rep}: exit {p.returncode}")
+            return None
+        kv = self.kv(lines[-1])
+        done = int(kv["completed"]) + int(kv["failed"])
+        rec.update(completed=int(kv["completed"]), failed=int(kv["failed"]),
+                   unfinished=int(kv["unfinished"]))
+        if rec["failed"] or rec["unfinished"]:
+            self.problems.append(f"hsload after burst {target} rep {rep}: {lines[-1]}")
+        rec["cpu_ms_per_conn"] = (c1 - c0) / CLK_TCK * 1000 / max(done, 1)
+        self.add("cpu_ms_per_conn_burst", target, rec["cpu_ms_per_conn"])
+        return rec["cpu_ms_per_conn"]
+
     def idle(self, rep, target, n):
         """Fresh proxy, a short warm-up, then RSS before/after N idle connections."""
         self.start(target)
@@ -613,6 +642,13 @@ backend origin
                 for t in [t for t in PROXIES if t in TARGETS]:
                     v = self.idle(rep, t, n)
                     self.log(f"  idle  {t:12s} n={n} {v and f'{v:7.2f} KiB/conn'}")
+            if "idle" in a.loads:
+                for t in [t for t in PROXIES if t in TARGETS]:
+                    if "hs" in a.loads:
+                        v = self.after_burst(rep, t)
+                        self.log(f"  burst {t:12s} {v and f'{v:7.3f} ms CPU/conn after the idle connections closed'}")
+                    # The next repetition measures a proxy in the state the first one did.
+                    self.start(t)
         elapsed = time.time() - t0
         self.stop_all()
         self.flow_check()
@@ -702,6 +738,8 @@ def figures_for(idle_counts):
     out = [f for f in FIGURES if not f[0].startswith("rss_kib_")]
     for n in idle_counts:
         out.append((f"rss_kib_{n}", f"proxy KiB per idle conn ({n:,})"))
+    if idle_counts:
+        out.append(("cpu_ms_per_conn_burst", f"CPU ms/conn after {max(idle_counts):,} idle"))
     return out
 
 
