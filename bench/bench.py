@@ -646,7 +646,8 @@ backend origin
                 for t in [t for t in PROXIES if t in TARGETS]:
                     if "hs" in a.loads:
                         v = self.after_burst(rep, t)
-                        self.log(f"  burst {t:12s} {v and f'{v:7.3f} ms CPU/conn after the idle connections closed'}")
+                        text = v and f"{v:7.3f} ms CPU/conn after the idle connections closed"
+                        self.log(f"  burst {t:12s} {text}")
                     # The next repetition measures a proxy in the state the first one did.
                     self.start(t)
         elapsed = time.time() - t0

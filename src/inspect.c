@@ -864,7 +864,8 @@ tf_inspect_summarize(const struct tf_inspect *ins, json_t *obj)
             nt = json_object();
             json_object_set_new_nocheck(obj, "non_tls", nt);
         }
-        json_object_set_new(nt, tf_dir_name((enum tf_dir)i), tf_json_string(ins->d[i].non_tls_kind));
+        json_object_set_new(nt, tf_dir_name((enum tf_dir)i),
+                            tf_json_string(ins->d[i].non_tls_kind));
     }
 }
 

@@ -546,7 +546,7 @@ tf_json_unpack(json_t *v, const char *text)
  * hit is a dozen.
  */
 static bool
-json_is_ascii(const char *s, size_t len)
+text_is_ascii(const char *s, size_t len)
 {
     const uint64_t high = 0x8080808080808080ULL;
     size_t i = 0;
@@ -567,7 +567,7 @@ tf_json_stringn(const char *s, size_t len)
 {
     if (s == NULL)
         return NULL;
-    return json_is_ascii(s, len) ? json_stringn_nocheck(s, len) : json_stringn(s, len);
+    return text_is_ascii(s, len) ? json_stringn_nocheck(s, len) : json_stringn(s, len);
 }
 
 json_t *

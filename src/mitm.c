@@ -995,8 +995,8 @@ tf_mitm_summarize(const struct tf_mitm *m, json_t *end)
         json_object_set_new_nocheck(o, "relayed_raw", json_true());
     json_object_set_new_nocheck(end, "mitm", o);
     /* What the client's TLS did, not what a bystander on its leg guessed. */
-    json_object_set_new_nocheck(end, "handshake",
-                                tf_json_string(tf_mitm_handshake_done(m) ? "complete" : "incomplete"));
+    const char *handshake = tf_mitm_handshake_done(m) ? "complete" : "incomplete";
+    json_object_set_new_nocheck(end, "handshake", tf_json_name(handshake));
 }
 
 static const char *
@@ -1032,7 +1032,8 @@ tf_mitm_facts(const struct tf_mitm *m, json_t *facts)
     if (m->failed) {
         /* MITM_HELLO or MITM_UPSTREAM: towards the server; later: towards the client. */
         bool upstream = m->failed_at == MITM_HELLO || m->failed_at == MITM_UPSTREAM;
-        json_object_set_new_nocheck(o, "failed_leg", tf_json_string(upstream ? "upstream" : "client"));
+        json_object_set_new_nocheck(o, "failed_leg",
+                                    tf_json_name(upstream ? "upstream" : "client"));
         json_object_set_new_nocheck(o, "failed_at", tf_json_string(mitm_stage_name(m->failed_at)));
     }
     if (m->error)

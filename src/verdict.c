@@ -407,7 +407,8 @@ tf_verdict_lint(const json_t *chain, const char *sni, time_t now, const char *so
         }
     }
     if (source != NULL) {
-        json_array_foreach(out, i, c) json_object_set_new_nocheck(c, "source", tf_json_string(source));
+        json_array_foreach(out, i, c)
+            json_object_set_new_nocheck(c, "source", tf_json_string(source));
     }
     return out;
 }

@@ -9,10 +9,10 @@
  * per connection).  Installed, jansson allocates through a cache of its
  * own per thread: up to JSONALLOC_KEEP blocks per 16-byte size class up to
  * JSONALLOC_MAX bytes, JSONALLOC_BYTES in all (what an idle connection is
- * charged for it stays a rounding error).  The blocks are malloc's own (no header, no extra
- * byte per block): free() takes any of them, a block freed on another
- * thread simply joins that thread's cache, and a thread's end gives its
- * cache back to malloc.
+ * charged for it stays a rounding error).  The blocks are malloc's own (no
+ * header, no extra byte per block): free() takes any of them, a block
+ * freed on another thread simply joins that thread's cache, and a thread's
+ * end gives its cache back to malloc.
  *
  * Under AddressSanitizer it installs nothing: the sanitizer's own
  * allocator then sees every use after free.

@@ -651,7 +651,8 @@ test_small_events_reused(void **state)
                 json_decref(sink->kept[j]);
             }
             free(sink->text[j]);
-            checked += strncmp(want, "encrypted", 9) == 0 || strncmp(want, "change_cipher", 13) == 0;
+            checked +=
+                strncmp(want, "encrypted", 9) == 0 || strncmp(want, "change_cipher", 13) == 0;
         }
         free(sink);
         evlog_free(ref);
