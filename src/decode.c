@@ -198,8 +198,10 @@ decode_thread_free(void *arg)
         free(t->x509.slot[i].der);
         json_decref(t->x509.slot[i].entry);
     }
-    for (size_t i = 0; i < CODES_CACHE_SLOTS; i++)
+    for (size_t i = 0; i < CODES_CACHE_SLOTS; i++) {
+        tf_json_thaw(t->codes.slot[i].arr);
         json_decref(t->codes.slot[i].arr);
+    }
     free(t);
 }
 
@@ -511,6 +513,7 @@ decode_codes_array(struct tf_cursor *list, decode_name16_fn fn16, decode_name8_f
             json_array_append_new(arr, decode_code8(fn8, v));
     }
     if (victim != NULL && arr != NULL) {
+        tf_json_thaw(victim->arr);
         json_decref(victim->arr);
         victim->fn16 = fn16;
         victim->fn8 = fn8;
@@ -519,6 +522,8 @@ decode_codes_array(struct tf_cursor *list, decode_name16_fn fn16, decode_name8_f
         memcpy(victim->bytes, p, len);
         victim->arr = json_incref(arr);
         victim->stamp = ++t->codes.clock;
+        /* Every event that shares it writes the list's text, rendered once. */
+        tf_json_freeze(arr);
     }
     return arr;
 }

@@ -101,11 +101,28 @@ done:
 
 /* ------------------------------------------------------------ writer */
 
+struct thread_caches;
+
+/*
+ * A value that will not change again and its compact text (tf_json_freeze).
+ * The entry holds a reference to the value, so its address cannot be
+ * freed and given to another value while it is the key.
+ */
+struct frozen_text {
+    json_t *v;
+    char *text;
+    size_t len;
+};
+
 struct json_out {
     char *p;
     size_t used, cap;
     bool failed;
+    struct thread_caches *frozen; /* this thread's remembered texts; NULL: none to look for */
 };
+
+static const struct frozen_text *frozen_find(struct thread_caches *c, const json_t *v);
+static struct thread_caches *thread_caches_with_frozen(void);
 
 static void
 out_put(struct json_out *o, const char *s, size_t n)
@@ -319,6 +336,13 @@ out_value(struct json_out *o, const json_t *v, int depth)
         o->failed = true;
         return;
     }
+    if (o->frozen != NULL && (json_is_array(v) || json_is_object(v))) {
+        const struct frozen_text *f = frozen_find(o->frozen, v);
+        if (f != NULL) {
+            out_put(o, f->text, f->len);
+            return;
+        }
+    }
     switch (json_typeof(v)) {
     case JSON_OBJECT:
         out_char(o, '{');
@@ -358,7 +382,7 @@ out_value(struct json_out *o, const json_t *v, int depth)
 bool
 tf_json_write(const json_t *v, bool members_only, char *buf, size_t cap, size_t *used)
 {
-    struct json_out o = {buf, *used, cap, false};
+    struct json_out o = {buf, *used, cap, false, thread_caches_with_frozen()};
     if (v == NULL || *used > cap || (members_only && !json_is_object(v)))
         return false;
     if (members_only)
@@ -434,7 +458,8 @@ text_retain(const char *text)
 /* ------------------------------------------------------------ per thread: unpacked texts, names */
 
 #define UNPACKED_SLOTS 8
-#define NAME_SETS 128 /* of two names each */
+#define NAME_SETS 128  /* of two names each */
+#define FROZEN_SETS 32 /* of two values each */
 
 /*
  * A slot holds a reference to its text, so the address cannot be freed
@@ -456,6 +481,8 @@ struct thread_caches {
     struct unpacked slot[UNPACKED_SLOTS];
     uint64_t clock;
     struct name_string names[NAME_SETS][2]; /* [0]: the one used last */
+    struct frozen_text frozen[FROZEN_SETS][2];
+    size_t frozen_count;
 };
 
 static pthread_key_t thread_caches_key;
@@ -476,6 +503,14 @@ thread_caches_clear(struct thread_caches *c)
             c->names[i][way] = (struct name_string){0};
         }
     }
+    for (size_t i = 0; i < FROZEN_SETS; i++) {
+        for (size_t way = 0; way < 2; way++) {
+            json_decref(c->frozen[i][way].v);
+            free(c->frozen[i][way].text);
+            c->frozen[i][way] = (struct frozen_text){0};
+        }
+    }
+    c->frozen_count = 0;
 }
 
 static void
@@ -602,6 +637,98 @@ tf_json_name(const char *name)
     set[1] = set[0];
     set[0] = (struct name_string){name, str};
     return json_incref(str);
+}
+
+/* ------------------------------------------------------------ per thread: frozen values */
+
+static struct frozen_text *
+frozen_set(struct thread_caches *c, const json_t *v)
+{
+    uint64_t h = ((uint64_t)(uintptr_t)v * 0x9E3779B97F4A7C15ULL) >> 59;
+    return c->frozen[h % FROZEN_SETS];
+}
+
+static const struct frozen_text *
+frozen_find(struct thread_caches *c, const json_t *v)
+{
+    struct frozen_text *set = frozen_set(c, v);
+    if (set[0].v == v)
+        return &set[0];
+    if (set[1].v == v)
+        return &set[1];
+    return NULL;
+}
+
+/* The writer asks once per call, and looks only when this thread has frozen something. */
+static struct thread_caches *
+thread_caches_with_frozen(void)
+{
+    struct thread_caches *c = thread_caches_get(false);
+    return c != NULL && c->frozen_count > 0 ? c : NULL;
+}
+
+static void
+frozen_clear(struct thread_caches *c, struct frozen_text *f)
+{
+    if (f->v == NULL)
+        return;
+    json_decref(f->v);
+    free(f->text);
+    *f = (struct frozen_text){0};
+    c->frozen_count--;
+}
+
+void
+tf_json_freeze(json_t *v)
+{
+    if (v == NULL || !(json_is_array(v) || json_is_object(v)))
+        return;
+    struct thread_caches *c = thread_caches_get(true);
+    if (c == NULL || frozen_find(c, v) != NULL)
+        return;
+    /* Rendered by the same writer, without looking up frozen texts: the text is its own. */
+    struct json_out o = {NULL, 0, 0, false, NULL};
+    size_t cap = 256;
+    for (;;) {
+        char *p = realloc(o.p, cap);
+        if (p == NULL) {
+            free(o.p);
+            return;
+        }
+        o = (struct json_out){p, 0, cap, false, NULL};
+        out_value(&o, v, 0);
+        if (!o.failed)
+            break;
+        if (cap >= 1024 * 1024) { /* not worth remembering (or not JSON): written as it comes */
+            free(o.p);
+            return;
+        }
+        cap *= 4;
+    }
+    struct frozen_text *set = frozen_set(c, v);
+    frozen_clear(c, &set[1]);
+    set[1] = set[0];
+    set[0] = (struct frozen_text){json_incref(v), o.p, o.used};
+    c->frozen_count++;
+}
+
+void
+tf_json_thaw(json_t *v)
+{
+    struct thread_caches *c = v != NULL ? thread_caches_get(false) : NULL;
+    if (c == NULL)
+        return;
+    struct frozen_text *set = frozen_set(c, v);
+    for (size_t way = 0; way < 2; way++)
+        if (set[way].v == v)
+            frozen_clear(c, &set[way]);
+}
+
+size_t
+tf_json_frozen_held(void)
+{
+    struct thread_caches *c = thread_caches_get(false);
+    return c != NULL ? c->frozen_count : 0;
 }
 
 void

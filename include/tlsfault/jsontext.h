@@ -60,7 +60,7 @@ json_t *tf_json_name(const char *name);
 json_t *tf_json_string(const char *s);
 json_t *tf_json_stringn(const char *s, size_t len);
 
-/* Empties this thread's caches of unpacked texts and names (a thread's end does it too). */
+/* Empties this thread's caches of unpacked texts, names and frozen values (a thread's end does it too). */
 void tf_json_unpacked_drop(void);
 
 /*
@@ -72,6 +72,24 @@ void tf_json_unpacked_drop(void);
  * formats numbers with snprintf: three times slower for an event line.
  */
 bool tf_json_write(const json_t *v, bool members_only, char *buf, size_t cap, size_t *used);
+
+/*
+ * Remembers the compact text of v (an array or an object) for this
+ * thread's tf_json_write, which then copies it instead of rendering v
+ * again.  Only for a value that no one changes any more: the decoders'
+ * per-thread lists, which every connection of a client shares.  A new
+ * reference to v is held until tf_json_thaw, until 64 later values have
+ * pushed it out (two per set of a 32-set table keyed by address), or
+ * until the thread ends.  Best effort: when memory is short, nothing is
+ * remembered and v is rendered as any other value.
+ */
+void tf_json_freeze(json_t *v);
+
+/* Forgets v's text on this thread and lets go of its reference (not frozen: nothing). */
+void tf_json_thaw(json_t *v);
+
+/* Values this thread has frozen now (for tests). */
+size_t tf_json_frozen_held(void);
 
 /* Distinct texts held now (for tests). */
 size_t tf_json_texts_held(void);

@@ -9,7 +9,7 @@
  * build's leak check sees anything else).  The writer renders what
  * jansson's JSON_COMPACT dump renders, byte for byte (numbers at their
  * limits, every control character, UTF-8, nesting), and never past its
- * buffer.
+ * buffer; a frozen value comes from its remembered text.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -438,6 +438,118 @@ test_names_shared(void **state)
     json_decref(first[0]);
 }
 
+/* What tf_json_write gives for v, as a NUL-terminated string. */
+static const char *
+written(const json_t *v, bool members_only)
+{
+    static char buf[8192];
+    size_t used = 0;
+    if (!tf_json_write(v, members_only, buf, sizeof(buf) - 1, &used))
+        return NULL;
+    buf[used] = '\0';
+    return buf;
+}
+
+/*
+ * A frozen value is written from its remembered text, which is what the
+ * writer gives for it (and jansson's dump); the text is used, not
+ * re-rendered (shown by a change the frozen text cannot know of, which
+ * the contract forbids and which only a test would make); a thawed value
+ * is written as it is again; the table holds a reference until it lets
+ * go, pushes old values out when a set is full, and is emptied by the drop.
+ */
+static void
+test_frozen_values(void **state)
+{
+    (void)state;
+    json_t *list = json_pack("[s,s,s]", "TLS_AES_128_GCM_SHA256", "x25519", "q\"uote");
+    json_t *obj = json_pack("{s:O,s:i,s:{s:O}}", "suites", list, "n", 3, "inner", "again", list);
+    char *want = json_dumps(obj, JSON_COMPACT);
+
+    assert_int_equal(tf_json_frozen_held(), 0);
+    tf_json_freeze(list);
+    tf_json_freeze(list); /* twice: remembered once */
+    assert_int_equal(tf_json_frozen_held(), 1);
+    assert_int_equal(list->refcount, 4); /* ours, obj's two, the table's */
+    assert_string_equal(written(obj, false), want);
+    assert_string_equal(written(list, false), "[\"TLS_AES_128_GCM_SHA256\",\"x25519\",\"q\\\"uote\"]");
+
+    /* The remembered text is what gets written. */
+    json_array_append_new(list, json_string("changed"));
+    assert_string_equal(written(obj, false), want);
+    tf_json_thaw(list);
+    assert_int_equal(tf_json_frozen_held(), 0);
+    assert_int_equal(list->refcount, 3);
+    assert_non_null(strstr(written(obj, false), "\"changed\"]"));
+    tf_json_thaw(list); /* not frozen: nothing */
+    tf_json_thaw(NULL);
+    tf_json_freeze(NULL);
+    json_t *str = json_string("s");
+    tf_json_freeze(str); /* only arrays and objects */
+    assert_int_equal(tf_json_frozen_held(), 0);
+    json_decref(str);
+
+    /* An object frozen: its members, spliced, come from its text too. */
+    json_t *fields = json_pack("{s:s,s:[i,i]}", "k", "v", "l", 1, 2);
+    tf_json_freeze(fields);
+    assert_string_equal(written(fields, true), "\"k\":\"v\",\"l\":[1,2]");
+    assert_string_equal(written(fields, false), "{\"k\":\"v\",\"l\":[1,2]}");
+
+    /* 200 values: the table keeps at most 64, and lets go of what it pushes out. */
+    json_t *many[200];
+    for (int i = 0; i < 200; i++) {
+        many[i] = json_pack("[i]", i);
+        tf_json_freeze(many[i]);
+    }
+    size_t held = tf_json_frozen_held(), still = 0;
+    assert_true(held <= 64);
+    for (int i = 0; i < 200; i++) {
+        assert_true(many[i]->refcount == 1 || many[i]->refcount == 2);
+        still += many[i]->refcount == 2;
+        char one[16];
+        snprintf(one, sizeof(one), "[%d]", i);
+        assert_string_equal(written(many[i], false), one);
+    }
+    assert_int_equal(still + (fields->refcount == 2), held);
+    tf_json_unpacked_drop();
+    assert_int_equal(tf_json_frozen_held(), 0);
+    for (int i = 0; i < 200; i++) {
+        assert_int_equal(many[i]->refcount, 1);
+        json_decref(many[i]);
+    }
+    assert_int_equal(fields->refcount, 1);
+    json_decref(fields);
+    free(want);
+    json_decref(obj);
+    json_decref(list);
+}
+
+/*
+ * Frozen on one thread, written on another: that thread renders the value
+ * itself (the table is per thread), to the same text.
+ */
+static void *
+write_elsewhere(void *arg)
+{
+    const char *got = written(arg, false);
+    return got != NULL && strcmp(got, "[\"a\",1]") == 0 ? arg : NULL;
+}
+
+static void
+test_frozen_per_thread(void **state)
+{
+    (void)state;
+    json_t *v = json_pack("[s,i]", "a", 1);
+    tf_json_freeze(v);
+    pthread_t t;
+    void *ok = NULL;
+    assert_int_equal(pthread_create(&t, NULL, write_elsewhere, v), 0);
+    assert_int_equal(pthread_join(t, &ok), 0);
+    assert_ptr_equal(ok, v);
+    tf_json_unpacked_drop();
+    json_decref(v);
+}
+
 int
 main(void)
 {
@@ -452,6 +564,8 @@ main(void)
         cmocka_unit_test(test_threads),
         cmocka_unit_test(test_writer_matches_jansson),
         cmocka_unit_test(test_writer_bounds),
+        cmocka_unit_test(test_frozen_values),
+        cmocka_unit_test(test_frozen_per_thread),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
