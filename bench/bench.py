@@ -11,7 +11,7 @@ then runs, per repetition and interleaved over the targets in that order:
   bulk   curl of the large body (MB/s)
   ka     wrk -t1 -c50 --latency on the small body (req/s, p50, p99)
   hs     bench/hsload: new full handshakes with one small request each (conn/s),
-         and proxy CPU (utime+stime of /proc/PID/stat) per connection
+         and proxy CPU (utime+stime of /proc/PID/stat, and utime alone) per connection
   idle   proxy RSS (VmRSS) per idle TLS connection at two connection counts
 and prints, per figure and target: median, min-max, the ratio to direct and to
 HAProxy (medians of per-repetition ratios), then the issue's targets and whether
@@ -128,9 +128,14 @@ class Bench:
         return self.procs[name].pid
 
     def cpu_ticks(self, pid):
+        return sum(self.cpu_split(pid))
+
+    @staticmethod
+    def cpu_split(pid):
+        """(user, kernel) clock ticks of the process, all its threads, from one read."""
         with open(f"/proc/{pid}/stat") as f:
             fields = f.read().rsplit(")", 1)[1].split()
-        return int(fields[11]) + int(fields[12])  # utime, stime (fields 14, 15)
+        return int(fields[11]), int(fields[12])  # utime, stime (fields 14, 15)
 
     def rss_kib(self, pid):
         with open(f"/proc/{pid}/status") as f:
@@ -420,10 +425,11 @@ backend origin
                 "-c", str(self.a.hs_conns), "-t", str(self.a.hs_secs), "-g", "5", "-T", "10"]
         pid = self.procs[target].pid if target in PROXIES else None
         opid = self.procs["origin"].pid
-        c0 = self.cpu_ticks(pid) if pid else 0
+        u0, k0 = self.cpu_split(pid) if pid else (0, 0)
         o0 = self.origin_ticks()
         p = self.run(argv, self.a.hs_secs + 60, self.cpu0)
-        c1 = self.cpu_ticks(pid) if pid else 0
+        u1, k1 = self.cpu_split(pid) if pid else (0, 0)
+        c0, c1 = u0 + k0, u1 + k1
         o1 = self.origin_ticks()
         rec = {"load": "hs", "rep": rep, "target": target, "rc": p.returncode}
         lines = [l for l in p.stdout.splitlines() if l.startswith("completed=")]
@@ -446,6 +452,8 @@ backend origin
             rec["proxy_cpu_s"] = (c1 - c0) / CLK_TCK
             rec["cpu_ms_per_conn"] = rec["proxy_cpu_s"] * 1000 / max(done, 1)
             self.add("cpu_ms_per_conn", target, rec["cpu_ms_per_conn"])
+            rec["user_cpu_ms_per_conn"] = (u1 - u0) / CLK_TCK * 1000 / max(done, 1)
+            self.add("user_cpu_ms_per_conn", target, rec["user_cpu_ms_per_conn"])
         self.extra.append(rec)
         return rec["rate"]
 
@@ -703,6 +711,7 @@ FIGURES = [
     ("ka_p99_ms", "keep-alive p99 ms"),
     ("hs_cps", "new connections/s (hsload)"),
     ("cpu_ms_per_conn", "proxy CPU ms per connection"),
+    ("user_cpu_ms_per_conn", "  of which user space"),
     ("rss_kib_2000", "proxy KiB per idle conn (2,000)"),
     ("rss_kib_8000", "proxy KiB per idle conn (8,000)"),
 ]
