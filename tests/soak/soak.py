@@ -26,16 +26,20 @@ What it does, in order:
    fault rules (probability rules with seeds: delay, reset, close, alert,
    corrupt, append-bytes, drop-server-hello, slice, fragment, truncate,
    duplicate, strip-sni, downgrade, stall), listener "clean" without
-   faults (for latency probes), timeouts { handshake = 2; idle = 5; },
-   JSON event log.
+   faults (for latency probes), listener "mitm" (mode mitm, a lab CA made
+   with tlsfault --ca-init; rules cert-expired, cert-wrong-host,
+   cert-self-signed, cert-no-intermediate, server-versions, reset, close,
+   slice), timeouts { handshake = 2; idle = 5; }, JSON event log.
 3. Warm-up (a tenth of the connections, at most 2,000), idle, then takes the
    baselines: open file descriptors (/proc/PID/fd) and VmRSS.
 4. The soak: N connections (default 50,000), C in flight (default 50), of a
    mix of clients: Python ssl clients (TLS 1.3 and 1.2) making a request,
    curl, openssl s_client, and a custom client that aborts at random points
    (a partial ClientHello, closing after the ServerHello, garbage, RST via
-   SO_LINGER 0 before or after the handshake).  Stops launching at the
-   --minutes deadline (and says so).
+   SO_LINGER 0 before or after the handshake); --mitm-share of them
+   (default 0.2) go to the mitm listener, the rest to "soak", and at least a
+   quarter of the mitm ones must complete a request.  Stops launching at
+   the --minutes deadline (and says so).
 5. Idle until the flows are gone; fds must be back to the baseline (+-2) and
    VmRSS within 10% of the warmed-up baseline.
 6. Slow and hostile peers: H clients (default 5,000) that connect and send
@@ -333,6 +337,26 @@ FAULT_RULES = """
     match = { listener = "soak"; probability = 0.005; seed = 24; }; }
 """
 
+# The mitm listener's rules: its certificate faults, a version limit, and network faults.
+MITM_FAULT_RULES = """
+  { name = "m-expired"; fault = "cert-expired";
+    match = { listener = "mitm"; probability = 0.04; seed = 31; }; },
+  { name = "m-wrong-host"; fault = "cert-wrong-host";
+    match = { listener = "mitm"; probability = 0.04; seed = 32; }; },
+  { name = "m-self-signed"; fault = "cert-self-signed";
+    match = { listener = "mitm"; probability = 0.03; seed = 33; }; },
+  { name = "m-no-intermediate"; fault = "cert-no-intermediate";
+    match = { listener = "mitm"; probability = 0.03; seed = 34; }; },
+  { name = "m-versions"; fault = "server-versions"; min = "TLS1.2"; max = "TLS1.2";
+    match = { listener = "mitm"; probability = 0.04; seed = 35; }; },
+  { name = "m-reset"; fault = "reset"; after_bytes = 300;
+    match = { listener = "mitm"; probability = 0.03; seed = 36; }; },
+  { name = "m-close"; fault = "close"; dir = "s2c"; after_bytes = 150;
+    match = { listener = "mitm"; probability = 0.03; seed = 37; }; },
+  { name = "m-slice"; fault = "slice"; size = 9; pause = 1;
+    match = { listener = "mitm"; probability = 0.03; seed = 38; }; }
+"""
+
 
 def is_sanitized(binary):
     """Whether the binary is built with AddressSanitizer (its RSS then says little:
@@ -344,18 +368,28 @@ def is_sanitized(binary):
         return False
 
 
-def write_conf(path, soak_port, clean_port, origin_port, json_path, rules, delay_ms=100):
+def write_conf(path, soak_port, clean_port, origin_port, json_path, rules, delay_ms=100,
+               mitm_port=None, ca_dir=None):
+    """The soak's configuration; with mitm_port, a third listener "mitm" that
+    terminates TLS with certificates forged by the lab CA in ca_dir."""
+    mitm = ""
+    if mitm_port is not None:
+        mitm = (',\n  { name = "mitm"; listen = "%s:%d"; upstream = "%s:%d"; mode = "mitm"; }'
+                % (HOST, mitm_port, HOST, origin_port))
+        rules = rules + "," + MITM_FAULT_RULES
     text = """# written by tests/soak/soak.py
 workers = 2;
 listeners = (
   { name = "soak"; listen = "%s:%d"; upstream = "%s:%d"; },
-  { name = "clean"; listen = "%s:%d"; upstream = "%s:%d"; }
+  { name = "clean"; listen = "%s:%d"; upstream = "%s:%d"; }%s
 );
 timeouts = { connect = 5; handshake = %g; idle = %g; grace = %g; };
 log = { text = "none"; json = "%s"; level = "info"; };
 faults = (%s);
-""" % (HOST, soak_port, HOST, origin_port, HOST, clean_port, HOST, origin_port,
+""" % (HOST, soak_port, HOST, origin_port, HOST, clean_port, HOST, origin_port, mitm,
        HANDSHAKE_TIMEOUT, IDLE_TIMEOUT, GRACE, json_path, rules.replace("ms = 100;", "ms = %d;" % delay_ms))
+    if ca_dir is not None:
+        text += 'ca = { dir = "%s"; };\n' % ca_dir
     with open(path, "w") as f:
         f.write(text)
 
@@ -416,11 +450,16 @@ class Stats:
         self.kinds = collections.Counter()
         self.outcomes = collections.Counter()
         self.completed_ports = collections.Counter()
+        self.listeners = collections.Counter()     # clients per listener
+        self.listeners_ok = collections.Counter()  # of which completed a request
         self.bugs = {}
 
-    def add(self, kind, outcome, port=None):
+    def add(self, kind, outcome, port=None, listener="soak"):
         self.kinds[kind] += 1
         self.outcomes[(kind, outcome)] += 1
+        self.listeners[listener] += 1
+        if outcome == "ok":
+            self.listeners_ok[listener] += 1
         if outcome == "ok" and port:
             self.completed_ports[port] += 1
 
@@ -562,7 +601,7 @@ MIX = [  # kind, weight
 ]
 
 
-async def one_client(kind, port, hellos, rng, stats):
+async def one_client(kind, port, hellos, rng, stats, listener="soak"):
     lport = None
     if kind == "py-tls13":
         outcome, lport = await tls_request(port, CTX13)
@@ -577,12 +616,13 @@ async def one_client(kind, port, hellos, rng, stats):
         outcome = await s_client(port)
     else:
         outcome = await raw_client(port, hellos, kind, rng)
-    stats.add(kind, outcome, lport)
+    stats.add(kind, outcome, lport, listener)
 
 
 async def drive(port, n, concurrency, hellos, seed, deadline=None, kinds=None,
-                on_progress=None, sampler=None):
-    """n clients, concurrency in flight; returns (Stats, launched, seconds)."""
+                on_progress=None, sampler=None, mitm_port=None, mitm_share=0.0):
+    """n clients, concurrency in flight, a mitm_share of them to mitm_port (the
+    same mix of clients); returns (Stats, launched, seconds)."""
     rng = random.Random(seed)
     stats = Stats()
     population = [k for k, _ in (kinds or MIX)]
@@ -596,10 +636,14 @@ async def drive(port, n, concurrency, hellos, seed, deadline=None, kinds=None,
             break
         await sem.acquire()
         kind = rng.choices(population, weights)[0]
+        to_mitm = mitm_port is not None and rng.random() < mitm_share
 
-        async def run(kind=kind, r=random.Random(rng.getrandbits(64))):
+        async def run(kind=kind, r=random.Random(rng.getrandbits(64)), to_mitm=to_mitm):
             try:
-                await one_client(kind, port, hellos, r, stats)
+                if to_mitm:
+                    await one_client(kind, mitm_port, hellos, r, stats, "mitm")
+                else:
+                    await one_client(kind, port, hellos, r, stats)
             except Exception as e:  # noqa: BLE001 - counted, never fatal
                 stats.add(kind, "client-bug:%s" % type(e).__name__)
                 stats.bugs.setdefault(type(e).__name__, traceback.format_exc())
@@ -775,16 +819,27 @@ def summarize_stats(stats):
 
 def main_run(args, binary, workdir, hellos, origin_port, checks, figures):
     soak_port, clean_port = free_port(), free_port()
+    mitm_port = free_port() if args.mitm_share > 0 else None
+    ca_dir = None
+    if mitm_port is not None:
+        ca_dir = os.path.join(workdir, "lab-ca")
+        r = subprocess.run([binary, "--ca-init", ca_dir], capture_output=True, text=True)
+        if not checks.check(r.returncode == 0, "the lab CA for the mitm listener is made "
+                            "(tlsfault --ca-init)"):
+            log(r.stdout + r.stderr)
+            return
     json_path = os.path.join(workdir, "soak.jsonl")
     conf = os.path.join(workdir, "soak.conf")
-    write_conf(conf, soak_port, clean_port, origin_port, json_path, FAULT_RULES)
+    write_conf(conf, soak_port, clean_port, origin_port, json_path, FAULT_RULES,
+               mitm_port=mitm_port, ca_dir=ca_dir)
     r = subprocess.run([binary, "-c", conf, "-t"], capture_output=True, text=True)
     if not checks.check(r.returncode == 0, "the soak configuration is valid (tlsfault -t)"):
         log(r.stdout + r.stderr)
         return
     proxy = Proxy(binary, conf, workdir, "soak")
     try:
-        if not checks.check(proxy.wait_ready() and wait_port(soak_port) and wait_port(clean_port),
+        if not checks.check(proxy.wait_ready() and wait_port(soak_port) and wait_port(clean_port)
+                            and (mitm_port is None or wait_port(mitm_port)),
                             "tlsfault is ready and listens"):
             log(proxy.stderr())
             return
@@ -794,7 +849,8 @@ def main_run(args, binary, workdir, hellos, origin_port, checks, figures):
 
         warm = min(2000, max(200, args.connections // 10))
         log("warm-up: %d connections" % warm)
-        asyncio.run(drive(soak_port, warm, args.concurrency, hellos, args.seed))
+        asyncio.run(drive(soak_port, warm, args.concurrency, hellos, args.seed,
+                          mitm_port=mitm_port, mitm_share=args.mitm_share))
         figures["fds_base"] = wait_idle(proxy, figures["fds_start"], IDLE_TIMEOUT + 15)
         figures["rss_warm"] = proc_rss_kib(proxy.pid)
         log("baseline: %d fds (at start %d), VmRSS %d KiB (at start %d KiB)" % (
@@ -818,7 +874,8 @@ def main_run(args, binary, workdir, hellos, origin_port, checks, figures):
         cpu0 = proc_cpu_s(proxy.pid)
         stats, launched, secs = asyncio.run(drive(
             soak_port, args.connections, args.concurrency, hellos, args.seed + 1, deadline,
-            on_progress=progress, sampler=sampler))
+            on_progress=progress, sampler=sampler, mitm_port=mitm_port,
+            mitm_share=args.mitm_share))
         figures["cpu_soak"] = proc_cpu_s(proxy.pid) - cpu0
         figures["connections"] = launched
         figures["soak_seconds"] = secs
@@ -828,6 +885,12 @@ def main_run(args, binary, workdir, hellos, origin_port, checks, figures):
             log("the --minutes deadline stopped the soak at %d of %d connections" % (
                 launched, args.connections))
         checks.check(proxy.alive(), "tlsfault alive after %d connections" % launched)
+        if mitm_port is not None:
+            # Its own rules fail a sixth of them on purpose, the aborting clients a third.
+            m, m_ok = stats.listeners["mitm"], stats.listeners_ok["mitm"]
+            checks.check(m > 0 and m_ok >= m // 4,
+                         "the mitm listener served its share: %d of %d clients completed a "
+                         "request" % (m_ok, m))
         figures["fds_after"] = wait_idle(proxy, figures["fds_base"], IDLE_TIMEOUT + 20)
         time.sleep(1.0)
         figures["rss_after"] = proc_rss_kib(proxy.pid)
@@ -1192,6 +1255,10 @@ def print_summary(args, binary, figures, checks, elapsed):
             f["connections"], f["soak_seconds"], f["connections"] / max(f["soak_seconds"], 1e-9),
             args.concurrency))
         print(summarize_stats(f["stats"]))
+        st = f["stats"]
+        print("listeners:          %s" % ", ".join(
+            "%s %d (%d completed a request)" % (name, st.listeners[name], st.listeners_ok[name])
+            for name in sorted(st.listeners)))
         print("tlsfault CPU:       %.1f s for the soak (%.2f ms per connection)" % (
             f["cpu_soak"], 1000.0 * f["cpu_soak"] / max(1, f["connections"])))
         for name, tb in f["stats"].bugs.items():
@@ -1251,6 +1318,9 @@ def main():
                     help="waves of hostile clients (the later ones check RSS stays bounded)")
     ap.add_argument("--signal-connections", type=int, default=3000)
     ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--mitm-share", type=float, default=0.2,
+                    help="the share of soak clients sent to the mitm listener (0: no mitm "
+                    "listener)")
     ap.add_argument("--quick", action="store_true",
                     help="CI size: 2,000 connections, 500 hostile, 300 in the signals run")
     ap.add_argument("--keep", action="store_true", help="keep the work directory")
