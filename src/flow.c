@@ -1500,9 +1500,13 @@ flow_route_sni(struct tf_flow *f)
 
     if (f->ending)
         return;
-    if (tf_inspect_idle(f->ins, TF_DIR_C2S)) {
-        flow_refuse(f, 0, "the client's first bytes are not a TLS ClientHello: no server name "
-                          "to route by");
+    if (tf_inspect_client_hello_lost(f->ins)) {
+        flow_refuse(f, 0, tf_inspect_idle(f->ins, TF_DIR_C2S)
+                              ? "the client's first bytes are not a TLS ClientHello: no server "
+                                "name to route by"
+                              : "the client's first handshake message is not a ClientHello "
+                                "tlsfault can read (another type, or longer than the handshake "
+                                "cap): no server name to route by");
         return;
     }
     if (!tf_inspect_client_hello_seen(f->ins))

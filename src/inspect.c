@@ -99,6 +99,8 @@ struct tf_inspect {
     char *sni;                  /* the first ClientHello's server_name (owned) */
     bool has_sni;
     bool client_hello_seen;
+    bool client_hello_lost;  /* the client's first handshake message is none we can read */
+    bool client_hello_lost_told; /* its event went out, quiet or not */
     bool quiet;
     bool app_records;           /* an event per application data record after the handshake */
     json_t *alerts;
@@ -202,7 +204,15 @@ tf_inspect_free(struct tf_inspect *ins)
 static void
 inspect_emit(struct inspect_dir *d, const char *event, json_t *fields)
 {
-    if (d->ins->quiet && strcmp(event, "non_tls") != 0) {
+    /*
+     * Quiet (mitm) still says why there is no ClientHello to terminate:
+     * OpenSSL never sees those bytes, so no one else would.
+     */
+    bool hello_lost_now = d->dir == TF_DIR_C2S && d->ins->client_hello_lost &&
+                          !d->ins->client_hello_lost_told;
+    if (hello_lost_now)
+        d->ins->client_hello_lost_told = true;
+    if (d->ins->quiet && strcmp(event, "non_tls") != 0 && !hello_lost_now) {
         json_decref(fields);
         return;
     }
@@ -480,6 +490,8 @@ inspect_message_cb(void *arg, uint8_t type, const uint8_t *body, size_t len)
     memset(&sh, 0, sizeof(sh));
     bool ok = tf_decode_handshake(type, body, len, tls13, ins->cipher_suite, obj, &ch, &sh, &name,
                                   unknown, sizeof(unknown));
+    if (d->dir == TF_DIR_C2S && !ins->client_hello_seen && type != TF_HS_CLIENT_HELLO)
+        ins->client_hello_lost = true; /* RFC 8446 §4.1.2: a client's first message is its hello */
     switch (type) {
     case TF_HS_CLIENT_HELLO: {
         ins->client_hello_seen = true;
@@ -501,7 +513,8 @@ inspect_message_cb(void *arg, uint8_t type, const uint8_t *body, size_t len)
         break;
     }
     case TF_HS_SERVER_HELLO:
-        if (ok) {
+        /* Only the server's: a client that sends one has negotiated nothing. */
+        if (ok && d->dir == TF_DIR_S2C) {
             inspect_server_hello(d, &sh);
             json_t *sentinel = json_object_get(obj, "downgrade_sentinel");
             if (json_is_string(sentinel))
@@ -687,6 +700,8 @@ inspect_record_cb(void *arg, const struct tf_record *rec)
     if (d->hs == NULL || d->hs->stopped)
         return true;
     if (tf_hs_feed(d->hs, rec->body, rec->len, inspect_message_cb, d) == TF_PARSE_BAD) {
+        if (d->dir == TF_DIR_C2S && !ins->client_hello_seen)
+            ins->client_hello_lost = true;
         json_t *obj = json_pack("{s:s}", "error", d->hs->error);
         inspect_emit(d, "handshake", obj);
         /*
@@ -770,6 +785,13 @@ bool
 tf_inspect_client_hello_seen(const struct tf_inspect *ins)
 {
     return ins->client_hello_seen;
+}
+
+bool
+tf_inspect_client_hello_lost(const struct tf_inspect *ins)
+{
+    return !ins->client_hello_seen &&
+           (ins->client_hello_lost || ins->d[TF_DIR_C2S].rec.stopped);
 }
 
 const char *

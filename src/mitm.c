@@ -818,8 +818,13 @@ tf_mitm_from_client(struct tf_mitm *m, struct evbuffer *in, struct evbuffer *to_
     bool closed;
     switch (m->stage) {
     case MITM_HELLO:
-        if (tf_inspect_idle(m->ins, TF_DIR_C2S)) {
-            /* Not TLS: nothing to terminate; relayed as it is, as passthrough would. */
+        if (tf_inspect_client_hello_lost(m->ins)) {
+            /*
+             * Not TLS, or no ClientHello we can read: nothing to terminate.
+             * Relayed as it is, as passthrough would, so that the client gets
+             * the server's own answer (an alert, at once) rather than silence
+             * until the handshake timeout.
+             */
             m->stage = MITM_RAW;
             evbuffer_add_buffer(to_server, m->client_wait);
             evbuffer_add_buffer(to_server, in);

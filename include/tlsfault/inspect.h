@@ -70,6 +70,14 @@ bool tf_inspect_hello_retry(const struct tf_inspect *ins);
 
 /* The first ClientHello: seen yet, its SNI (NULL if none), its ALPN list (borrowed; may be NULL). */
 bool tf_inspect_client_hello_seen(const struct tf_inspect *ins);
+/*
+ * No ClientHello can come any more: the client's bytes are not TLS, its
+ * first handshake message is of another type, or it cannot be reassembled
+ * (claims more than the handshake cap, e.g. a 16 MiB header).  A mitm or
+ * SNI-routed flow waiting for the hello stops waiting then, instead of
+ * holding the client until the handshake timeout.
+ */
+bool tf_inspect_client_hello_lost(const struct tf_inspect *ins);
 const char *tf_inspect_sni(const struct tf_inspect *ins);
 json_t *tf_inspect_alpn(const struct tf_inspect *ins);
 

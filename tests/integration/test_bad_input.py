@@ -2,7 +2,10 @@
 handshake, and with upstreams that fail.
 
 Clients send an HTTP request, random bytes, a truncated record, an SSLv2-
-style hello, and a ClientHello trickled a byte at a time.  Non-TLS bytes
+style hello, a ClientHello trickled a byte at a time, and first handshake
+messages that cannot be a ClientHello (one claiming 16 MiB, a ServerHello):
+a mitm listener must step aside so that the server answers at once, an
+SNI-routed one must refuse at once, instead of waiting for the timeout.  Non-TLS bytes
 must be reported (non_tls event) and relayed unchanged: a recording
 upstream checks what arrived, and a real s_server must answer through the
 proxy exactly as it answers directly.  Upstreams that refuse or never
@@ -267,6 +270,91 @@ def part_non_tls(tap, lab, name, data, kind, preview):
                                                   fmt_events(evs)))
 
 
+def hello_16mib():
+    """A full record whose ClientHello header claims 16 MiB (more than the
+    handshake cap, and than any server takes)."""
+    body = b"\x01\xff\xff\xff\x03\x03" + bytes(16384 - 6)
+    return b"\x16\x03\x01\x40\x00" + body
+
+
+def server_hello_first():
+    """A ServerHello as the client's first message (RFC 8446 §4.1.2: it must be a ClientHello)."""
+    msg = b"\x02\x00\x00\x26\x03\x03" + bytes(32) + b"\x00\x13\x01\x00"
+    return b"\x16\x03\x01" + len(msg).to_bytes(2, "big") + msg
+
+
+UNREADABLE_HELLOS = [
+    ("ClientHello claiming 16 MiB", hello_16mib(), "exceeds the"),
+    ("ServerHello sent first", server_hello_first(), None),
+]
+
+
+class HelloLab:
+    """A mitm listener and an SNI-routed one, both in front of the lab's
+    s_server, with a 10 s handshake timeout: waiting for a ClientHello that
+    cannot come would show as a wait of seconds."""
+
+    def __init__(self, lab):
+        ca = tflib.LabCA.get()
+        json_path = tflib.tmppath("bad-hello.jsonl")
+        conf = tflib.write_file("bad-hello.conf", """
+listeners = (
+  { name = "mitm"; listen = "%s"; route = "forward"; upstream = "%s"; mode = "mitm"; },
+  { name = "sni"; listen = "%s"; route = "sni"; upstream_port = %d; }
+);
+ca = { dir = "%s"; };
+timeouts = { handshake = 10.0; };
+log = { text = "none"; json = "%s"; };
+workers = 1;
+""" % (tflib.listen_addr("127.0.0.1:0"), lab.srv.addr, tflib.listen_addr("127.0.0.1:0"),
+       lab.srv.port, ca.dir, json_path))
+        self.proxy = Tlsfault(config=conf, name="bad-hello")
+        self.mitm_port = self.proxy.port_of("mitm")
+        self.sni_port = self.proxy.port_of("sni")
+
+
+def part_unreadable_hello(tap, lab, hl, name, data, error):
+    """A mitm listener steps aside and relays (the server answers at once, as
+    directly); an SNI-routed one refuses at once with its reason."""
+    t0 = time.monotonic()
+    _, direct, derr = raw_exchange(lab.srv.port, data)
+    lp, proxied, perr = raw_exchange(hl.mitm_port, data)
+    secs = time.monotonic() - t0
+    fid, end, evs = flow_of(hl.proxy, lp, listener="mitm")
+    tap.ok(direct and proxied == direct and secs < 3.0,
+           "%s, mitm: the server's own answer, at once, as directly (%r)" % (name, direct[:8]),
+           "direct %r (%r)\nproxied %r (%r) after %.1f s\n%s" % (
+               direct, derr, proxied, perr, secs, fmt_events(evs)))
+    bad = []
+    if end is None:
+        bad.append("no flow_end")
+    else:
+        if end.get("handshake") != "incomplete":
+            bad.append("flow_end handshake %r" % end.get("handshake"))
+        if end.get("version") is not None:
+            bad.append("flow_end claims a version %r: nothing was negotiated" % end.get("version"))
+        if (end.get("bytes") or {}).get("c2s") != len(data):
+            bad.append("flow_end bytes.c2s %r, want %d" % ((end.get("bytes") or {}).get("c2s"),
+                                                           len(data)))
+    told = [e for e in evs if e.get("event") == "handshake" and e.get("dir") == "c2s"]
+    if not told:
+        bad.append("no c2s handshake event says what the client sent")
+    elif error and error not in str(told[0].get("error", "")):
+        bad.append("the handshake event's error %r lacks %r" % (told[0].get("error"), error))
+    tap.ok(not bad, "%s, mitm: the log says what came instead of a ClientHello" % name,
+           "\n".join(bad) + "\n" + fmt_events(evs))
+
+    t0 = time.monotonic()
+    lp, got, err = raw_exchange(hl.sni_port, data)
+    secs = time.monotonic() - t0
+    fid, end, evs = flow_of(hl.proxy, lp, listener="sni")
+    reason = str((end or {}).get("reason", "")) + str((end or {}).get("summary", ""))
+    tap.ok(end is not None and secs < 3.0 and "ClientHello" in reason,
+           "%s, SNI route: refused at once, the reason names the ClientHello" % name,
+           "after %.1f s, client got %r (%r)\nflow_end %r\n%s" % (
+               secs, got, err, end, fmt_events(evs)))
+
+
 def part_truncated(tap, lab):
     """Header claims 300 bytes, 10 follow, then the client closes."""
     pa, rec = lab.pa, lab.rec
@@ -361,6 +449,10 @@ def main(tap):
     lab.slow = SlowHandshake(lab.tls_port)
     for name, data, kind, preview in NON_TLS:
         tap.section(3, name, part_non_tls, tap, lab, name, data, kind, preview)
+    hl = HelloLab(lab)
+    for name, data, error in UNREADABLE_HELLOS:
+        tap.section(3, name, part_unreadable_hello, tap, lab, hl, name, data, error)
+    hl.proxy.stop()
     tap.section(2, "truncated record", part_truncated, tap, lab)
     tap.section(2, "upstream refuses", part_refused, tap, lab)
     tap.section(2, "silent upstream", part_silent, tap, lab)
@@ -369,7 +461,7 @@ def main(tap):
     lab.srv.stop()
 
 
-PLAN = 1 + 3 * len(NON_TLS) + 2 + 2 + 2 + 2 + 3
+PLAN = 1 + 3 * len(NON_TLS) + 3 * len(UNREADABLE_HELLOS) + 2 + 2 + 2 + 2 + 3
 
 if __name__ == "__main__":
     tflib.run_main(PLAN, main)
