@@ -46,7 +46,8 @@ What it does, in order:
 6. Slow and hostile peers: H clients (default 5,000) that connect and send
    nothing, or one byte a second, or a record header claiming 65535 bytes
    (more than the 18 KiB a record may hold), or a ClientHello whose
-   handshake header claims 16 MiB; the handshake timeout must close them
+   handshake header claims 16 MiB, every fifth of them to the mitm listener
+   (shown as "mitm/KIND"); the handshake timeout must close them
    (closed within timeout + 3 s), VmRSS must stay bounded, and curl through
    the clean listener meanwhile must see a median latency within 2x of its
    median before the abuse.  fds back to the baseline afterwards.  Then
@@ -666,8 +667,9 @@ async def drive(port, n, concurrency, hellos, seed, deadline=None, kinds=None,
 
 # ------------------------------------------------------------------ hostile
 
-async def hostile_client(port, how, hellos, rng, results, hold):
-    """Connects and misbehaves until the proxy closes; records how long that took."""
+async def hostile_client(port, how, hellos, rng, results, hold, label=None):
+    """Connects and misbehaves until the proxy closes; records how long that took
+    (under label, default how)."""
     loop = asyncio.get_running_loop()
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setblocking(False)
@@ -675,7 +677,7 @@ async def hostile_client(port, how, hellos, rng, results, hold):
         await asyncio.wait_for(loop.sock_connect(sock, (HOST, port)), 30)
         lport = sock.getsockname()[1]
     except (OSError, asyncio.TimeoutError):
-        results.append((how, "connect-failed", None, None, time.time()))
+        results.append((label or how, "connect-failed", None, None, time.time()))
         sock.close()
         return
     t0 = time.monotonic()
@@ -714,7 +716,7 @@ async def hostile_client(port, how, hellos, rng, results, hold):
         outcome = "os-error"
     finally:
         sock.close()
-    results.append((how, outcome, time.monotonic() - t0, lport, time.time()))
+    results.append((label or how, outcome, time.monotonic() - t0, lport, time.time()))
 
 
 async def curl_latency(port, count, pause=0.05):
@@ -739,7 +741,10 @@ async def curl_latency(port, count, pause=0.05):
     return times, failures
 
 
-async def hostile_phase(proxy, soak_port, clean_port, n, hellos, seed, rss_samples):
+async def hostile_phase(proxy, soak_port, clean_port, n, hellos, seed, rss_samples,
+                        mitm_port=None):
+    """n hostile clients, every fifth to mitm_port when there is one (its kinds
+    labelled "mitm/..."); returns (results, seconds to open, curl times, failures)."""
     rng = random.Random(seed)
     kinds = ["silent", "trickle", "record-64k", "hello-16mib"]
     results = []
@@ -757,9 +762,12 @@ async def hostile_phase(proxy, soak_port, clean_port, n, hellos, seed, rss_sampl
     # Opened in batches, so that the accept queue is not the thing measured.
     for i in range(n):
         how = kinds[i % len(kinds)]
+        port, label = soak_port, how
+        if mitm_port is not None and i % 5 == 4:  # 4 and 5 coprime: every kind, both listeners
+            port, label = mitm_port, "mitm/" + how
         tasks.append(asyncio.ensure_future(
-            hostile_client(soak_port, how, hellos, random.Random(rng.getrandbits(64)), results,
-                           hold)))
+            hostile_client(port, how, hellos, random.Random(rng.getrandbits(64)), results,
+                           hold, label)))
         if i % 250 == 249:
             await asyncio.sleep(0.05)
     opened = time.monotonic() - t0
@@ -914,7 +922,8 @@ def main_run(args, binary, workdir, hellos, origin_port, checks, figures):
             cpu0 = proc_cpu_s(proxy.pid)
             overflows0 = listen_overflows()
             results, opened, abuse, abuse_fail = asyncio.run(hostile_phase(
-                proxy, soak_port, clean_port, args.hostile, hellos, args.seed + 2, rss_samples))
+                proxy, soak_port, clean_port, args.hostile, hellos, args.seed + 2, rss_samples,
+                mitm_port))
             figures["hostile"] = results
             figures["cpu_hostile"] = proc_cpu_s(proxy.pid) - cpu0
             figures["listen_overflows"] = listen_overflows() - overflows0
@@ -961,7 +970,7 @@ def main_run(args, binary, workdir, hellos, origin_port, checks, figures):
                 samples = []
                 results_w, _, abuse_w, _ = asyncio.run(hostile_phase(
                     proxy, soak_port, clean_port, args.hostile, hellos, args.seed + 10 + wave,
-                    samples))
+                    samples, mitm_port))
                 peaks.append(max(samples) if samples else -1)
                 abuse_more += abuse_w
                 late_more += [r for r in results_w if r[1] not in ("closed", "reset") or
