@@ -99,8 +99,7 @@ struct tf_inspect {
     char *sni;                  /* the first ClientHello's server_name (owned) */
     bool has_sni;
     bool client_hello_seen;
-    bool client_hello_lost;  /* the client's first handshake message is none we can read */
-    bool client_hello_lost_told; /* its event went out, quiet or not */
+    bool client_hello_lost;     /* the client's first handshake message is none we can read */
     bool quiet;
     bool app_records;           /* an event per application data record after the handshake */
     json_t *alerts;
@@ -204,19 +203,37 @@ tf_inspect_free(struct tf_inspect *ins)
 static void
 inspect_emit(struct inspect_dir *d, const char *event, json_t *fields)
 {
-    /*
-     * Quiet (mitm) still says why there is no ClientHello to terminate:
-     * OpenSSL never sees those bytes, so no one else would.
-     */
-    bool hello_lost_now = d->dir == TF_DIR_C2S && d->ins->client_hello_lost &&
-                          !d->ins->client_hello_lost_told;
-    if (hello_lost_now)
-        d->ins->client_hello_lost_told = true;
-    if (d->ins->quiet && strcmp(event, "non_tls") != 0 && !hello_lost_now) {
+    if (d->ins->quiet && strcmp(event, "non_tls") != 0) {
         json_decref(fields);
         return;
     }
     d->ins->emit(d->ins->arg, event, d->dir, fields);
+}
+
+/*
+ * Whether what the client sends now ends all hope of its ClientHello (it
+ * is the first message and another one, or one that cannot be
+ * reassembled); marks the loss.  True once: its event is emitted even when
+ * quiet (mitm), since OpenSSL never sees those bytes and no one else
+ * would say what came instead.
+ */
+static bool
+inspect_loses_hello(struct inspect_dir *d)
+{
+    struct tf_inspect *ins = d->ins;
+    if (d->dir != TF_DIR_C2S || ins->client_hello_seen || ins->client_hello_lost)
+        return false;
+    ins->client_hello_lost = true;
+    return true;
+}
+
+static void
+inspect_emit_hello_lost(struct inspect_dir *d, bool lost_now, const char *event, json_t *fields)
+{
+    if (lost_now)
+        d->ins->emit(d->ins->arg, event, d->dir, fields);
+    else
+        inspect_emit(d, event, fields);
 }
 
 /* A version or a cipher suite as JSON: its IANA name (shared), or "0x%04x". */
@@ -490,8 +507,8 @@ inspect_message_cb(void *arg, uint8_t type, const uint8_t *body, size_t len)
     memset(&sh, 0, sizeof(sh));
     bool ok = tf_decode_handshake(type, body, len, tls13, ins->cipher_suite, obj, &ch, &sh, &name,
                                   unknown, sizeof(unknown));
-    if (d->dir == TF_DIR_C2S && !ins->client_hello_seen && type != TF_HS_CLIENT_HELLO)
-        ins->client_hello_lost = true; /* RFC 8446 §4.1.2: a client's first message is its hello */
+    /* RFC 8446 §4.1.2: a client's first message is its hello. */
+    bool lost_now = type != TF_HS_CLIENT_HELLO && inspect_loses_hello(d);
     switch (type) {
     case TF_HS_CLIENT_HELLO: {
         ins->client_hello_seen = true;
@@ -540,7 +557,7 @@ inspect_message_cb(void *arg, uint8_t type, const uint8_t *body, size_t len)
     json_object_set_new_nocheck(obj, "length", json_integer((json_int_t)len));
     inspect_note_message(d, name);
     inspect_log_message(d, name == unknown ? NULL : name, type, NULL);
-    inspect_emit(d, "handshake", obj);
+    inspect_emit_hello_lost(d, lost_now, "handshake", obj);
     return true;
 }
 
@@ -700,10 +717,9 @@ inspect_record_cb(void *arg, const struct tf_record *rec)
     if (d->hs == NULL || d->hs->stopped)
         return true;
     if (tf_hs_feed(d->hs, rec->body, rec->len, inspect_message_cb, d) == TF_PARSE_BAD) {
-        if (d->dir == TF_DIR_C2S && !ins->client_hello_seen)
-            ins->client_hello_lost = true;
+        bool lost_now = inspect_loses_hello(d);
         json_t *obj = json_pack("{s:s}", "error", d->hs->error);
-        inspect_emit(d, "handshake", obj);
+        inspect_emit_hello_lost(d, lost_now, "handshake", obj);
         /*
          * Only a certificate chain grows past the cap; an abbreviated
          * handshake has none, so this one is a full handshake.

@@ -642,10 +642,8 @@ async def drive(port, n, concurrency, hellos, seed, deadline=None, kinds=None,
 
         async def run(kind=kind, r=random.Random(rng.getrandbits(64)), to_mitm=to_mitm):
             try:
-                if to_mitm:
-                    await one_client(kind, mitm_port, hellos, r, stats, "mitm")
-                else:
-                    await one_client(kind, port, hellos, r, stats)
+                await one_client(kind, mitm_port if to_mitm else port, hellos, r, stats,
+                                 "mitm" if to_mitm else "soak")
             except Exception as e:  # noqa: BLE001 - counted, never fatal
                 stats.add(kind, "client-bug:%s" % type(e).__name__)
                 stats.bugs.setdefault(type(e).__name__, traceback.format_exc())
