@@ -976,6 +976,9 @@ flow_mitm_read(struct tf_leg *leg, struct evbuffer *in)
         }
         st = tf_mitm_from_client(f->mitm, f->mid, f->to_client, f->w->stage);
     } else {
+        /* OpenSSL reads what the server says, except what goes by untouched. */
+        if (tf_mitm_relays_server_raw(f->mitm) && !tf_inspect_idle(f->ins, TF_DIR_S2C))
+            flow_inspect(leg, in, leg->held_back);
         if (!flow_network_faults(leg)) {
             evbuffer_drain(in, evbuffer_get_length(in));
             return;
@@ -2254,7 +2257,10 @@ flow_verdict(struct tf_flow *f, json_t *end, const char *closed_by, const char *
             kind = json_string_value(v);
             break;
         }
-        snprintf(summary, sizeof(summary), "the %s did not speak TLS (%s)", who, kind);
+        if (json_is_true(json_object_get(end, "server_spoke_first")) && who[0] == 's')
+            snprintf(summary, sizeof(summary), "the server spoke first, and not TLS (%s)", kind);
+        else
+            snprintf(summary, sizeof(summary), "the %s did not speak TLS (%s)", who, kind);
     } else if (f->mitm != NULL && strcmp(how, "error") == 0 && strcmp(closed_by, "proxy") == 0 &&
                f->state != TF_FLOW_CONNECTING) {
         outcome = complete ? "aborted" : "failed";

@@ -101,6 +101,8 @@ struct tf_inspect {
     bool client_hello_seen;
     bool client_hello_lost;     /* the client's first handshake message is none we can read */
     bool quiet;
+    bool server_first;          /* the server's bytes came before any of the client's */
+    const char *server_first_message; /* then its first handshake message (a static name) */
     bool app_records;           /* an event per application data record after the handshake */
     json_t *alerts;
     json_t *alpn_offered;
@@ -511,6 +513,9 @@ inspect_message_cb(void *arg, uint8_t type, const uint8_t *body, size_t len)
     bool lost_now = type != TF_HS_CLIENT_HELLO && inspect_loses_hello(d);
     switch (type) {
     case TF_HS_CLIENT_HELLO: {
+        /* Only the client's: a server that sends one offers nothing for it. */
+        if (d->dir != TF_DIR_C2S)
+            break;
         ins->client_hello_seen = true;
         if (!ins->has_sni && ch.has_sni) {
             ins->has_sni = true;
@@ -555,6 +560,8 @@ inspect_message_cb(void *arg, uint8_t type, const uint8_t *body, size_t len)
     json_object_set_new_nocheck(obj, "type",
                                 name != unknown ? tf_json_name(name) : tf_json_string(name));
     json_object_set_new_nocheck(obj, "length", json_integer((json_int_t)len));
+    if (ins->server_first && d->dir == TF_DIR_S2C && ins->server_first_message == NULL)
+        ins->server_first_message = name != unknown ? name : "unknown";
     inspect_note_message(d, name);
     inspect_log_message(d, name == unknown ? NULL : name, type, NULL);
     inspect_emit_hello_lost(d, lost_now, "handshake", obj);
@@ -762,6 +769,8 @@ tf_inspect_feed(struct tf_inspect *ins, enum tf_dir dir, const uint8_t *p, size_
     struct inspect_dir *d = &ins->d[dir];
     if (d->rec.stopped)
         return;
+    if (dir == TF_DIR_S2C && d->fed == 0 && ins->d[TF_DIR_C2S].fed == 0)
+        ins->server_first = true;
     if (d->fed < INSPECT_PREVIEW) {
         size_t take = INSPECT_PREVIEW - d->preview_len;
         if (take > n)
@@ -894,7 +903,11 @@ tf_inspect_summarize(const struct tf_inspect *ins, json_t *obj)
     }
     if (json_array_size(ins->alerts) > 0)
         json_object_set_nocheck(obj, "alerts", ins->alerts);
-    for (int i = 0; i < 2; i++) {
+    if (ins->server_first)
+        json_object_set_new_nocheck(obj, "server_spoke_first", json_true());
+    /* The side that went off TLS first is named first (flow.c's summary). */
+    for (int n = 0; n < 2; n++) {
+        int i = ins->server_first ? 1 - n : n;
         if (!ins->d[i].non_tls)
             continue;
         json_t *nt = json_object_get(obj, "non_tls");
@@ -965,6 +978,11 @@ tf_inspect_facts(const struct tf_inspect *ins, json_t *facts)
     if (c->small_first > 0 && c->encrypted_records == 0)
         json_object_set_new_nocheck(facts, "c2s_protected_alert",
                                     json_pack("{s:I}", "length", (json_int_t)c->small_first));
+    if (ins->server_first)
+        json_object_set_new_nocheck(facts, "server_spoke_first",
+                                    ins->server_first_message != NULL
+                                        ? tf_json_name(ins->server_first_message)
+                                        : json_true());
     for (int i = 0; i < 2; i++) {
         const struct inspect_dir *d = &ins->d[i];
         if (!d->non_tls)

@@ -877,11 +877,21 @@ tf_mitm_from_server(struct tf_mitm *m, struct evbuffer *in, struct evbuffer *to_
     case MITM_RELAY:
         mitm_feed(m->up_in, in);
         return mitm_trim(m, mitm_pump(m, m->upstream, m->client, m->client_out, to_client, &closed));
+    case MITM_HELLO:
+        /*
+         * The server spoke before the client's hello: a protocol whose
+         * server talks first (a banner), so nothing to terminate.  Relayed
+         * both ways as it is, as passthrough would: the client sees what a
+         * direct connection shows instead of silence until the timeout.
+         */
+        m->stage = MITM_RAW;
+        evbuffer_add_buffer(to_server, m->client_wait);
+        evbuffer_add_buffer(to_client, in);
+        return TF_MITM_OK;
     case MITM_RAW:
         evbuffer_add_buffer(to_client, in);
         return TF_MITM_OK;
     default:
-        /* The upstream spoke before the client's hello: not TLS as we know it. */
         evbuffer_drain(in, evbuffer_get_length(in));
         return TF_MITM_OK;
     }
@@ -915,9 +925,9 @@ tf_mitm_eof(struct tf_mitm *m, bool client, struct evbuffer *to_client,
 }
 
 bool
-tf_mitm_raw(const struct tf_mitm *m)
+tf_mitm_relays_server_raw(const struct tf_mitm *m)
 {
-    return m->stage == MITM_RAW;
+    return m->stage == MITM_RAW || m->stage == MITM_HELLO;
 }
 
 /*

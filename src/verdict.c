@@ -58,6 +58,9 @@ static const struct tf_verdict_cause verdict_causes[] = {
      "ClientHello, without an alert"},
     {"not_tls_server", "server", "the server's port speaks something else than TLS (HTTP, ...)"},
     {"not_tls_client", "client", "the client sent something else than a TLS ClientHello"},
+    {"server_spoke_first", "server",
+     "the server sent TLS before the client's ClientHello: the upstream is a TLS client, not "
+     "a server"},
     {"version_mismatch", "server", "no protocol version both sides accept"},
     {"no_shared_cipher", "server", "no cipher suite both sides accept"},
     {"sni_required", "client", "the server needs SNI and the ClientHello had none"},
@@ -1233,7 +1236,14 @@ verdict_not_tls(struct verdict *v)
         const char *what = verdict_streq(kind, "http")    ? "an HTTP message"
                            : verdict_streq(kind, "sslv2") ? "an SSLv2 hello"
                                                           : "bytes that are not TLS";
-        if (i == 0)
+        if (i == 0 && json_object_get(v->facts, "server_spoke_first") != NULL)
+            verdict_set_cause(
+                v, "not_tls_server",
+                "The server spoke first, before any ClientHello, and sent %s: a protocol "
+                "whose server talks first (SMTP, FTP, POP3, a banner), or the wrong port; "
+                "TLS clients report \"wrong version number\".",
+                what);
+        else if (i == 0)
             verdict_set_cause(
                 v, "not_tls_server",
                 "The server's port does not speak TLS: it answered the ClientHello with %s "
@@ -1622,6 +1632,17 @@ verdict_analyse(struct verdict *v)
         return;
     if (verdict_not_tls(v))
         return;
+    const char *first = verdict_str(v->facts, "server_spoke_first");
+    if (first != NULL) {
+        /* TLS from the server before the client's hello: a client answers a client. */
+        verdict_ev_str(v, "server_first_message", first);
+        verdict_set_cause(v, "server_spoke_first",
+                          "The server spoke first, before the client's ClientHello, and sent a "
+                          "TLS %s: a TLS server waits for the client's hello, so the upstream's "
+                          "port is a TLS client (two clients facing each other), not a server.",
+                          first);
+        return;
+    }
     json_t *a = verdict_first_fatal(v);
     if (a != NULL) {
         if (verdict_streq(verdict_str(a, "dir"), "s2c"))

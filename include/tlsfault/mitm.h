@@ -66,8 +66,12 @@ enum tf_mitm_status tf_mitm_upstream_connected(struct tf_mitm *m, struct evbuffe
 void tf_mitm_eof(struct tf_mitm *m, bool client, struct evbuffer *to_client,
                  struct evbuffer *to_server);
 
-/* True when the client is not speaking TLS and bytes are relayed as they are. */
-bool tf_mitm_raw(const struct tf_mitm *m);
+/*
+ * True when the server's next bytes go to the client as they are: the
+ * client spoke no TLS, or the server speaks before the client's hello
+ * (then nothing is terminated and both sides are relayed unchanged).
+ */
+bool tf_mitm_relays_server_raw(const struct tf_mitm *m);
 bool tf_mitm_handshake_done(const struct tf_mitm *m);
 
 /*

@@ -5,7 +5,9 @@ Clients send an HTTP request, random bytes, a truncated record, an SSLv2-
 style hello, a ClientHello trickled a byte at a time, and first handshake
 messages that cannot be a ClientHello (one claiming 16 MiB, a ServerHello):
 a mitm listener must step aside so that the server answers at once, an
-SNI-routed one must refuse at once, instead of waiting for the timeout.  Non-TLS bytes
+SNI-routed one must refuse at once, instead of waiting for the timeout.  A
+server that speaks first (a banner) is relayed as it is through mitm too, and
+a ClientHello the server sends says nothing about the client.  Non-TLS bytes
 must be reported (non_tls event) and relayed unchanged: a recording
 upstream checks what arrived, and a real s_server must answer through the
 proxy exactly as it answers directly.  Upstreams that refuse or never
@@ -44,6 +46,26 @@ def random_bytes():
 
 HTTP_REQ = b"GET / HTTP/1.1\r\nHost: lab.test\r\nUser-Agent: tlsfault-test\r\nAccept: */*\r\n\r\n"
 TRUNCATED = b"\x16\x03\x01\x01\x2c" + b"\x01\x00\x01\x28\x03\x03" + b"\x00" * 4  # claims 300, sends 10
+
+BANNER = b"220 banner.test ESMTP ready\r\n"
+SERVER_SENT_SNI = b"server-sent.test"
+
+
+def handler_banner(conn, srv):
+    """Speaks first (an SMTP-style banner), then records until EOF."""
+    conn.sendall(BANNER)
+    srv.add_result(recv_all(conn))
+
+
+SERVER_SENT_HELLO = tflib.client_hello(SERVER_SENT_SNI)
+
+
+def handler_server_hello_first(conn, srv):
+    """Speaks first with a ClientHello of its own (a TLS client on the
+    upstream's port), then records until EOF."""
+    conn.sendall(SERVER_SENT_HELLO)
+    srv.add_result(recv_all(conn))
+
 
 NON_TLS = [
     # name, bytes, kind, preview must start with
@@ -190,11 +212,15 @@ class Lab:
         self.srv = SServer("1.3", "www", pki=pki)
         self.rec = TCPServer(handler_record)
         self.silent = TCPServer(handler_silent)
+        self.banner = TCPServer(handler_banner)
+        self.talker = TCPServer(handler_server_hello_first)
         closed_port = tflib.free_port()
         conf_a, _ = write_config("bad-a", [
             ("tls", "127.0.0.1:0", self.srv.addr),
             ("rec", "127.0.0.1:0", self.rec.addr),
             ("refused", "127.0.0.1:0", "127.0.0.1:%d" % closed_port),
+            ("talker", "127.0.0.1:0", self.talker.addr),
+            ("banner", "127.0.0.1:0", self.banner.addr),
         ])
         conf_b, _ = write_config("bad-b", [("silent", "127.0.0.1:0", self.silent.addr)],
                                  timeouts={"handshake": 2.0})
@@ -203,6 +229,8 @@ class Lab:
         self.tls_port = self.pa.port_of("tls")
         self.rec_port = self.pa.port_of("rec")
         self.refused_port = self.pa.port_of("refused")
+        self.talker_port = self.pa.port_of("talker")
+        self.banner_port = self.pa.port_of("banner")
         self.base_a = self.base_b = None
         self.slow = None
 
@@ -300,17 +328,19 @@ class HelloLab:
         conf = tflib.write_file("bad-hello.conf", """
 listeners = (
   { name = "mitm"; listen = "%s"; route = "forward"; upstream = "%s"; mode = "mitm"; },
-  { name = "sni"; listen = "%s"; route = "sni"; upstream_port = %d; }
+  { name = "sni"; listen = "%s"; route = "sni"; upstream_port = %d; },
+  { name = "banner"; listen = "%s"; route = "forward"; upstream = "%s"; mode = "mitm"; }
 );
 ca = { dir = "%s"; };
 timeouts = { handshake = 10.0; };
 log = { text = "none"; json = "%s"; };
 workers = 1;
 """ % (tflib.listen_addr("127.0.0.1:0"), lab.srv.addr, tflib.listen_addr("127.0.0.1:0"),
-       lab.srv.port, ca.dir, json_path))
+       lab.srv.port, tflib.listen_addr("127.0.0.1:0"), lab.banner.addr, ca.dir, json_path))
         self.proxy = Tlsfault(config=conf, name="bad-hello")
         self.mitm_port = self.proxy.port_of("mitm")
         self.sni_port = self.proxy.port_of("sni")
+        self.banner_port = self.proxy.port_of("banner")
 
 
 def part_unreadable_hello(tap, lab, hl, name, data, error):
@@ -353,6 +383,121 @@ def part_unreadable_hello(tap, lab, hl, name, data, error):
            "%s, SNI route: refused at once, the reason names the ClientHello" % name,
            "after %.1f s, client got %r (%r)\nflow_end %r\n%s" % (
                secs, got, err, end, fmt_events(evs)))
+
+
+def banner_exchange(port, reply=b"QUIT\r\n", timeout=5.0):
+    """Waits for the banner (without sending a byte), answers, half-closes
+    and reads to EOF.  Returns (local_port, what came, seconds to the banner)."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    lp = s.getsockname()[1]
+    t0 = time.monotonic()
+    got = b""
+    secs = None
+    try:
+        while len(got) < len(BANNER):
+            b = s.recv(65536)
+            if not b:
+                break
+            got += b
+        secs = time.monotonic() - t0
+        s.sendall(reply)
+        s.shutdown(socket.SHUT_WR)
+        got += recv_all(s)
+    except OSError:
+        pass
+    finally:
+        s.close()
+    return lp, got, secs
+
+
+def part_server_first(tap, lab, proxy, port, listener):
+    """A server that talks first is no TLS server: relayed both ways, and
+    the log says the server spoke first."""
+    _, direct, _ = banner_exchange(lab.banner.port)
+    lab.banner.results.clear()
+    lp, proxied, secs = banner_exchange(port)
+    res = lab.banner.wait_results(1, timeout=5)
+    fid, end, evs = flow_of(proxy, lp, listener=listener)
+    tap.ok(proxied == direct == BANNER and secs is not None and secs < 3.0
+           and res and res[-1] == b"QUIT\r\n",
+           "server speaks first, %s: the client gets the banner at once, the server the reply"
+           % listener,
+           "direct %r\nproxied %r after %r s\nserver got %r\n%s" % (
+               direct, proxied, secs, res, fmt_events(evs)))
+    nt = [e for e in evs if e.get("event") == "non_tls" and e.get("dir") == "s2c"]
+    bad = []
+    if not nt or not str(nt[0].get("preview", "")).startswith("220 banner.test"):
+        bad.append("no s2c non_tls event with the banner as preview")
+    if end is None:
+        bad.append("no flow_end")
+    else:
+        if (end.get("bytes") or {}).get("s2c") != len(BANNER):
+            bad.append("flow_end bytes.s2c %r, want %d" % ((end.get("bytes") or {}).get("s2c"),
+                                                           len(BANNER)))
+        if end.get("server_spoke_first") is not True:
+            bad.append("flow_end lacks server_spoke_first")
+        if "server spoke first" not in str(end.get("summary")):
+            bad.append("summary %r does not say the server spoke first" % end.get("summary"))
+        verdict = end.get("verdict") or {}
+        if verdict.get("cause") != "not_tls_server" or "spoke first" not in str(
+                verdict.get("summary")):
+            bad.append("verdict %r" % verdict)
+    tap.ok(not bad, "server speaks first, %s: the log shows the banner, says the server spoke "
+           "first and blames the server" % listener, "\n".join(bad) + "\n" + fmt_events(evs))
+
+
+def part_server_sent_hello(tap, lab):
+    """A ClientHello from the server is logged, but it is not the client's;
+    a real client fails as it does directly."""
+    hello = SERVER_SENT_HELLO
+    s = socket.create_connection(("127.0.0.1", lab.talker_port), timeout=5)
+    lp = s.getsockname()[1]
+    got = b""
+    try:
+        while len(got) < len(hello):
+            b = s.recv(65536)
+            if not b:
+                break
+            got += b
+    except OSError:
+        pass
+    s.close()
+    fid, end, evs = flow_of(lab.pa, lp, listener="talker")
+    bad = []
+    if got != hello:
+        bad.append("the client got %r, not the server's %d bytes" % (got[:16], len(hello)))
+    if not [e for e in evs if e.get("event") == "handshake" and e.get("dir") == "s2c"
+            and e.get("type") == "client_hello"]:
+        bad.append("no s2c client_hello event")
+    if end is None:
+        bad.append("no flow_end")
+    else:
+        for k in ("sni", "client_max_version"):
+            if end.get(k) is not None:
+                bad.append("flow_end %s %r comes from the server's hello" % (k, end.get(k)))
+        verdict = end.get("verdict") or {}
+        if verdict.get("cause") != "server_spoke_first" or verdict.get("who_fixes") != "server":
+            bad.append("verdict %r" % verdict)
+    tap.ok(not bad, "a ClientHello sent by the server is relayed and logged, not taken as the "
+           "client's (no sni, no offered version); verdict server_spoke_first",
+           "\n".join(bad) + "\n" + fmt_events(evs))
+
+    def attempt(port):
+        ctx = ssl.create_default_context()
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
+                with ctx.wrap_socket(raw, server_hostname="lab.test"):
+                    return "handshake completed"
+        except ssl.SSLError as e:
+            return tflib.ssl_error_text(e)
+        except OSError as e:
+            return repr(e)
+    direct, proxied = attempt(lab.talker.port), attempt(lab.talker_port)
+    tap.ok(direct == proxied and "UNEXPECTED_MESSAGE" in direct.upper().replace(" ", "_"),
+           "a Python client fails through the proxy as directly (%s)" % direct,
+           "direct %r\nproxied %r" % (direct, proxied))
 
 
 def part_truncated(tap, lab):
@@ -452,7 +597,12 @@ def main(tap):
     hl = HelloLab(lab)
     for name, data, error in UNREADABLE_HELLOS:
         tap.section(3, name, part_unreadable_hello, tap, lab, hl, name, data, error)
+    tap.section(2, "server speaks first (mitm)", part_server_first, tap, lab, hl.proxy,
+                hl.banner_port, "banner")
     hl.proxy.stop()
+    tap.section(2, "server speaks first (passthrough)", part_server_first, tap, lab, lab.pa,
+                lab.banner_port, "banner")
+    tap.section(2, "server sends a ClientHello", part_server_sent_hello, tap, lab)
     tap.section(2, "truncated record", part_truncated, tap, lab)
     tap.section(2, "upstream refuses", part_refused, tap, lab)
     tap.section(2, "silent upstream", part_silent, tap, lab)
@@ -461,7 +611,7 @@ def main(tap):
     lab.srv.stop()
 
 
-PLAN = 1 + 3 * len(NON_TLS) + 3 * len(UNREADABLE_HELLOS) + 2 + 2 + 2 + 2 + 3
+PLAN = 1 + 3 * len(NON_TLS) + 3 * len(UNREADABLE_HELLOS) + 2 + 2 + 2 + 2 + 2 + 2 + 2 + 3
 
 if __name__ == "__main__":
     tflib.run_main(PLAN, main)

@@ -38,7 +38,6 @@ import re
 import shlex
 import socket
 import ssl
-import struct
 import subprocess
 import sys
 import tempfile
@@ -95,24 +94,6 @@ def chromium(args, timeout=40):
     profile = tempfile.mkdtemp(prefix="tfchrome-", dir=tflib.tmpdir())
     return tflib.run([chromium_bin()] + CHROMIUM_FLAGS + ["--user-data-dir=" + profile] + args,
                      timeout=timeout)
-
-
-def client_hello(sni):
-    """A minimal TLS 1.2 ClientHello record with this server name (bytes,
-    sent as they are: no hostname rules apply)."""
-    def ext(t, body):
-        return struct.pack("!HH", t, len(body)) + body
-    name = struct.pack("!BH", 0, len(sni)) + sni
-    exts = (ext(0, struct.pack("!H", len(name)) + name)
-            + ext(10, bytes.fromhex("0004001d0017"))          # x25519, secp256r1
-            + ext(11, bytes.fromhex("0100"))
-            + ext(13, bytes.fromhex("0006080404010403"))      # rsa_pss, rsa_pkcs1, ecdsa
-            + ext(23, b""))                                   # extended_master_secret
-    suites = bytes.fromhex("c02fc02bc030009c")
-    body = (b"\x03\x03" + os.urandom(32) + b"\x00" + struct.pack("!H", len(suites)) + suites
-            + b"\x01\x00" + struct.pack("!H", len(exts)) + exts)
-    hs = b"\x01" + struct.pack("!I", len(body))[1:] + body
-    return b"\x16\x03\x01" + struct.pack("!H", len(hs)) + hs
 
 
 def send_raw(port, data, wait=1.0):
@@ -274,7 +255,7 @@ def make_logs(tap, run):
         max_version=ssl.TLSVersion.TLSv1_2), "lab.test"))
     step("alert", lambda: py_get(pt.port, unverified(), "alert.lab.test"))
     step("downgrade", lambda: py_get(pt.port, unverified(), "downgrade.lab.test"))
-    step("hostile-sni", lambda: send_raw(pt.port, client_hello(HOSTILE.encode()), 0.5))
+    step("hostile-sni", lambda: send_raw(pt.port, tflib.client_hello(HOSTILE.encode()), 0.5))
     step("plaintext", lambda: send_raw(pt.port, ("GET /%s HTTP/1.0\r\n\r\n" % HOSTILE).encode(),
                                        0.5))
     step("drop", lambda: py_get(pt.port, unverified(), "drop.lab.test", timeout=1.5))

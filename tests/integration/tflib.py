@@ -26,6 +26,7 @@ import shutil
 import signal
 import socket
 import ssl
+import struct
 import subprocess
 import sys
 import tempfile
@@ -682,6 +683,24 @@ class TCPServer:
                 c.close()
             except Exception:
                 pass
+
+
+def client_hello(sni):
+    """A minimal TLS 1.2 ClientHello record with this server name (bytes,
+    sent as they are: no hostname rules apply)."""
+    def ext(t, body):
+        return struct.pack("!HH", t, len(body)) + body
+    name = struct.pack("!BH", 0, len(sni)) + sni
+    exts = (ext(0, struct.pack("!H", len(name)) + name)
+            + ext(10, bytes.fromhex("0004001d0017"))          # x25519, secp256r1
+            + ext(11, bytes.fromhex("0100"))
+            + ext(13, bytes.fromhex("0006080404010403"))      # rsa_pss, rsa_pkcs1, ecdsa
+            + ext(23, b""))                                   # extended_master_secret
+    suites = bytes.fromhex("c02fc02bc030009c")
+    body = (b"\x03\x03" + os.urandom(32) + b"\x00" + struct.pack("!H", len(suites)) + suites
+            + b"\x01\x00" + struct.pack("!H", len(exts)) + exts)
+    hs = b"\x01" + struct.pack("!I", len(body))[1:] + body
+    return b"\x16\x03\x01" + struct.pack("!H", len(hs)) + hs
 
 
 def recv_all(conn, bufsize=262144):

@@ -204,6 +204,7 @@ test_table(void **state)
         "server_closed_after_hello",
         "not_tls_server",
         "not_tls_client",
+        "server_spoke_first",
         "version_mismatch",
         "no_shared_cipher",
         "sni_required",
