@@ -7,6 +7,8 @@ Starts, all on loopback and each on its own port:
   passthrough  tlsfault --mode passthrough, handshake logging to a JSON file, no fault rules
   mitm         tlsfault --mode mitm, logging to a JSON file
   haproxy      HAProxy `mode tcp`, the reference peer
+  floor        bench/minrelay: recv and send, nothing else (no timers, logs or
+               limits); what any relay's per-connection kernel work costs here
 then runs, per repetition and interleaved over the targets in that order:
   bulk   curl of the large body (MB/s)
   ka     wrk -t1 -c50 --latency on the small body (req/s, p50, p99)
@@ -34,8 +36,11 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 TOP = os.path.dirname(HERE)
-TARGETS = ["direct", "passthrough", "mitm", "haproxy"]
-PROXIES = ["passthrough", "mitm", "haproxy"]
+TARGETS = ["direct", "passthrough", "mitm", "haproxy", "floor"]
+PROXIES = ["passthrough", "mitm", "haproxy", "floor"]
+# Memory per idle connection is the proxies' own figure: minrelay's fixed 64 KiB
+# buffers would say nothing.
+IDLE_PROXIES = ["passthrough", "mitm", "haproxy"]
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE_KIB = os.sysconf("SC_PAGE_SIZE") // 1024
 
@@ -72,7 +77,8 @@ class Bench:
         self.work = os.path.join(self.out, "work")
         self.logs = os.path.join(self.work, "logs")
         base = args.port_base
-        self.port = {"direct": base, "haproxy": base + 1, "passthrough": base + 2, "mitm": base + 3}
+        self.port = {"direct": base, "haproxy": base + 1, "passthrough": base + 2, "mitm": base + 3,
+                     "floor": base + 4}
         self.samples = {}  # figure -> target -> [per-rep value]
         self.extra = []  # raw per-measurement records
         self.problems = []  # failed/hung connections and tool errors
@@ -282,6 +288,8 @@ backend origin
             argv = self.pin(["nginx", "-c", self.nginx_conf, "-g", "daemon off;"], self.cpu0)
         elif name == "haproxy":
             argv = self.pin(["haproxy", "-db", "-f", self.haproxy_conf], self.cpu1)
+        elif name == "floor":
+            argv = self.pin([self.a.minrelay, str(port), str(self.port["direct"])], self.cpu1)
         elif name == "passthrough":
             argv = self.pin([self.a.tlsfault, "--listen", f"127.0.0.1:{port}", "--upstream", up,
                              "--json", os.path.join(self.logs, f"passthrough.{self.gen(name)}.jsonl"),
@@ -647,11 +655,11 @@ backend origin
                 self.group(rep, "hs", lambda t: self.handshakes(rep, t), "{:9.0f} conn/s")
             # Memory does not depend on CPU contention: no background check.
             for n in (a.idle_counts if "idle" in a.loads else []):
-                for t in [t for t in PROXIES if t in TARGETS]:
+                for t in [t for t in IDLE_PROXIES if t in TARGETS]:
                     v = self.idle(rep, t, n)
                     self.log(f"  idle  {t:12s} n={n} {v and f'{v:7.2f} KiB/conn'}")
             if "idle" in a.loads:
-                for t in [t for t in PROXIES if t in TARGETS]:
+                for t in [t for t in IDLE_PROXIES if t in TARGETS]:
                     if "hs" in a.loads:
                         v = self.after_burst(rep, t)
                         text = v and f"{v:7.3f} ms CPU/conn after the idle connections closed"
@@ -803,6 +811,16 @@ def goals_table(summary, pinned, totals, idle_counts):
                             "met": smet, "label": label + ", goal scaled", "scaled": True})
             lines.append(f"{t:12s} {'  goal scaled by HAProxy here (x' + fmt(ha['median'] / HAPROXY_REFERENCE_CPU_MS) + ')':38s} "
                          f"{fmt(val):>9s} {op + str(scaled):>8s}  ({'yes' if smet else 'no'})")
+        fl = summary.get(fig, {}).get("floor")
+        if (fig == "cpu_ms_per_conn" and t == "passthrough" and val is not None and fl is not None
+                and fl["median"] > 0):
+            # No relay costs less than minrelay: a goal below it cannot be met on this machine.
+            results.append({"figure": fig, "target": t, "floor": fl["median"], "measured": val,
+                            "goal": goal, "goal_below_floor": goal < fl["median"],
+                            "label": label + ", floor (minrelay)"})
+            lines.append(f"{t:12s} {'  floor here (minrelay), above it':38s} "
+                         f"{fmt(fl['median']):>9s} {'+' + fmt(val - fl['median']):>8s}  "
+                         f"({'goal below the floor' if goal < fl['median'] else 'goal above the floor'})")
     for t in ("passthrough", "mitm"):
         tot = totals.get(t, {})
         bad = tot.get("hs_unfinished", 0) + tot.get("ka_timeouts", 0) + tot.get("idle_unfinished", 0)
@@ -849,6 +867,7 @@ def main():
     ap.add_argument("--reps", type=int)
     ap.add_argument("--tlsfault", default=os.path.join(TOP, "build", "src", "tlsfault"))
     ap.add_argument("--hsload", default=os.path.join(TOP, "bench", "out", "hsload"))
+    ap.add_argument("--minrelay", default=os.path.join(TOP, "bench", "out", "minrelay"))
     ap.add_argument("--out", default=os.path.join(TOP, "bench", "out"))
     ap.add_argument("--port-base", type=int, default=int(os.environ.get("BENCH_PORT_BASE", 29440)))
     ap.add_argument("--keep-logs", action="store_true", help="keep tlsfault's JSON logs")
@@ -866,6 +885,9 @@ def main():
     chosen = set(a.targets.split(",")) | {"direct"}
     if chosen - set(TARGETS):
         sys.exit(f"--targets: unknown target(s) {sorted(chosen - set(TARGETS))}")
+    if "floor" in chosen and not os.access(a.minrelay, os.X_OK):
+        print(f"bench: no {a.minrelay}: the floor target is left out", file=sys.stderr)
+        chosen.discard("floor")
     TARGETS[:] = [t for t in TARGETS if t in chosen]
     a.loads = sorted(a.loads)
     a.tlsfault = os.path.abspath(a.tlsfault)
@@ -934,7 +956,7 @@ def main():
                     f"wrk errors {tt.get('ka_errors', 0)} (timeouts {tt.get('ka_timeouts', 0)}); "
                     f"bulk failures {tt.get('bulk_failed', 0)}"
                     + (f"; idle failed {tt.get('idle_failed', 0)}, did not complete "
-                       f"{tt.get('idle_unfinished', 0)}" if t != "direct" else ""))
+                       f"{tt.get('idle_unfinished', 0)}" if t in IDLE_PROXIES else ""))
     for t, f in getattr(b, "flows", {}).items():
         conn.append(f"  {t:12s} tlsfault log: {f['flow_start']} flow_start, {f['flow_end']} flow_end, "
                     f"outcomes {f['outcomes']}")

@@ -44,6 +44,10 @@ if [ ! -x bench/out/hsload ] || [ bench/hsload.c -nt bench/out/hsload ]; then
     echo "bench: building bench/out/hsload"
     cc -O2 -Wall -Wextra -o bench/out/hsload bench/hsload.c -lssl -lcrypto
 fi
+if [ ! -x bench/out/minrelay ] || [ bench/minrelay.c -nt bench/out/minrelay ]; then
+    echo "bench: building bench/out/minrelay"
+    cc -O2 -Wall -Wextra -o bench/out/minrelay bench/minrelay.c
+fi
 
 # 8,000 idle connections through a proxy need ~16,000 descriptors in it.
 hard=$(ulimit -Hn)
@@ -53,4 +57,5 @@ if [ "$(ulimit -n)" -lt 17000 ]; then
     echo "bench: warning: only $(ulimit -n) open files allowed; the 8,000-connection idle figure may fail"
 fi
 
-exec python3 bench/bench.py --tlsfault "$TLSFAULT" --hsload bench/out/hsload "$@"
+exec python3 bench/bench.py --tlsfault "$TLSFAULT" --hsload bench/out/hsload \
+    --minrelay bench/out/minrelay "$@"
