@@ -476,6 +476,9 @@ backend origin
         allocations more; the next repetition starts from a fresh proxy).
         """
         pid = self.procs[target].pid
+        # The idle connections' own ending (8,000 closes, their flow_end events) is not
+        # part of the figure: wait until the proxy is quiet.
+        settle = self.wait_quiet(pid)
         argv = [self.a.hsload, "-p", str(self.port[target]), "-C", self.bundle, "-s", "bench.test",
                 "-c", str(self.a.hs_conns), "-t", str(self.a.hs_secs), "-g", "5", "-T", "10"]
         c0 = self.cpu_ticks(pid)
@@ -483,7 +486,7 @@ backend origin
         c1 = self.cpu_ticks(pid)
         lines = [l for l in p.stdout.splitlines() if l.startswith("completed=")]
         rec = {"load": "burst", "rep": rep, "target": target, "rc": p.returncode,
-               "rss_kib": self.rss_kib(pid)}
+               "rss_kib": self.rss_kib(pid), "settle_s": settle}
         self.extra.append(rec)
         if p.returncode != 0 or not lines:
             self.problems.append(f"hsload after burst {target} rep {rep}: exit {p.returncode}")
@@ -497,6 +500,19 @@ backend origin
         rec["cpu_ms_per_conn"] = (c1 - c0) / CLK_TCK * 1000 / max(done, 1)
         self.add("cpu_ms_per_conn_burst", target, rec["cpu_ms_per_conn"])
         return rec["cpu_ms_per_conn"]
+
+    def wait_quiet(self, pid, timeout=30.0, step=0.25):
+        """Waits until the process used at most one clock tick in a step; returns the
+        seconds waited."""
+        t0 = time.time()
+        last = self.cpu_ticks(pid)
+        while time.time() - t0 < timeout:
+            time.sleep(step)
+            now = self.cpu_ticks(pid)
+            if now - last <= 1:
+                break
+            last = now
+        return round(time.time() - t0, 2)
 
     def idle(self, rep, target, n):
         """Fresh proxy, a short warm-up, then RSS before/after N idle connections."""
