@@ -830,7 +830,8 @@ def goals_table(summary, pinned, totals, idle_counts):
         fl = summary.get(fig, {}).get("floor")
         if (fig == "cpu_ms_per_conn" and t == "passthrough" and val is not None and fl is not None
                 and fl["median"] > 0):
-            # No relay costs less than minrelay: a goal below it cannot be met on this machine.
+            # A socket relay costs about what minrelay does at least: a goal below it is out of
+            # reach on this machine.
             results.append({"figure": fig, "target": t, "floor": fl["median"], "measured": val,
                             "goal": goal, "goal_below_floor": goal < fl["median"],
                             "label": label + ", floor (minrelay)"})
