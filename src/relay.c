@@ -12,7 +12,9 @@
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "tlsfault/relay.h"
@@ -24,6 +26,13 @@
 #define RELAY_READS_PER_WAKE 4
 
 static _Thread_local uint8_t relay_scratch[RELAY_SCRATCH];
+
+/* A stream left in its socket a little longer by a busy-polling worker (relay_gather). */
+struct relay_gathering {
+    uint64_t since; /* µs: when the wait began; 0 when not waiting */
+    uint64_t grew;  /* µs: when more bytes last arrived */
+    int avail;      /* bytes in the socket at the last look */
+};
 
 /* Bytes read from one side that its peer could not take yet. */
 struct relay_pending {
@@ -48,6 +57,8 @@ struct tf_relay {
     bool shut[2];    /* FIN passed on to side i */
     bool reading[2]; /* side i has bytes for the other, when readable */
     bool writing[2]; /* side i can take pending[1 - i], when writable */
+    size_t last_read[2];               /* bytes of side i's last read (relay_gather) */
+    struct relay_gathering gather[2]; /* side i's bytes waiting in its socket */
 };
 
 static void relay_cb(evutil_socket_t fd, short what, void *arg);
@@ -171,6 +182,7 @@ relay_read(struct tf_relay *r, int side)
     for (int i = 0; i < RELAY_READS_PER_WAKE; i++) {
         ssize_t n = recv(fd, relay_scratch, sizeof(relay_scratch), 0);
         if (n > 0) {
+            r->last_read[side] = (size_t)n;
             r->ops->data(r->arg, side, relay_scratch, (size_t)n);
             if (!relay_forward(r, side, relay_scratch, (size_t)n))
                 return;
@@ -227,6 +239,61 @@ relay_write(struct tf_relay *r, int to)
     return true;
 }
 
+/*
+ * Busy-polling workers gather a stream before passing it on (see
+ * relay_gather).  A side counts as streaming after a read of at least
+ * RELAY_STREAMING bytes; its bytes then wait in the socket until
+ * RELAY_GATHER_BYTES are there, or nothing more came for RELAY_QUIET_US,
+ * or the first of them has waited RELAY_GATHER_US.
+ */
+#define RELAY_STREAMING (8 * 1024)
+#define RELAY_GATHER_BYTES (256 * 1024)
+#define RELAY_QUIET_US 50
+#define RELAY_GATHER_US 500
+
+static uint64_t
+relay_now_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
+/*
+ * True when side's bytes should wait a little longer.  Why: a worker that
+ * busy-polls picks up each chunk the moment it lands and passes it on at
+ * once, so the receiver, asleep between chunks, is woken for every one;
+ * in a VM each wake-up costs the CPU that client and server share an
+ * interrupt and an exit.  Passing a bulk stream on in larger pieces wakes
+ * the receiver a fraction as often.  Small exchanges (requests, short
+ * answers) never wait: their reads stay under RELAY_STREAMING.
+ */
+static bool
+relay_gather(struct tf_relay *r, int side)
+{
+    struct relay_gathering *g = &r->gather[side];
+    int avail = 0;
+    if (r->last_read[side] < RELAY_STREAMING || ioctl(r->fd[side], FIONREAD, &avail) != 0 ||
+        avail <= 0 || (size_t)avail >= RELAY_GATHER_BYTES) {
+        g->since = 0;
+        return false;
+    }
+    uint64_t now = relay_now_us();
+    if (g->since == 0) {
+        g->since = g->grew = now;
+        g->avail = avail;
+        return true;
+    }
+    if (avail != g->avail) {
+        g->avail = avail;
+        g->grew = now;
+    }
+    if (now - g->grew < RELAY_QUIET_US && now - g->since < RELAY_GATHER_US)
+        return true;
+    g->since = 0;
+    return false;
+}
+
 static void
 relay_cb(evutil_socket_t fd, short what, void *arg)
 {
@@ -235,8 +302,11 @@ relay_cb(evutil_socket_t fd, short what, void *arg)
     tf_worker_note_work();
     if ((what & EV_WRITE) && r->writing[side] && !relay_write(r, side))
         return;
-    if ((what & EV_READ) && r->reading[side])
+    if ((what & EV_READ) && r->reading[side]) {
+        if (tf_worker_polling && relay_gather(r, side))
+            return;
         relay_read(r, side);
+    }
 }
 
 struct tf_relay *

@@ -172,6 +172,7 @@ tf_worker_init(struct tf_worker *w, int index, struct tf_config *cfg, struct tf_
 }
 
 _Thread_local uint64_t tf_worker_work;
+_Thread_local bool tf_worker_polling;
 
 static uint64_t
 worker_now_us(void)
@@ -202,6 +203,7 @@ static void
 worker_busy_loop(struct tf_worker *w)
 {
     uint64_t idle_since = worker_now_us();
+    tf_worker_polling = true;
     for (;;) {
         uint64_t work = tf_worker_work;
         if (worker_loop_ended(w, event_base_loop(w->base, EVLOOP_NONBLOCK)))

@@ -71,6 +71,7 @@ struct tf_worker {
  * last look found anything (libevent does not say).
  */
 extern _Thread_local uint64_t tf_worker_work;
+extern _Thread_local bool tf_worker_polling;
 
 static inline void
 tf_worker_note_work(void)
